@@ -1,0 +1,280 @@
+"""Structured-config schemas: every knob, its default and what it does, written once.
+
+Each Hydra group (``conf/<group>/*.yaml``) starts with ``defaults: [base_<group>]`` so that a YAML file or a
+command-line override naming a key that is not declared here fails at compose time. Cross-field checks run in
+``__post_init__``, i.e. when :func:`ditto_research.config.to_config` turns the composed tree into these objects,
+before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from ditto_research.errors import ConfigError
+
+MODEL_NAMES = ("ditto", "untrained", "tiny")
+BACKEND_NAMES = ("pytorch", "onnx", "tensorrt")
+DEVICE_NAMES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "bf16")
+MODE_NAMES = ("offline", "online")
+SAMPLER_NAMES = ("ddim",)
+FACE_NAMES = ("auto", "official", "mediapipe")
+AUDIO_ENCODER_NAMES = ("hubert_onnx", "hubert_torch", "untrained")
+FADE_TYPES = ("", "d0", "s")
+MOTION_KEYS = ("scale", "pitch", "yaw", "roll", "t", "exp")
+
+
+def _check_choice(group: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{group}={value!r} is not valid; choose one of: {', '.join(allowed)}")
+
+
+def _check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ConfigError(f"{name}={value} is out of range; it must lie in {bounds}")
+
+
+@dataclass
+class ModelConfig:
+    """Which weights the networks get (group ``model``)."""
+
+    # ditto: the official checkpoints under `checkpoint_root`; untrained: full-size networks with seeded random
+    # weights (benchmarks; the output is not a face); tiny: narrow random networks (fast tests and CI).
+    name: str = MISSING
+    # Root of the Hugging Face layout of digital-avatar/ditto-talkinghead (ditto_cfg/, ditto_pytorch/, ...).
+    checkpoint_root: str = "checkpoints"
+    # Official config pickle (relative to checkpoint_root) whose audio2motion_cfg/default_kwargs seed the defaults;
+    # null = use this schema's defaults (which equal the official v0.4 values).
+    cfg_pkl: str | None = None
+    # LMDM checkpoint file name under ditto_pytorch/models/.
+    lmdm_file: str = "lmdm_v0.4_hubert.pth"
+    # Seed of the random weights for `untrained` and `tiny` (ignored for `ditto`).
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("model", self.name, MODEL_NAMES)
+
+
+@dataclass
+class BackendConfig:
+    """Which runtime executes the networks (group ``backend``)."""
+
+    # pytorch | onnx | tensorrt.
+    name: str = MISSING
+    # cpu | cuda. Asking for an unavailable device is an error, never a silent fallback.
+    device: str = "cpu"
+    # fp32 | fp16 | bf16 (renderer networks; the LMDM and grid sample stay fp32 as in the original).
+    precision: str = "fp32"
+    # Folder of ONNX files laid out like the official ditto_onnx/ (null: <checkpoint_root>/ditto_onnx).
+    onnx_dir: str | None = None
+    # Folder of TensorRT engines (null: <checkpoint_root>/ditto_trt_<gpu>).
+    engine_dir: str | None = None
+    # Torch intra-op threads per stage; 0 = let the pipeline allocate the machine's cores.
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("backend", self.name, BACKEND_NAMES)
+        _check_choice("backend.device", self.device, DEVICE_NAMES)
+        _check_choice("backend.precision", self.precision, PRECISIONS)
+        _check_range("backend.num_threads", self.num_threads, low=0)
+
+
+@dataclass
+class ModeConfig:
+    """Offline (whole audio known) or online (streamed in chunks) generation (group ``mode``)."""
+
+    # offline | online.
+    name: str = MISSING
+    # HuBERT streaming window in 40 ms frames: (left context, new frames, look-ahead).
+    chunksize: list[int] = field(default_factory=lambda: [3, 5, 2])
+    # Online only: feed the audio at 1x wall-clock speed and report latency percentiles.
+    realtime: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.name, MODE_NAMES)
+        if len(self.chunksize) != 3 or min(self.chunksize) < 0 or self.chunksize[1] < 1:
+            raise ConfigError(
+                f"mode.chunksize={list(self.chunksize)} is invalid; give three frame counts [left, new, right] "
+                "with new >= 1 (default [3, 5, 2])"
+            )
+
+
+@dataclass
+class SamplerConfig:
+    """Diffusion sampler of the LMDM (group ``sampler``)."""
+
+    # ddim: the reference stochastic DDIM (its timestep pairs, per-step noises drawn once per run).
+    name: str = MISSING
+    # Number of denoising steps (the original uses 50).
+    steps: int = 50
+    # DDIM eta: 1.0 = the reference (fully stochastic), 0.0 = deterministic DDIM.
+    eta: float = 1.0
+    # Classifier-free guidance weight w: x0 = uncond + w * (cond - uncond). 1.0 skips the unconditional pass.
+    guidance_scale: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_choice("sampler", self.name, SAMPLER_NAMES)
+        _check_range("sampler.steps", self.steps, low=1, high=1000)
+        _check_range("sampler.eta", self.eta, low=0.0, high=1.0)
+        _check_range("sampler.guidance_scale", self.guidance_scale, low=0.0)
+
+
+@dataclass
+class MotionConfig:
+    """Audio-to-motion windowing and the LMDM condition layout (part of ``model``-independent settings)."""
+
+    # LMDM window length in frames (fixed by the checkpoint: 80).
+    seq_frames: int = 80
+    # Frames shared by consecutive windows and cross-faded (reference default 10).
+    overlap_v2: int = 10
+    # Reset the motion condition to the source pose every k windows (0 = never).
+    fix_kp_cond: int = 0
+    # Restrict that reset to motion dims [start, end) (null = all 265 dims).
+    fix_kp_cond_dim: list[int] | None = None
+    # Clip the generated motion to per-dim [min, max] ranges from this .npy file of shape (2, 265) (null = off).
+    v_min_max_for_clip: str | None = None
+    # Temporal mean-filter width for pose/translation of the generated motion (1 = off).
+    smo_k_d: int = 3
+    # Condition columns of the LMDM: emotion (8), eye openness (2), eye ball (6), source keypoints (63).
+    use_emo: bool = True
+    use_eye_open: bool = True
+    use_eye_ball: bool = True
+    use_sc: bool = True
+
+    def __post_init__(self) -> None:
+        _check_range("motion.seq_frames", self.seq_frames, low=2)
+        _check_range("motion.overlap_v2", self.overlap_v2, low=0, high=self.seq_frames - 1)
+        _check_range("motion.fix_kp_cond", self.fix_kp_cond, low=0)
+        _check_range("motion.smo_k_d", self.smo_k_d, low=1)
+        if self.fix_kp_cond_dim is not None and (
+            len(self.fix_kp_cond_dim) != 2 or not 0 <= self.fix_kp_cond_dim[0] < self.fix_kp_cond_dim[1] <= 265
+        ):
+            raise ConfigError(f"motion.fix_kp_cond_dim={self.fix_kp_cond_dim} must be [start, end] with 0<=start<end<=265")
+
+    @property
+    def cond_dim(self) -> int:
+        """Width of the LMDM condition these flags produce (1103 with all flags, HuBERT 1024)."""
+        return 1024 + 8 * self.use_emo + 2 * self.use_eye_open + 6 * self.use_eye_ball + 63 * self.use_sc
+
+
+@dataclass
+class FaceConfig:
+    """Source registration: face front-end and crop (group ``face``)."""
+
+    # auto: `official` when the checkpoint's face models exist, else `mediapipe`;
+    # official: det_10g + 2d106det + landmark203 + face_landmarker.task; mediapipe: FaceMesh from the wheel.
+    name: str = MISSING
+    # Crop box size relative to the face (larger = more background).
+    crop_scale: float = 2.3
+    # Horizontal crop shift as a fraction of the box (the original ignores it: kept at 0 for parity).
+    crop_vx_ratio: float = 0.0
+    # Vertical crop shift as a fraction of the box (negative moves the box up).
+    crop_vy_ratio: float = -0.125
+    # Rotate the crop so the eyes are level.
+    crop_flag_do_rot: bool = True
+    # Longest side of the source after resizing (pixels); the output has this resolution.
+    max_size: int = 1920
+    # Video sources: number of source frames to use (-1 = all frames, looped/mirrored to the audio length).
+    template_n_frames: int = -1
+    # Video sources: temporal mean-filter width over per-frame source keypoint info (1 = off).
+    smo_k_s: int = 13
+    # Smallest accepted face, as the shorter side of its box in pixels.
+    min_face_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check_choice("face", self.name, FACE_NAMES)
+        _check_range("face.crop_scale", self.crop_scale, low=0.5, high=10.0)
+        _check_range("face.max_size", self.max_size, low=64)
+        _check_range("face.smo_k_s", self.smo_k_s, low=1)
+
+
+@dataclass
+class AudioEncoderConfig:
+    """Speech features (group ``audio_encoder``)."""
+
+    # hubert_onnx: the official hubert_streaming_fix_kv.onnx; hubert_torch: a local transformers HuBERT-large
+    # directory; untrained: seeded random encoder (tests).
+    name: str = MISSING
+    # hubert_onnx: file (null = <checkpoint_root>/ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx);
+    # hubert_torch: model directory.
+    path: str | None = None
+    # Seed of the untrained encoder.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("audio_encoder", self.name, AUDIO_ENCODER_NAMES)
+        if self.name == "hubert_torch" and not self.path:
+            raise ConfigError(
+                "audio_encoder=hubert_torch needs audio_encoder.path=DIR (a transformers HuBERT-large folder)"
+            )
+
+
+@dataclass
+class ControlConfig:
+    """Expression, eye, pose and fade controls (group ``control``)."""
+
+    # Emotion: an int 0..7, a list of ints (mixed), a per-frame list of lists, or a path to an (N, 8) .npy.
+    emo: Any = 4
+    # Video sources: use the first frame's eye state for every frame.
+    eye_f0_mode: bool = False
+    # Drive eye expression from the generated motion (null = true for images, false for videos).
+    drive_eye: bool | None = None
+    # Blinks from a (K, 63) expression-delta .npy (null = none). delta_eye_open_n: -1 never blink, 0 random
+    # schedule (seeded by `seed`), n > 0 fixed open interval in frames.
+    delta_eye_arr: str | None = None
+    delta_eye_open_n: int = 0
+    # Motion keys taken from the generated motion (null = exp, pitch, yaw, roll, t).
+    use_d_keys: list[str] | None = None
+    # Drive relative to the first generated frame (true) or with absolute generated motion (false).
+    relative_d: bool = True
+    # Fade target: "" none, "d0" the first generated frame, "s" the source pose.
+    fade_type: str = ""
+    # Motion keys that fade_alpha blends toward the fade target.
+    fade_out_keys: list[str] = field(default_factory=lambda: ["exp"])
+    # Fade in over the first n frames / out over the last n frames (-1 = off).
+    fade_in: int = -1
+    fade_out: int = -1
+    # Run the stitching network (keeps the shoulders/face border consistent with the source).
+    flag_stitching: bool = True
+    # Controls for every frame (keys of FrameControls: vad_alpha, delta_pitch, alpha_yaw, delta_exp, ...).
+    overall_ctrl_info: dict[str, Any] = field(default_factory=dict)
+    # Per-frame controls, {frame_index: {control: value}}; merged over overall_ctrl_info.
+    ctrl_info: dict[str, Any] = field(default_factory=dict)
+    # YAML/JSON file with per-frame controls in the same form (merged over ctrl_info).
+    ctrl_info_file: str | None = None
+    # Seed for the random blink schedule and diffusion noise.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("control.fade_type", self.fade_type, FADE_TYPES)
+        for key in list(self.fade_out_keys) + list(self.use_d_keys or []):
+            _check_choice("control motion key", key, MOTION_KEYS)
+        _check_range("control.delta_eye_open_n", self.delta_eye_open_n, low=-1)
+
+
+@dataclass
+class InferConfig:
+    """Root of ``python -m ditto_research.infer``."""
+
+    model: ModelConfig = MISSING
+    backend: BackendConfig = MISSING
+    mode: ModeConfig = MISSING
+    sampler: SamplerConfig = MISSING
+    face: FaceConfig = MISSING
+    audio_encoder: AudioEncoderConfig = MISSING
+    control: ControlConfig = MISSING
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    # Portrait image or video (null = the bundled example face).
+    source: str | None = None
+    # Speech file: wav, mp3, flac, m4a, ... (null = the bundled example sentence).
+    audio: str | None = None
+    # Output MP4 (written to a temporary file and renamed at the end; never overwrites `source` or `audio`).
+    output: str = "output.mp4"
+    # Overwrite an existing `output`.
+    overwrite: bool = False
+    # Show a progress bar.
+    progress: bool = True

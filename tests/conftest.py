@@ -1,0 +1,63 @@
+"""Shared fixtures: golden reference data and the deterministic weight fill that produced it.
+
+The golden folder is ``../shared/golden`` next to the repository (override with ``DITTO_GOLDEN_DIR``).
+Parity tests skip with a clear reason when it is absent, so the suite still runs on a bare clone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def golden_root() -> Path:
+    env = os.environ.get("DITTO_GOLDEN_DIR")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    root = golden_root()
+    if not (root / "det_init.py").is_file():
+        pytest.skip(f"golden data not found at {root} (set DITTO_GOLDEN_DIR to the shared/golden folder)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def det_init(golden_dir: Path) -> ModuleType:
+    """The reference ``det_init`` module (``fill_state_dict(module, seed, skip=())``)."""
+    spec = importlib.util.spec_from_file_location("det_init", golden_dir / "det_init.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_golden(golden_dir: Path):
+    """``load_golden("decoder")`` -> dict of numpy arrays from ``decoder.npz``."""
+
+    def _load(name: str) -> dict[str, np.ndarray]:
+        path = golden_dir / f"{name}.npz"
+        if not path.is_file():
+            pytest.skip(f"golden file {path} not present")
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    return _load
+
+
+@pytest.fixture(autouse=True)
+def _torch_determinism():
+    """Parity is defined for float32 CPU with 2 threads; keep tests from inheriting odd global state."""
+    torch.set_grad_enabled(False)
+    yield
+    torch.set_grad_enabled(True)

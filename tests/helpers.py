@@ -1,0 +1,23 @@
+"""Small assertion helpers shared by the tests (import as ``from tests.helpers import ...``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def max_abs_err(ours: torch.Tensor | np.ndarray, ref: np.ndarray) -> float:
+    """max |ours - ref| after checking shapes agree."""
+    ours_np, ref = to_numpy(ours), np.asarray(ref)
+    assert ours_np.shape == ref.shape, f"shape {ours_np.shape} != golden {ref.shape}"
+    return float(np.abs(ours_np.astype(np.float64) - ref.astype(np.float64)).max())
+
+
+def max_rel_err(ours: torch.Tensor | np.ndarray, ref: np.ndarray) -> float:
+    """max |ours - ref| / max |ref| (the parity metric the issues state)."""
+    scale = float(np.abs(np.asarray(ref)).max()) or 1.0
+    return max_abs_err(ours, ref) / scale
