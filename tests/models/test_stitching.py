@@ -1,0 +1,104 @@
+"""StitchingNetwork: checkpoint interface and key stripping, golden parity, batch independence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from ditto_research.errors import CheckpointError, ConfigError
+from ditto_research.models.stitching import StitchingNetwork, stitching_state_dict_from_checkpoint
+from tests.helpers import max_abs_err
+
+GOLDEN_TOL = 1e-5
+
+
+def official_rows(golden_dir: Path, module: str) -> dict[str, tuple[list[int], str, float]]:
+    """state_dict_keys.tsv rows of one module: key -> (shape, dtype, sum of the seed-0 fill)."""
+    rows: dict[str, tuple[list[int], str, float]] = {}
+    for line in (golden_dir / "state_dict_keys.tsv").read_text().splitlines()[1:]:
+        name, key, shape, dtype, fill_sum = line.split("\t")
+        if name == module:
+            rows[key] = ([int(s) for s in shape.strip("[]").split(",") if s.strip()], dtype, float(fill_sum))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def seeded_stitcher(det_init: ModuleType) -> StitchingNetwork:
+    model = StitchingNetwork().eval()
+    model.load_state_dict(det_init.fill_state_dict(model, 0), strict=True)
+    return model
+
+
+def test_state_dict_matches_official_keys(golden_dir: Path, det_init: ModuleType) -> None:
+    rows = official_rows(golden_dir, "StitchingNetwork")
+    state = StitchingNetwork().state_dict()
+    assert sorted(state) == sorted(rows)
+    for key, (shape, dtype, _) in rows.items():
+        assert list(state[key].shape) == shape, key
+        assert str(state[key].dtype).removeprefix("torch.") == dtype, key
+    filled = det_init.fill_state_dict(state, 0)
+    for key, (_, _, fill_sum) in rows.items():
+        assert float(filled[key].double().sum()) == pytest.approx(fill_sum, rel=1e-6, abs=1e-6), key
+
+
+def test_golden_parity(seeded_stitcher: StitchingNetwork, load_golden) -> None:
+    golden = load_golden("stitch_network")
+    for i in range(golden["kp_source"].shape[0]):  # the reference ran separate batch-1 calls
+        out = seeded_stitcher(torch.from_numpy(golden["kp_source"][i]), torch.from_numpy(golden["kp_driving"][i]))
+        assert max_abs_err(out, golden["kp_driving_new"][i]) <= GOLDEN_TOL, i
+
+
+def test_batch_items_are_independent(seeded_stitcher: StitchingNetwork) -> None:
+    gen = torch.Generator().manual_seed(3)
+    kp_source, kp_driving = torch.randn(5, 21, 3, generator=gen), torch.randn(5, 21, 3, generator=gen)
+    batched = seeded_stitcher(kp_source, kp_driving)
+    assert batched.shape == (5, 21, 3)
+    for i in range(5):
+        single = seeded_stitcher(kp_source[i : i + 1], kp_driving[i : i + 1])
+        assert max_abs_err(batched[i : i + 1], single.numpy()) <= 1e-6, i
+
+
+def test_offsets_are_per_keypoint_plus_shared_xy() -> None:
+    """A zero-weight MLP whose last bias is known: every keypoint moves by delta_k + (tx, ty, 0)."""
+    model = StitchingNetwork(input_size=12, hidden_sizes=(4,), output_size=8).eval()
+    for param in model.parameters():
+        torch.nn.init.zeros_(param)
+    bias = torch.arange(1.0, 9.0)
+    model.mlp[-1].bias.copy_(bias)
+    kp_driving = torch.randn(2, 2, 3)
+    out = model(torch.randn(2, 2, 3), kp_driving)
+    expected = kp_driving + bias[:6].reshape(2, 3) + torch.tensor([7.0, 8.0, 0.0])
+    assert torch.equal(out, expected)
+
+
+def test_inconsistent_sizes_are_rejected() -> None:
+    with pytest.raises(ConfigError):
+        StitchingNetwork(input_size=126, output_size=64)
+
+
+def test_checkpoint_key_stripping_loads_strictly() -> None:
+    reference = StitchingNetwork()
+    ddp_keys = {f"module.{key}": value.clone() for key, value in reference.state_dict().items()}
+    ddp_keys["mlp.module.0.weight"] = ddp_keys.pop("module.mlp.0.weight")  # any occurrence is removed
+    checkpoint = {"retarget_eye": {"x": torch.zeros(1)}, "retarget_shoulder": ddp_keys}
+    state = stitching_state_dict_from_checkpoint(checkpoint)
+    assert sorted(state) == sorted(reference.state_dict())
+    model = StitchingNetwork()
+    model.load_state_dict(state, strict=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "message"),
+    [
+        ({"retarget_eye": {}, "retarget_lip": {}}, "retarget_shoulder"),
+        ({"retarget_shoulder": [1, 2]}, "state dict"),
+        ([("retarget_shoulder", {})], "expected a dict"),
+    ],
+)
+def test_checkpoint_errors_are_clear(checkpoint: object, message: str) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        stitching_state_dict_from_checkpoint(checkpoint)
