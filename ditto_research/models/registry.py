@@ -64,7 +64,7 @@ NETWORKS: dict[str, NetworkSpec] = {
             "appearance_extractor.pth",
             "ditto_research.models.appearance",
             "AppearanceFeatureExtractor",
-            tiny_kwargs={"block_expansion": 8, "max_features": 64},
+            tiny_kwargs={"block_expansion": 8, "max_features": 32, "reshape_channel": 8, "reshape_depth": 4},
         ),
         NetworkSpec(
             "motion_extractor",
@@ -78,7 +78,16 @@ NETWORKS: dict[str, NetworkSpec] = {
             "warp_network.pth",
             "ditto_research.models.warping",
             "WarpingNetwork",
-            tiny_kwargs={"block_expansion": 8, "max_features": 64, "dense_motion_kwargs": {"block_expansion": 4, "max_features": 32}},
+            tiny_kwargs={
+                "block_expansion": 8,
+                "max_features": 32,
+                "reshape_channel": 8,
+                "reshape_depth": 4,
+                "dense_block_expansion": 8,
+                "dense_max_features": 32,
+                "dense_num_blocks": 2,
+                "compress": 2,
+            },
         ),
         NetworkSpec(
             "decoder",
