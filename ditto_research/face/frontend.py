@@ -1,0 +1,225 @@
+"""Face front-ends for source registration: find the face, give the landmarks that place the crop.
+
+Registration (reference ``core/atomic_components/source2info.py``) runs, per source image or video frame::
+
+    face = frontend.locate(rgb, previous)          # crop landmarks in image pixels, groups, box, faces
+    crop = crop_face(rgb, face)                    # 512 x 512 rotated crop (scale 2.3, vy -0.125)
+    lmk478 = frontend.landmarks478(crop.img_crop)  # (1, 478, 3) on the crop -> eye open / eye ball
+
+Two front-ends implement :class:`FaceFrontend`:
+
+=============  ==============================================================================================
+``official``   det_10g (SCRFD) -> largest box -> 2d106det -> 224 crop -> landmark203 through onnxruntime,
+               ``face_landmarker.task`` (MediaPipe Tasks) on the crop; the reference models, see
+               :mod:`ditto_research.face.official_frontend`.
+``mediapipe``  MediaPipe FaceMesh from the mediapipe wheel (no files, works offline); 478 points stand in for
+               the 203, see :mod:`ditto_research.face.mediapipe_frontend` for the point mapping.
+=============  ==============================================================================================
+
+``make_frontend("auto", aux_dir, ...)`` picks ``official`` when all four aux files are in ``aux_dir``.
+
+Video tracking: pass the previous frame's :class:`FaceLandmarks` as ``previous``; the official front-end then
+skips detection and crops around the previous 203 points (as the reference does), MediaPipe keeps its own
+tracker. Front-ends hold native sessions: use one per thread and ``close()`` it (or use ``with``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from ditto_research.checkpoints import FACE_FILES
+from ditto_research.errors import CheckpointError, ConfigError, InputError
+from ditto_research.face.crop import CropLandmarkGroups, CropResult, WarpBackend, crop_image
+
+__all__ = [
+    "FRONTEND_NAMES",
+    "FaceFrontend",
+    "FaceLandmarks",
+    "FrontendName",
+    "crop_face",
+    "make_frontend",
+    "official_files_present",
+]
+
+log = logging.getLogger(__name__)
+
+FrontendName = Literal["auto", "official", "mediapipe"]
+FRONTEND_NAMES: tuple[FrontendName, ...] = ("auto", "official", "mediapipe")
+NO_FACE_HINT = "use a frontal portrait where the face is clearly visible and not too small"
+
+
+@dataclass(frozen=True, eq=False)
+class FaceLandmarks:
+    """Where the face is in one image.
+
+    ``points`` (N, 2) float32: the crop landmarks in image pixels (x, y); ``groups`` names their eye and mouth
+    rows for :func:`~ditto_research.face.crop.crop_image`; ``box`` (4,) float32 face box x1, y1, x2, y2 in
+    pixels; ``num_faces``: faces seen in the image (1 when the face was tracked from the previous frame).
+    """
+
+    points: np.ndarray
+    groups: CropLandmarkGroups
+    box: np.ndarray
+    num_faces: int
+
+    @property
+    def size(self) -> float:
+        """Longer side of the face box, in pixels."""
+        return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+@runtime_checkable
+class FaceFrontend(Protocol):
+    """Face detection + landmarks for registration. Implementations subclass this to inherit ``with``."""
+
+    def locate(
+        self, rgb: np.ndarray, previous: FaceLandmarks | None = None, *, what: str = "the image"
+    ) -> FaceLandmarks:
+        """Crop landmarks of the (largest) face in ``rgb`` (H, W, 3) uint8 RGB.
+
+        ``previous``: the last frame's result for video tracking (None for a still image or a first frame).
+        ``what`` names the input in error messages. Raises InputError when no face is found or the face is
+        smaller than the front-end's ``min_face_size``.
+        """
+        ...
+
+    def landmarks478(self, crop_rgb: np.ndarray, *, what: str = "the face crop") -> np.ndarray:
+        """(1, 478, 3) float32 MediaPipe landmarks of the face crop (512, 512, 3) uint8.
+
+        Coordinates are normalised like MediaPipe's output and the reference's: x / W, y / H, z on the x
+        scale; the reference feeds them to ``EyeAttrUtilsByMP`` unscaled (eye ball moves depend on the unit),
+        so pass them to :mod:`ditto_research.face.eye` as they are (multiply by 512 for crop pixels).
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the native sessions; the front-end is unusable afterwards."""
+        ...
+
+    def __enter__(self) -> FaceFrontend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def crop_face(
+    rgb: np.ndarray,
+    face: FaceLandmarks,
+    dsize: int = 512,
+    scale: float = 2.3,
+    vx_ratio: float = 0.0,
+    vy_ratio: float = -0.125,
+    flag_do_rot: bool = True,
+    *,
+    backend: WarpBackend = "exact",
+) -> CropResult:
+    """The registration crop of ``face`` in ``rgb`` (reference defaults: 512 px, scale 2.3, vy -0.125)."""
+    return crop_image(rgb, face.points, dsize, scale, vx_ratio, vy_ratio, flag_do_rot,
+                      landmarks=face.groups, backend=backend)
+
+
+def official_files_present(aux_dir: Path | None) -> bool:
+    """True when ``aux_dir`` holds all four official face files (det, 106, 203, face_landmarker.task)."""
+    return aux_dir is not None and all((Path(aux_dir) / name).is_file() for name in FACE_FILES)
+
+
+def make_frontend(
+    name: FrontendName,
+    aux_dir: Path | None,
+    min_face_size: int = 0,
+    *,
+    warp_backend: WarpBackend = "exact",
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+) -> FaceFrontend:
+    """Build a front-end: ``official`` (files from ``aux_dir``), ``mediapipe``, or ``auto`` (official when all
+    of :data:`~ditto_research.checkpoints.FACE_FILES` are in ``aux_dir``, else mediapipe).
+
+    ``min_face_size`` (pixels, 0 = any): smaller faces raise InputError. ``warp_backend`` is the crop warp
+    used inside the official chain; ``providers`` are onnxruntime execution providers for it.
+    """
+    if name not in FRONTEND_NAMES:
+        raise ConfigError(f"unknown face front-end {name!r}; expected one of {FRONTEND_NAMES}")
+    if min_face_size < 0:
+        raise ConfigError(f"min_face_size must be >= 0 pixels, got {min_face_size}")
+    if name == "auto":
+        name = "official" if official_files_present(aux_dir) else "mediapipe"
+        log.info("face front-end: %s (%s)", name,
+                 f"official files found in {aux_dir}" if name == "official" else "official files not found")
+    if name == "official":
+        if aux_dir is None or not official_files_present(aux_dir):
+            missing = [n for n in FACE_FILES if aux_dir is None or not (Path(aux_dir) / n).is_file()]
+            raise CheckpointError(
+                f"face front-end 'official' needs {', '.join(missing)} in {aux_dir}: download the "
+                "checkpoints (ditto_pytorch/aux_models) or use face=mediapipe"
+            )
+        from ditto_research.face.official_frontend import OfficialFrontend
+
+        return OfficialFrontend.from_dir(Path(aux_dir), min_face_size=min_face_size,
+                                         warp_backend=warp_backend, providers=providers)
+    from ditto_research.face.mediapipe_frontend import MediaPipeFrontend
+
+    return MediaPipeFrontend(min_face_size=min_face_size)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Shared checks for implementations
+
+
+def check_rgb(rgb: np.ndarray, what: str) -> np.ndarray:
+    """``rgb`` as a C-contiguous (H, W, 3) uint8 array, or InputError naming ``what``."""
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InputError(
+            f"{what} must be an (H, W, 3) uint8 RGB image, got shape {getattr(rgb, 'shape', None)} "
+            f"dtype {getattr(rgb, 'dtype', type(rgb).__name__)}: convert it to 8-bit RGB"
+        )
+    if rgb.shape[0] < 8 or rgb.shape[1] < 8:
+        raise InputError(f"{what} is only {rgb.shape[1]}x{rgb.shape[0]} pixels: give a larger image")
+    return np.ascontiguousarray(rgb)
+
+
+def no_face_error(what: str) -> InputError:
+    return InputError(f"no face found in {what}: {NO_FACE_HINT}")
+
+
+def largest_face(boxes: np.ndarray, what: str) -> int:
+    """Row of the largest-area box in (K, >=4) x1, y1, x2, y2 ``boxes`` (K >= 1); logs when K > 1.
+
+    Same selection as the reference (``argsort`` of the negated area, first row).
+    """
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    index = int(np.argsort(-area)[0])
+    if len(boxes) > 1:
+        log.warning("%d faces found in %s; using the largest (box %s)", len(boxes), what,
+                    np.round(boxes[index, :4], 1).tolist())
+    return index
+
+
+def check_face_size(box: np.ndarray, min_face_size: int, what: str) -> None:
+    """InputError when the longer side of ``box`` (x1, y1, x2, y2) is below ``min_face_size`` pixels."""
+    width, height = float(box[2] - box[0]), float(box[3] - box[1])
+    if max(width, height) < min_face_size:
+        raise InputError(
+            f"the face in {what} is {width:.0f}x{height:.0f} pixels, smaller than min_face_size="
+            f"{min_face_size}: use a higher-resolution image or a closer shot (or lower min_face_size)"
+        )
+
+
+def points_box(points: np.ndarray) -> np.ndarray:
+    """(4,) float32 x1, y1, x2, y2 around (N, 2) points."""
+    return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float32)
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(K,) intersection over union of one x1, y1, x2, y2 ``box`` with (K, 4) ``boxes``."""
+    top_left = np.maximum(box[:2], boxes[:, :2])
+    bottom_right = np.minimum(box[2:4], boxes[:, 2:4])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+    area = np.prod(box[2:4] - box[:2])
+    areas = np.prod(boxes[:, 2:4] - boxes[:, :2], axis=1)
+    return inter / np.maximum(area + areas - inter, 1e-9)
