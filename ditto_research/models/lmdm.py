@@ -1,0 +1,425 @@
+"""LMDM, Ditto's latent motion diffusion model: a FiLM transformer decoder that denoises 80 frames of motion.
+
+One denoising pass (:meth:`LMDM.denoise`) predicts x_0 from a noisy motion window x_t, the motion of the
+frame before the window (``cond_frame``), per-frame condition features (HuBERT audio + emotion/eye/shape
+columns) and the diffusion time t:
+
+* the condition is projected to the latent width and run through a 2-layer transformer encoder; its token
+  mean goes through an MLP to a "hidden" vector. Both are learned null embeddings when the condition is
+  dropped (classifier-free guidance);
+* t gives a FiLM vector (plus the condition hidden) and two extra memory tokens;
+* x_t, concatenated with cond_frame on every frame, is decoded by 8 pre-norm layers: self-attention,
+  cross-attention over the 82 memory tokens, feed-forward, each scaled and shifted by FiLM of t.
+
+Rotary position embedding rotates the full latent-width features (interleaved pairs, before the attention
+input projection) of queries and keys, never values; memory tokens take positions 0..81.
+
+:meth:`LMDM.forward` is the official ONNX interface ``lmdm(x, cond_frame, cond, time_cond) -> pred_noise,
+x_start`` with guidance weight 2. Parameter and buffer names follow ``lmdm_v0.4_hubert.pth``'s
+``model_state_dict`` (249 keys; one shared ``rotary.freqs`` buffer appears under 11 of them). Inference only:
+the reference's dropout layers (p = 0.1) are left out.
+
+Shape legend: B batch, N motion frames (80), M = N + 2 memory tokens, D latent width (512),
+F motion features (265), C condition features (1103 official, 1059 the reference default).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ditto_research.diffusion.ddim import ModelFn
+from ditto_research.diffusion.schedule import NUM_TRAIN_STEPS, cosine_alphas_cumprod
+from ditto_research.errors import CheckpointError, ConfigError, InputError
+
+__all__ = ["LMDM", "lmdm_cond_dim_from_state_dict"]
+
+Rope = tuple[torch.Tensor, torch.Tensor]
+"""(cos, sin), each (P, D): rotary tables for positions 0..P-1."""
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary tables over the full width D; ``freqs`` (D/2,) = 10000^(-2i/D) is a checkpoint buffer."""
+
+    def __init__(self, dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        # Same float32 arithmetic as the reference buffer (it is also saved in the checkpoint).
+        exponents = torch.arange(0, dim, 2)[: dim // 2].float() / dim
+        self.register_buffer("freqs", 1.0 / (theta**exponents))
+
+    def tables(self, num_positions: int) -> Rope:
+        """(cos, sin) (P, D); each frequency is repeated for its interleaved pair of features."""
+        positions = torch.arange(num_positions, device=self.freqs.device, dtype=self.freqs.dtype)
+        angles = torch.outer(positions, self.freqs)
+        # Duplicate each frequency for its pair; stack rather than repeat_interleave, whose ONNX export
+        # mis-infers shapes when the length is dynamic.
+        angles = torch.stack((angles, angles), dim=-1).flatten(-2)
+        return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
+    """Rotate (B, L, D) features by position: pairs (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin)."""
+    cos, sin = rope
+    length = x.shape[-2]
+    pairs = x.unflatten(-1, (-1, 2))
+    rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return x * cos[:length].to(x.dtype) + rotated_half * sin[:length].to(x.dtype)
+
+
+class PackedAttention(nn.Module):
+    """Multi-head attention with nn.MultiheadAttention's parameters (``in_proj_*`` packs q, k, v).
+
+    Queries and keys arrive already rotated; (B, Lq, D), (B, Lk, D), (B, Lk, D) -> (B, Lq, D).
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, L, D) -> (B, H, L, D/H)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        dim = self.out_proj.in_features
+        weight, bias = self.in_proj_weight, self.in_proj_bias
+        if query is key:  # self-attention: q and k in one projection
+            q, k = F.linear(query, weight[: 2 * dim], bias[: 2 * dim]).chunk(2, dim=-1)
+        else:
+            q = F.linear(query, weight[:dim], bias[:dim])
+            k = F.linear(key, weight[dim : 2 * dim], bias[dim : 2 * dim])
+        v = F.linear(value, weight[2 * dim :], bias[2 * dim :])
+        heads = F.scaled_dot_product_attention(
+            self._split_heads(q), self._split_heads(k), self._split_heads(v)
+        )
+        return self.out_proj(heads.transpose(1, 2).flatten(-2))
+
+
+class CondEncoderLayer(nn.Module):
+    """Pre-norm encoder layer, rotary self-attention and a GELU MLP; (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, dim: int, num_heads: int, ff_size: int, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.self_attn = PackedAttention(dim, num_heads)
+        self.linear1 = nn.Linear(dim, ff_size)
+        self.linear2 = nn.Linear(ff_size, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.rotary = rotary  # shared; registered here only because the checkpoint lists it here
+
+    def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
+        h = self.norm1(x)
+        qk = apply_rope(h, rope)
+        x = x + self.self_attn(qk, qk, h)
+        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+
+
+class FiLM(nn.Module):
+    """Mish -> Linear: FiLM vector (B, D) -> (scale, shift), each (B, 1, D)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Mish(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, film: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale, shift = self.block(film).unsqueeze(1).chunk(2, dim=-1)
+        return scale, shift
+
+
+def modulate(x: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(1 + scale) * x + shift."""
+    scale, shift = scale_shift
+    return (scale + 1) * x + shift
+
+
+class FiLMDecoderLayer(nn.Module):
+    """Pre-norm decoder layer; every residual branch is FiLM-modulated by the time vector.
+
+    x (B, N, D), memory (B, M, D) and its rotated copy, film (B, D) -> (B, N, D).
+    """
+
+    def __init__(self, dim: int, num_heads: int, ff_size: int, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.self_attn = PackedAttention(dim, num_heads)
+        self.multihead_attn = PackedAttention(dim, num_heads)
+        self.linear1 = nn.Linear(dim, ff_size)
+        self.linear2 = nn.Linear(ff_size, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.film1 = FiLM(dim)
+        self.film2 = FiLM(dim)
+        self.film3 = FiLM(dim)
+        self.rotary = rotary  # shared; registered here only because the checkpoint lists it here
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        memory_rotated: torch.Tensor,
+        film: torch.Tensor,
+        rope: Rope,
+    ) -> torch.Tensor:
+        h = self.norm1(x)
+        qk = apply_rope(h, rope)
+        x = x + modulate(self.self_attn(qk, qk, h), self.film1(film))
+        q = apply_rope(self.norm2(x), rope)
+        x = x + modulate(self.multihead_attn(q, memory_rotated, memory), self.film2(film))
+        feed_forward = self.linear2(F.gelu(self.linear1(self.norm3(x))))
+        return x + modulate(feed_forward, self.film3(film))
+
+
+class DecoderStack(nn.Module):
+    """Holds the decoder layers under the checkpoint's ``seqTransDecoder.stack.<i>`` names."""
+
+    def __init__(self, layers: list[FiLMDecoderLayer]) -> None:
+        super().__init__()
+        self.stack = nn.ModuleList(layers)
+
+
+class SinusoidalTimeEmbedding(nn.Module):
+    """t (B,) int -> (B, D) = [sin(t w_i), cos(t w_i)], w_i = 10000^(-i / (D/2 - 1))."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        rate = math.log(10000) / (half - 1)
+        freqs = torch.exp(torch.arange(half, device=t.device) * -rate)
+        angles = t[:, None] * freqs[None, :]
+        return torch.cat((angles.sin(), angles.cos()), dim=-1)
+
+
+class LMDM(nn.Module):
+    """The motion diffusion transformer with its cosine schedule and classifier-free guidance.
+
+    ``alphas_cumprod`` (T,) float32 is a non-persistent buffer (the checkpoint does not hold it).
+    """
+
+    def __init__(
+        self,
+        motion_dim: int = 265,
+        cond_dim: int = 1103,
+        seq_frames: int = 80,
+        latent_dim: int = 512,
+        ff_size: int = 1024,
+        num_layers: int = 8,
+        num_heads: int = 8,
+        num_cond_layers: int = 2,
+        guidance_weight: float = 2.0,
+        num_train_steps: int = NUM_TRAIN_STEPS,
+    ) -> None:
+        super().__init__()
+        if latent_dim % (2 * num_heads) != 0:
+            raise ConfigError(
+                f"LMDM latent_dim must be a multiple of 2 * num_heads, got {latent_dim}, {num_heads}"
+            )
+        self.motion_dim = motion_dim
+        self.cond_dim = cond_dim
+        self.seq_frames = seq_frames
+        self.guidance_weight = guidance_weight
+
+        self.rotary = RotaryEmbedding(latent_dim)
+        self.time_mlp = nn.Sequential(
+            SinusoidalTimeEmbedding(latent_dim), nn.Linear(latent_dim, 4 * latent_dim), nn.Mish()
+        )
+        self.to_time_cond = nn.Sequential(nn.Linear(4 * latent_dim, latent_dim))
+        self.to_time_tokens = nn.Sequential(nn.Linear(4 * latent_dim, 2 * latent_dim))  # 2 memory tokens
+        self.null_cond_embed = nn.Parameter(torch.randn(1, seq_frames, latent_dim))
+        self.null_cond_hidden = nn.Parameter(torch.randn(1, latent_dim))
+        self.norm_cond = nn.LayerNorm(latent_dim)
+        self.input_projection = nn.Linear(2 * motion_dim, latent_dim)
+        self.cond_projection = nn.Linear(cond_dim, latent_dim)
+        self.cond_encoder = nn.ModuleList(
+            CondEncoderLayer(latent_dim, num_heads, ff_size, self.rotary) for _ in range(num_cond_layers)
+        )
+        self.non_attn_cond_projection = nn.Sequential(
+            nn.LayerNorm(latent_dim),
+            nn.Linear(latent_dim, latent_dim),
+            nn.SiLU(),
+            nn.Linear(latent_dim, latent_dim),
+        )
+        self.seqTransDecoder = DecoderStack(
+            [FiLMDecoderLayer(latent_dim, num_heads, ff_size, self.rotary) for _ in range(num_layers)]
+        )
+        self.final_layer = nn.Linear(latent_dim, motion_dim)
+        self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(num_train_steps), persistent=False)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], num_heads: int = 8) -> LMDM:
+        """Build with every size read from an LMDM ``model_state_dict`` (heads excepted), load it, eval()."""
+        cond_dim = lmdm_cond_dim_from_state_dict(state_dict)
+        try:
+            motion_dim, latent_dim = state_dict["final_layer.weight"].shape
+            model = cls(
+                motion_dim=motion_dim,
+                cond_dim=cond_dim,
+                seq_frames=state_dict["null_cond_embed"].shape[1],
+                latent_dim=latent_dim,
+                ff_size=state_dict["seqTransDecoder.stack.0.linear1.weight"].shape[0],
+                num_layers=len(
+                    {k.split(".")[2] for k in state_dict if k.startswith("seqTransDecoder.stack.")}
+                ),
+                num_heads=num_heads,
+                num_cond_layers=len({k.split(".")[1] for k in state_dict if k.startswith("cond_encoder.")}),
+            )
+            model.load_state_dict(state_dict)
+        except (KeyError, RuntimeError) as e:
+            raise CheckpointError(f"not an LMDM model_state_dict ({type(e).__name__}: {e})") from e
+        return model.eval()
+
+    def encode_condition(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cond (B, N, C) -> (cond tokens (B, N, D), pooled cond hidden (B, D)); independent of x and t."""
+        tokens = self.cond_projection(cond)
+        rope = self.rotary.tables(tokens.shape[1])
+        for layer in self.cond_encoder:
+            tokens = layer(tokens, rope)
+        return tokens, self.non_attn_cond_projection(tokens.mean(dim=-2))
+
+    def null_condition(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dropped condition: (null tokens (B, N, D), null hidden (B, D))."""
+        return self.null_cond_embed.expand(batch, -1, -1), self.null_cond_hidden.expand(batch, -1)
+
+    def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """t (B,) int64 -> (FiLM vector (B, D), time memory tokens (B, 2, D))."""
+        hidden = self.time_mlp(t)
+        return self.to_time_cond(hidden), self.to_time_tokens(hidden).unflatten(-1, (2, -1))
+
+    def decode(
+        self,
+        x: torch.Tensor,
+        cond_frame: torch.Tensor,
+        cond_tokens: torch.Tensor,
+        cond_hidden: torch.Tensor,
+        t: torch.Tensor,
+    ) -> torch.Tensor:
+        """x_t (B, N, F), cond_frame (B, F), encoded cond (B, N, D) and (B, D), t (B,) -> x_0 (B, N, F)."""
+        frames = x.shape[1]
+        h = self.input_projection(torch.cat([x, cond_frame.unsqueeze(1).expand(-1, frames, -1)], dim=-1))
+        film, time_tokens = self.embed_time(t)
+        film = film + cond_hidden
+        memory = self.norm_cond(torch.cat([cond_tokens, time_tokens], dim=1))
+        rope = self.rotary.tables(memory.shape[1])  # M = N + 2 positions cover x's N as well
+        memory_rotated = apply_rope(memory, rope)  # the same in every layer: rotate once
+        for layer in self.seqTransDecoder.stack:
+            h = layer(h, memory, memory_rotated, film, rope)
+        return self.final_layer(h)
+
+    def denoise(
+        self,
+        x: torch.Tensor,
+        cond_frame: torch.Tensor,
+        cond: torch.Tensor,
+        t: torch.Tensor,
+        cond_drop_prob: Literal[0, 1] = 0,
+    ) -> torch.Tensor:
+        """One unguided pass: x_t (B, N, F), cond_frame (B, F), cond (B, N, C), t (B,) -> x_0 (B, N, F).
+
+        cond_drop_prob 1 replaces the condition by the null embeddings (the unconditional branch).
+        """
+        self._check_inputs(x, cond)
+        t = t.reshape(-1).expand(x.shape[0])
+        if cond_drop_prob == 0:
+            tokens, hidden = self.encode_condition(cond)
+        elif cond_drop_prob == 1:
+            tokens, hidden = self.null_condition(x.shape[0])
+        else:
+            raise ConfigError(
+                f"cond_drop_prob must be 0 or 1 (no random dropout at inference), got {cond_drop_prob}"
+            )
+        return self.decode(x, cond_frame, tokens, hidden, t)
+
+    def guided_x_start(
+        self,
+        x: torch.Tensor,
+        cond_frame: torch.Tensor,
+        cond_tokens: torch.Tensor,
+        cond_hidden: torch.Tensor,
+        t: torch.Tensor,
+    ) -> torch.Tensor:
+        """x_0 = uncond + (cond - uncond) * guidance_weight, both branches decoded as one batch of 2B."""
+        batch = x.shape[0]
+        null_tokens, null_hidden = self.null_condition(batch)
+        both = self.decode(
+            torch.cat([x, x]),
+            torch.cat([cond_frame, cond_frame]),
+            torch.cat([null_tokens, cond_tokens]),
+            torch.cat([null_hidden, cond_hidden]),
+            torch.cat([t, t]),
+        )
+        uncond, cond = both[:batch], both[batch:]
+        return uncond + (cond - uncond) * self.guidance_weight
+
+    def predict_noise_from_start(
+        self, x: torch.Tensor, t: torch.Tensor, x_start: torch.Tensor
+    ) -> torch.Tensor:
+        """eps = x_t / sqrt(1 - a_t) - x_0 / sqrt(1 / a_t - 1), a = alphas_cumprod; t (B,), x (B, ...)."""
+        alpha = self.alphas_cumprod[t].reshape(-1, *([1] * (x.dim() - 1)))
+        return torch.sqrt(1.0 / (1.0 - alpha)) * x - x_start / torch.sqrt(1.0 / alpha - 1)
+
+    def forward(
+        self, x: torch.Tensor, cond_frame: torch.Tensor, cond: torch.Tensor, time_cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Guided step (the ONNX interface): x (B, N, F), cond_frame (B, F), cond (B, N, C), time_cond (B,)
+        int64 -> (pred_noise, x_start), each (B, N, F)."""
+        self._check_inputs(x, cond)
+        t = time_cond.reshape(-1).expand(x.shape[0])
+        tokens, hidden = self.encode_condition(cond)
+        x_start = self.guided_x_start(x, cond_frame, tokens, hidden, t)
+        return self.predict_noise_from_start(x, t, x_start), x_start
+
+    def sampling_fn(self, cond_frame: torch.Tensor, cond: torch.Tensor) -> ModelFn:
+        """model_fn(x_t, t) -> (pred_noise, x_start) for a DDIM sampler, with the condition encoded once.
+
+        Gives the same values as :meth:`forward` at every step; cond_frame (B, F), cond (B, N, C).
+        """
+        if cond.shape[-1] != self.cond_dim:
+            raise InputError(self._cond_width_message(cond))
+        tokens, hidden = self.encode_condition(cond)
+
+        def model_fn(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            times = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+            x_start = self.guided_x_start(x, cond_frame, tokens, hidden, times)
+            return self.predict_noise_from_start(x, times, x_start), x_start
+
+        return model_fn
+
+    def _cond_width_message(self, cond: torch.Tensor) -> str:
+        return (
+            f"LMDM condition has {cond.shape[-1]} features per frame but the model was built for "
+            f"{self.cond_dim}; build the condition with the flags the checkpoint was trained with "
+            "(1103 = audio 1024 + emo 8 + eye open 2 + eye ball 6 + shape 63)"
+        )
+
+    def _check_inputs(self, x: torch.Tensor, cond: torch.Tensor) -> None:
+        if torch.jit.is_tracing():  # export: the example inputs fix the shapes anyway
+            return
+        if cond.shape[-1] != self.cond_dim:
+            raise InputError(self._cond_width_message(cond))
+        if cond.shape[1] != self.seq_frames or x.shape[1] != self.seq_frames:
+            raise InputError(
+                f"LMDM windows must be {self.seq_frames} frames, "
+                f"got x {tuple(x.shape)} and cond {tuple(cond.shape)}"
+            )
+
+
+def lmdm_cond_dim_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Condition width C of an LMDM ``model_state_dict``: ``cond_projection.weight`` is (D, C)."""
+    weight = state_dict.get("cond_projection.weight")
+    if weight is None or weight.dim() != 2:
+        raise CheckpointError(
+            "LMDM state dict has no 2-d 'cond_projection.weight'; pass the checkpoint's 'model_state_dict' "
+            "(e.g. torch.load('lmdm_v0.4_hubert.pth')['model_state_dict'])"
+        )
+    return int(weight.shape[1])

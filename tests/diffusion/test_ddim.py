@@ -1,0 +1,171 @@
+"""Cosine schedule, DDIM time grid and the reference DDIM sampler (golden: lmdm_ddim_sample_s10 / _s50)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from ditto_research.diffusion.ddim import ddim_sample_reference, ddim_step_coefficients, draw_reference_noises
+from ditto_research.diffusion.schedule import cosine_alphas_cumprod, cosine_betas, ddim_timestep_pairs
+from ditto_research.errors import ConfigError, InputError
+from ditto_research.models.lmdm import LMDM
+from tests.helpers import max_rel_err
+
+
+def exact_pairs(steps: int) -> list[tuple[int, int]]:
+    """The grid in exact arithmetic: trunc(-1 + 1000 i / S) for i = S..0, paired with the next entry."""
+    times = [math.trunc(Fraction(-1) + Fraction(1000 * i, steps)) for i in range(steps, -1, -1)]
+    return list(zip(times[:-1], times[1:], strict=True))
+
+
+@pytest.mark.parametrize("steps", [7, 30, 10, 50, 1, 1000])
+def test_timestep_pairs_match_an_independent_computation(steps: int) -> None:
+    pairs = ddim_timestep_pairs(steps)
+    assert pairs == exact_pairs(steps)
+    assert len(pairs) == steps and pairs[0][0] == 999 and pairs[-1][1] == -1
+    assert all(t > t_next for t, t_next in pairs)
+
+
+def test_timestep_pairs_are_uneven_when_1000_over_steps_is_not_integral() -> None:
+    gaps = [t - t_next for t, t_next in ddim_timestep_pairs(7)]
+    assert gaps == [143] * 6 + [142]
+    assert ddim_timestep_pairs(7)[-1] == (141, -1)
+
+
+def test_timestep_pairs_follow_float32_rounding_not_exact_arithmetic() -> None:
+    """S = 60: float32 linspace gives 248.99998 and 448.99997, truncated to 248 / 448 (exact math: 249 / 449).
+
+    This is the reference's own grid (torch.linspace in float32 with the CPU kernel's fused multiply-add);
+    golden sets built with such step counts depend on it.
+    """
+    times = {t for pair in ddim_timestep_pairs(60) for t in pair}
+    exact = {t for pair in exact_pairs(60) for t in pair}
+    assert times ^ exact == {248, 249, 448, 449}
+    assert {248, 448} <= times
+
+
+@pytest.mark.parametrize("steps", [0, 1001])
+def test_timestep_pairs_reject_out_of_range_steps(steps: int) -> None:
+    with pytest.raises(ConfigError, match=r"\[1, 1000\]"):
+        ddim_timestep_pairs(steps)
+
+
+def test_cosine_schedule_properties() -> None:
+    betas = cosine_betas()
+    alphas_cumprod = cosine_alphas_cumprod()
+    assert betas.dtype == alphas_cumprod.dtype == torch.float32 and betas.shape == (1000,)
+    assert float(betas.min()) > 0 and float(betas.max()) == pytest.approx(0.999)
+    assert bool((alphas_cumprod[1:] < alphas_cumprod[:-1]).all())
+    assert float(alphas_cumprod[0]) == pytest.approx(1 - float(betas[0]))
+
+
+def test_step_coefficients_follow_the_ddim_formulas() -> None:
+    alphas_cumprod = cosine_alphas_cumprod().double()
+    a, an = float(alphas_cumprod[500]), float(alphas_cumprod[300])
+    alpha_next_sqrt, c, sigma = ddim_step_coefficients(alphas_cumprod, 500, 300, eta=0.5)
+    ref_sigma = 0.5 * math.sqrt((1 - a / an) * (1 - an) / (1 - a))
+    assert float(sigma) == pytest.approx(ref_sigma, rel=1e-12)
+    assert float(c) == pytest.approx(math.sqrt(1 - an - ref_sigma**2), rel=1e-12)
+    assert float(alpha_next_sqrt) == pytest.approx(math.sqrt(an), rel=1e-12)
+
+
+def test_deterministic_ddim_recovers_x0_of_a_perfect_model() -> None:
+    """eta = 0 with an exact eps/x0 oracle keeps eps fixed along the chain and ends at x0 (eq. 12)."""
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 4, 3, generator=gen, dtype=torch.float64)
+    alphas_cumprod = cosine_alphas_cumprod().double()
+    pairs = ddim_timestep_pairs(20)
+    seen: list[torch.Tensor] = []
+
+    def oracle(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(x)
+        a = alphas_cumprod[t]
+        return (x - a.sqrt() * x0) / (1 - a).sqrt(), x0
+
+    a_T = alphas_cumprod[pairs[0][0]]
+    x_T = a_T.sqrt() * x0 + (1 - a_T).sqrt() * eps
+    noises = 100 * torch.randn(19, 4, 3, generator=gen, dtype=torch.float64)  # eta = 0: sigma = 0 drops them
+    out = ddim_sample_reference(oracle, x_T, pairs, alphas_cumprod, noises, eta=0.0)
+    torch.testing.assert_close(out, x0)
+    a_mid = alphas_cumprod[pairs[10][0]]
+    torch.testing.assert_close(seen[10], a_mid.sqrt() * x0 + (1 - a_mid).sqrt() * eps)
+
+
+def test_sampler_adds_step_noise_in_order() -> None:
+    """With a model predicting zeros, x after step i is exactly sigma_i * noise_i."""
+    alphas_cumprod = cosine_alphas_cumprod()
+    pairs = ddim_timestep_pairs(6)
+    noises = torch.arange(1.0, 6.0).reshape(5, 1)
+    seen: list[torch.Tensor] = []
+
+    def zero_model(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(x)
+        return torch.zeros_like(x), torch.zeros_like(x)
+
+    out = ddim_sample_reference(zero_model, torch.ones(1), pairs, alphas_cumprod, noises)
+    assert torch.equal(out, torch.zeros(1)) and len(seen) == 6
+    for i, (t, t_next) in enumerate(pairs[:-1]):
+        sigma = ddim_step_coefficients(alphas_cumprod, t, t_next)[2]
+        assert torch.equal(seen[i + 1], sigma * noises[i])
+
+
+def test_step_coefficients_stay_finite_where_float32_rounding_goes_negative() -> None:
+    """5 steps, 999 -> 799: 1 - alpha_next - sigma^2 rounds below 0 in float32 (the reference gets NaN)."""
+    alphas_cumprod = cosine_alphas_cumprod()
+    a, an = alphas_cumprod[999], alphas_cumprod[799]
+    sigma_sq = ((1 - a / an) * (1 - an) / (1 - a)).sqrt() ** 2
+    assert float(1 - an - sigma_sq) < 0
+    coefficients = torch.stack(ddim_step_coefficients(alphas_cumprod, 999, 799))
+    assert bool(coefficients.isfinite().all()) and float(coefficients[1]) == 0.0
+
+
+def test_sampler_validates_eta_and_noise_count() -> None:
+    pairs = ddim_timestep_pairs(3)
+    model = lambda x, t: (x, x)  # noqa: E731
+    with pytest.raises(InputError, match="2 step noises"):
+        ddim_sample_reference(model, torch.ones(1), pairs, cosine_alphas_cumprod(), torch.ones(1, 1))
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        ddim_sample_reference(model, torch.ones(1), pairs, cosine_alphas_cumprod(), torch.ones(2, 1), eta=1.5)
+
+
+def test_draw_reference_noises_uses_the_reference_call_order() -> None:
+    step_noises, x_T = draw_reference_noises(4, (1, 3, 5), torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)
+    expected = [torch.randn((1, 3, 5), generator=gen) for _ in range(4)]
+    assert step_noises.shape == (3, 1, 3, 5)
+    assert torch.equal(step_noises, torch.stack(expected[:3])) and torch.equal(x_T, expected[3])
+    assert draw_reference_noises(1, (2,), torch.Generator())[0].shape == (0, 2)
+
+
+@pytest.fixture(scope="module")
+def sampler_model(det_init, load_golden) -> LMDM:
+    golden = load_golden("lmdm_ddim_sample_s10")
+    model = LMDM(cond_dim=golden["aud_cond"].shape[-1]).eval()
+    model.load_state_dict(det_init.fill_state_dict(model, int(golden["seed"]), skip=("rotary.freqs",)))
+    return model
+
+
+@pytest.mark.parametrize("name", ["lmdm_ddim_sample_s10", "lmdm_ddim_sample_s50"])
+def test_ddim_sample_matches_golden(sampler_model: LMDM, load_golden, name: str) -> None:
+    golden = load_golden(name)
+    steps = int(golden["sampling_timesteps"])
+    pairs = ddim_timestep_pairs(steps)
+    assert pairs == [tuple(p) for p in golden["time_pairs"].tolist()]
+    alphas_cumprod = cosine_alphas_cumprod()
+    assert np.array_equal(alphas_cumprod.numpy(), golden["alphas_cumprod"])
+    assert np.array_equal(sampler_model.alphas_cumprod.numpy(), golden["alphas_cumprod"])
+    coefficients = torch.tensor([ddim_step_coefficients(alphas_cumprod, t, tn) for t, tn in pairs[:-1]])
+    for column, key in enumerate(("alpha_next_sqrt", "c", "sigma")):
+        np.testing.assert_allclose(coefficients[:, column].numpy(), golden[key], rtol=1e-6, atol=0)
+
+    draws = torch.from_numpy(golden["randn_draws"])
+    model_fn = sampler_model.sampling_fn(
+        torch.from_numpy(golden["kp_cond"]), torch.from_numpy(golden["aud_cond"])
+    )
+    out = ddim_sample_reference(model_fn, draws[steps - 1], pairs, alphas_cumprod, draws[: steps - 1])
+    err = max_rel_err(out, golden["out"])
+    assert err < 1e-3, f"{name}: max rel err {err:.2e}"

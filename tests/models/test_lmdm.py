@@ -1,0 +1,171 @@
+"""LMDM: checkpoint interface (keys, shapes, fill sums) and golden parity of one guided step, both widths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ditto_research.errors import CheckpointError, ConfigError, InputError
+from ditto_research.models.lmdm import LMDM, lmdm_cond_dim_from_state_dict
+from tests.helpers import max_rel_err
+
+TSV_MODULE = "LMDM_MotionDecoder_ad1059"
+
+
+def tiny_lmdm(cond_dim: int = 12) -> LMDM:
+    """A narrow LMDM with the official structure, for fast contract tests."""
+    torch.manual_seed(0)
+    return LMDM(
+        motion_dim=7, cond_dim=cond_dim, seq_frames=6, latent_dim=16, ff_size=24, num_layers=2, num_heads=2
+    ).eval()
+
+
+def tiny_inputs(model: LMDM, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, model.seq_frames, model.motion_dim, generator=gen)
+    cond_frame = torch.randn(batch, model.motion_dim, generator=gen)
+    cond = torch.randn(batch, model.seq_frames, model.cond_dim, generator=gen)
+    return x, cond_frame, cond
+
+
+def official_rows(golden_dir: Path) -> dict[str, tuple[list[int], float]]:
+    rows = {}
+    for line in (golden_dir / "state_dict_keys.tsv").read_text().splitlines()[1:]:
+        module, key, shape, _dtype, fill_sum = line.split("\t")
+        if module == TSV_MODULE:
+            rows[key] = ([int(s) for s in shape.strip("[]").split(",") if s.strip()], float(fill_sum))
+    return rows
+
+
+def test_keys_shapes_and_fill_match_official(golden_dir: Path, det_init) -> None:
+    rows = official_rows(golden_dir)
+    model = LMDM(cond_dim=1059)
+    state = model.state_dict()
+    assert len(rows) == 249 and sorted(state) == sorted(rows)
+    assert sum(key.endswith("rotary.freqs") for key in state) == 11
+    assert {key: list(t.shape) for key, t in state.items()} == {
+        key: shape for key, (shape, _) in rows.items()
+    }
+    filled = det_init.fill_state_dict(model, 0, skip=("rotary.freqs",))
+    sums = {key: float(t.double().sum()) for key, t in filled.items()}
+    for key, (_, ref_sum) in rows.items():
+        assert sums[key] == pytest.approx(ref_sum, rel=1e-9, abs=1e-9), key
+
+
+def test_1103_variant_differs_only_in_cond_projection_width() -> None:
+    narrow, wide = LMDM(cond_dim=1059).state_dict(), LMDM().state_dict()
+    assert LMDM().cond_dim == 1103 and sorted(narrow) == sorted(wide)
+    differing = {key for key in wide if wide[key].shape != narrow[key].shape}
+    assert differing == {"cond_projection.weight"}
+    assert wide["cond_projection.weight"].shape == (512, 1103)
+    assert lmdm_cond_dim_from_state_dict(wide) == 1103 and lmdm_cond_dim_from_state_dict(narrow) == 1059
+
+
+def test_alphas_cumprod_is_a_non_persistent_buffer() -> None:
+    model = tiny_lmdm()
+    assert "alphas_cumprod" in dict(model.named_buffers())
+    assert "alphas_cumprod" not in model.state_dict()
+    assert model.alphas_cumprod.shape == (1000,) and model.alphas_cumprod.dtype == torch.float32
+
+
+def test_cond_dim_reader_rejects_a_foreign_state_dict() -> None:
+    with pytest.raises(CheckpointError, match="cond_projection.weight"):
+        lmdm_cond_dim_from_state_dict({"model_state_dict": {}})
+
+
+def test_from_state_dict_reads_every_size() -> None:
+    model = tiny_lmdm(cond_dim=9)
+    rebuilt = LMDM.from_state_dict(model.state_dict(), num_heads=2)
+    assert (rebuilt.cond_dim, rebuilt.motion_dim, rebuilt.seq_frames) == (9, 7, 6)
+    x, cond_frame, cond = tiny_inputs(model, batch=1)
+    t = torch.tensor([500])
+    torch.testing.assert_close(rebuilt(x, cond_frame, cond, t), model(x, cond_frame, cond, t), rtol=0, atol=0)
+    with pytest.raises(CheckpointError):
+        LMDM.from_state_dict({"cond_projection.weight": torch.zeros(4, 3)})
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    model = tiny_lmdm()
+    x, cond_frame, cond = tiny_inputs(model, batch=1)
+    t = torch.tensor([3])
+    with pytest.raises(InputError, match="12"):
+        model(x, cond_frame, cond[..., :-1], t)
+    with pytest.raises(InputError, match="frames"):
+        model.denoise(x[:, :-1], cond_frame, cond[:, :-1], t)
+    with pytest.raises(ConfigError, match="0 or 1"):
+        model.denoise(x, cond_frame, cond, t, cond_drop_prob=0.5)  # type: ignore[arg-type]
+
+
+def test_guided_step_is_per_sample_and_matches_sampling_fn() -> None:
+    """Batching must not mix samples; the pre-encoded sampling_fn gives forward's values."""
+    model = tiny_lmdm()
+    x, cond_frame, cond = tiny_inputs(model, batch=3)
+    t = torch.tensor([999, 10, 500])
+    pred_noise, x_start = model(x, cond_frame, cond, t)
+    for i in range(3):
+        single = model(x[i : i + 1], cond_frame[i : i + 1], cond[i : i + 1], t[i : i + 1])
+        torch.testing.assert_close(single[0], pred_noise[i : i + 1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(single[1], x_start[i : i + 1], rtol=1e-5, atol=1e-5)
+    step = model.sampling_fn(cond_frame[:1], cond[:1])(x[:1], 10)
+    reference = model(x[:1], cond_frame[:1], cond[:1], torch.tensor([10]))
+    torch.testing.assert_close(step, reference, rtol=0, atol=0)
+    uncond = model.denoise(x, cond_frame, cond, t, cond_drop_prob=1)
+    cond_only = model.denoise(x, cond_frame, cond, t, cond_drop_prob=0)
+    torch.testing.assert_close(uncond + (cond_only - uncond) * 2.0, x_start, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(uncond, cond_only)
+
+
+@pytest.fixture(
+    scope="module", params=[(1059, "lmdm_forward"), (1103, "lmdm_forward_ad1103")], ids=["ad1059", "ad1103"]
+)
+def filled_case(request, det_init, load_golden) -> tuple[LMDM, dict[str, np.ndarray]]:
+    cond_dim, name = request.param
+    golden = load_golden(name)
+    model = LMDM(cond_dim=cond_dim).eval()
+    model.load_state_dict(det_init.fill_state_dict(model, int(golden["seed"]), skip=("rotary.freqs",)))
+    return model, golden
+
+
+@pytest.mark.parametrize("time_index", [0, 1])
+def test_guided_forward_matches_golden(filled_case, time_index: int) -> None:
+    model, golden = filled_case
+    x, cond_frame, cond = (torch.from_numpy(golden[k]) for k in ("x", "cond_frame", "cond"))
+    t = torch.from_numpy(golden["time_cond"][time_index : time_index + 1])
+    assert model.guidance_weight == float(golden["guidance_weight"])
+    pred_noise, x_start = model(x, cond_frame, cond, t)
+    outputs = {
+        "pred_noise": pred_noise,
+        "x_start": x_start,
+        "x_start_uncond": model.denoise(x, cond_frame, cond, t, cond_drop_prob=1),
+        "x_start_cond": model.denoise(x, cond_frame, cond, t, cond_drop_prob=0),
+    }
+    for name, ours in outputs.items():
+        err = max_rel_err(ours, golden[name][time_index])
+        assert err < 1e-4, f"{name} at t={int(t)}: max rel err {err:.2e}"
+
+
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
+@pytest.mark.filterwarnings("ignore:The feature will be removed")
+def test_onnx_export_keeps_the_official_interface(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = tiny_lmdm()
+    x, cond_frame, cond = tiny_inputs(model, batch=1)
+    t = torch.tensor([500])
+    path = tmp_path / "lmdm.onnx"
+    torch.onnx.export(
+        model,
+        (x, cond_frame, cond, t),
+        str(path),
+        input_names=["x", "cond_frame", "cond", "time_cond"],
+        output_names=["pred_noise", "x_start"],
+        dynamo=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"x": x.numpy(), "cond_frame": cond_frame.numpy(), "cond": cond.numpy(), "time_cond": t.numpy()}
+    onnx_outputs = session.run(["pred_noise", "x_start"], feeds)
+    for ours, onnx_out in zip(model(x, cond_frame, cond, t), onnx_outputs, strict=True):
+        np.testing.assert_allclose(onnx_out, ours.numpy(), rtol=1e-4, atol=1e-5)
