@@ -94,7 +94,7 @@ NETWORKS: dict[str, NetworkSpec] = {
             "decoder.pth",
             "ditto_research.models.decoder",
             "SPADEDecoder",
-            tiny_kwargs={"block_expansion": 8, "max_features": 64},
+            tiny_kwargs={"block_expansion": 8, "max_features": 32, "out_channels": 16, "spade_hidden_channels": 16},
         ),
         NetworkSpec(
             "stitch_network",
