@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ditto_research.checkpoints import CheckpointRoot, check_root
+from ditto_research.checkpoints import check_root
 from ditto_research.config import InferConfig, to_config
 from ditto_research.errors import ConfigError, InputError
 
@@ -53,10 +53,27 @@ def validate(cfg: DictConfig) -> InferConfig:
     return typed
 
 
+def resolve_inputs(cfg: InferConfig) -> tuple[Path, Path]:
+    """The source and audio paths, falling back to the bundled example (generated locally on first use)."""
+    from ditto_research.examples import example_audio, example_source
+
+    source = Path(cfg.source) if cfg.source else example_source()
+    audio = Path(cfg.audio) if cfg.audio else example_audio()
+    if cfg.source is None or cfg.audio is None:
+        log.info("using the bundled example: source=%s audio=%s", source, audio)
+    return source, audio
+
+
 def run(cfg: DictConfig) -> Path:
     """Validate ``cfg`` and generate the video (returns the output path)."""
+    from ditto_research.pipeline.session import TalkingHeadSession
+
     typed = validate(cfg)
-    root = CheckpointRoot(Path(typed.model.checkpoint_root))
-    log.info("config valid: model=%s backend=%s mode=%s (checkpoint root %s)", typed.model.name,
-             typed.backend.name, typed.mode.name, root.root)
-    raise ConfigError("video generation is not implemented yet in this build (the offline pipeline is issue #3)")
+    source, audio = resolve_inputs(typed)
+    session = TalkingHeadSession(typed)
+    try:
+        result = session.generate(source, audio, typed.output)
+    finally:
+        session.close()
+    print(f"done: {result.summary()}")
+    return Path(typed.output)

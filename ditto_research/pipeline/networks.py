@@ -1,0 +1,85 @@
+"""Build the six networks for a run (official checkpoints, full-size random, or tiny) and the LMDM sampler."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ditto_research.checkpoints import CheckpointRoot
+from ditto_research.config.schema import ModelConfig, MotionConfig, SamplerConfig
+from ditto_research.diffusion.ddim import ddim_sample_reference, draw_reference_noises
+from ditto_research.diffusion.schedule import ddim_timestep_pairs
+from ditto_research.models import NETWORK_NAMES, load_network
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Networks:
+    """The six networks of one run, in eval mode on one device."""
+
+    appearance_extractor: nn.Module
+    motion_extractor: nn.Module
+    warp_network: nn.Module
+    decoder: nn.Module
+    stitch_network: nn.Module
+    lmdm: nn.Module
+    load_s: float = 0.0
+
+
+def build_networks(model: ModelConfig, motion: MotionConfig, device: str | torch.device = "cpu") -> Networks:
+    """Load or build every network as ``model`` says (weights are checked strictly)."""
+    t0 = time.perf_counter()
+    nets: dict[str, nn.Module] = {}
+    root = CheckpointRoot(Path(model.checkpoint_root))
+    for i, name in enumerate(NETWORK_NAMES):
+        if model.name == "ditto":
+            filename = model.lmdm_file if name == "lmdm" else None
+            path = root.model_path(name, filename)
+            nets[name] = load_network(
+                name, path, device, expected_cond_dim=motion.cond_dim if name == "lmdm" else None
+            )
+        else:
+            extra = {"cond_dim": motion.cond_dim, "seq_frames": motion.seq_frames} if name == "lmdm" else {}
+            nets[name] = load_network(name, None, device, seed=model.seed + i, tiny=model.name == "tiny", **extra)
+    if model.name != "ditto":
+        log.warning("model=%s: networks have random weights; the video will not show a talking face", model.name)
+    return Networks(**nets, load_s=time.perf_counter() - t0)
+
+
+class WindowSampler:
+    """LMDM window sampler with the reference's noise discipline.
+
+    The per-step noises are drawn once per run (shared by all windows) and x_T once per window, both from one
+    explicit generator, so a run is reproducible from its seed. ``(kp_cond (1, 265), cond (1, S, D)) ->
+    (1, S, 265)``.
+    """
+
+    def __init__(self, lmdm: nn.Module, sampler: SamplerConfig, seed: int, device: str | torch.device = "cpu") -> None:
+        self.lmdm = lmdm
+        self.sampler = sampler
+        self.lmdm.guidance_weight = float(sampler.guidance_scale)
+        self.pairs = ddim_timestep_pairs(sampler.steps)
+        self.generator = torch.Generator(device=str(device)).manual_seed(int(seed))
+        shape = (1, lmdm.seq_frames, lmdm.motion_dim)
+        self.step_noises, self._first_x_T = draw_reference_noises(sampler.steps, shape, self.generator)
+        self.shape = shape
+        self.windows = 0
+
+    def next_x_T(self) -> torch.Tensor:
+        if self.windows == 0:
+            return self._first_x_T
+        return torch.randn(self.shape, generator=self.generator, device=self.generator.device)
+
+    @torch.no_grad()
+    def __call__(self, kp_cond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x_T = self.next_x_T()
+        self.windows += 1
+        model_fn = self.lmdm.sampling_fn(kp_cond, cond)
+        alphas = self.lmdm.alphas_cumprod
+        return ddim_sample_reference(model_fn, x_T, self.pairs, alphas, self.step_noises, eta=self.sampler.eta)

@@ -1,0 +1,165 @@
+"""Source registration: portrait image or video -> per-frame keypoint info, crop transform, eye state, appearance.
+
+Per source frame, as the reference ``Source2Info`` does::
+
+    face   = frontend.locate(rgb, previous)                 # detection (first frame) or tracking (video)
+    crop   = crop_face(rgb, face, 512, scale 2.3, vy -0.125, rotation)
+    eyes   = eye_open / eye_ball_move(frontend.landmarks478(crop))
+    rgb256 = resize(crop, 256, INTER_AREA) / 255            # (1, 3, 256, 256)
+    x_s_info = motion_extractor(rgb256)                     # pitch, yaw, roll, t, exp, scale, kp
+    f_s      = appearance_extractor(rgb256)                 # (1, 32, 16, 64, 64): 8 MB per frame
+
+Videos keep only the 256 crops (196 kB per frame) and compute ``f_s`` on demand through a small LRU cache, so
+memory does not hold every frame's appearance volume (the original keeps them all). Per-frame keypoint info of
+a video is mean-filtered over ``smo_k_s`` frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ditto_research.config.schema import FaceConfig
+from ditto_research.face.eye import eye_ball_move, eye_open
+from ditto_research.face.frontend import FaceFrontend, FaceLandmarks, crop_face
+from ditto_research.render.source_io import SourceMedia
+
+log = logging.getLogger(__name__)
+
+MOTION_OUTPUT_NAMES = ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")
+CROP_SIZE = 512
+NET_SIZE = 256
+
+
+def to_network_input(crop_rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(512, 512, 3) uint8 crop -> (1, 3, 256, 256) float32 in [0, 1] (INTER_AREA, as the reference)."""
+    rgb = crop_rgb if crop_rgb.shape[0] == NET_SIZE else cv2.resize(crop_rgb, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+@torch.no_grad()
+def motion_info(motion_extractor: nn.Module, image: torch.Tensor) -> dict[str, np.ndarray]:
+    """Motion-extractor outputs as the reference's x_s_info dict: (1, 66) bins, t (1, 3), exp/kp (1, 63), scale (1, 1)."""
+    outputs = motion_extractor(image)
+    info = {name: out.detach().float().cpu().numpy() for name, out in zip(MOTION_OUTPUT_NAMES, outputs)}
+    info["exp"] = info["exp"].reshape(1, -1)
+    info["kp"] = info["kp"].reshape(1, -1)
+    return info
+
+
+def mean_filter(values: np.ndarray, kernel: int) -> np.ndarray:
+    """Centred moving average over axis 0, the window clipped at both ends (the reference ``_mean_filter``)."""
+    n, half = values.shape[0], kernel // 2
+    cumsum = np.concatenate([np.zeros_like(values[:1], dtype=np.float64), np.cumsum(values, axis=0, dtype=np.float64)])
+    starts = np.maximum(np.arange(n) - half, 0)
+    stops = np.minimum(np.arange(n) + half + 1, n)
+    shape = (-1,) + (1,) * (values.ndim - 1)
+    return ((cumsum[stops] - cumsum[starts]) / (stops - starts).reshape(shape)).astype(values.dtype)
+
+
+@dataclass
+class SourceFrame:
+    """Registration result of one source frame (small: no appearance volume)."""
+
+    x_s_info: dict[str, np.ndarray]
+    M_c2o: np.ndarray
+    eye_open: np.ndarray
+    eye_ball: np.ndarray
+    crop256: np.ndarray
+
+
+class AppearanceCache:
+    """f_s of source frame i, computed on demand and kept for the last ``capacity`` frames (thread-safe)."""
+
+    def __init__(self, appearance_extractor: nn.Module, crops: list[np.ndarray], capacity: int, device: torch.device | str) -> None:
+        self.net = appearance_extractor
+        self.crops = crops
+        self.capacity = max(1, capacity)
+        self.device = device
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+        self.computed = 0
+
+    @torch.no_grad()
+    def get(self, index: int) -> torch.Tensor:
+        with self._lock:
+            if index in self._cache:
+                self._cache.move_to_end(index)
+                return self._cache[index]
+        f_s = self.net(to_network_input(self.crops[index], self.device))
+        with self._lock:
+            self.computed += 1
+            self._cache[index] = f_s
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return f_s
+
+
+@dataclass
+class RegisteredSource:
+    """Everything the stages need about the source."""
+
+    media: SourceMedia
+    frames: list[SourceFrame]
+    appearance: AppearanceCache
+    is_image: bool
+    path: str = ""
+    faces_seen: int = 1
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def sc(self) -> np.ndarray:
+        """(63,) source keypoints of the first frame (the LMDM shape condition)."""
+        return self.frames[0].x_s_info["kp"].reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def register_source(
+    media: SourceMedia,
+    frontend: FaceFrontend,
+    motion_extractor: nn.Module,
+    appearance_extractor: nn.Module,
+    face: FaceConfig,
+    device: torch.device | str = "cpu",
+    what: str = "the source",
+    progress: bool = False,
+    cache_frames: int = 8,
+) -> RegisteredSource:
+    """Register every source frame (see the module docstring)."""
+    frames: list[SourceFrame] = []
+    previous: FaceLandmarks | None = None
+    faces_seen = 1
+    for i in tqdm(range(media.num_frames), desc="register", disable=not progress or media.is_image, unit="frame"):
+        rgb = media.frame(i, mirror=False)
+        label = what if media.is_image else f"frame {i} of {what}"
+        located = frontend.locate(rgb, previous, what=label)
+        if i == 0:
+            faces_seen = located.num_faces
+            if located.num_faces > 1:
+                log.warning("%s shows %d faces; using the largest", what, located.num_faces)
+        crop = crop_face(rgb, located, CROP_SIZE, face.crop_scale, face.crop_vx_ratio, face.crop_vy_ratio,
+                         face.crop_flag_do_rot)
+        lmk478 = frontend.landmarks478(crop.img_crop, what=label)
+        crop256 = cv2.resize(crop.img_crop, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA)
+        info = motion_info(motion_extractor, to_network_input(crop256, device))
+        frames.append(SourceFrame(info, crop.M_c2o.astype(np.float32), eye_open(lmk478).reshape(1, 2),
+                                  eye_ball_move(lmk478).reshape(1, 6), crop256))
+        previous = located
+    if len(frames) > 1 and face.smo_k_s > 1:
+        for key in MOTION_OUTPUT_NAMES:
+            smoothed = mean_filter(np.stack([f.x_s_info[key] for f in frames]), face.smo_k_s)
+            for frame, value in zip(frames, smoothed):
+                frame.x_s_info[key] = value
+    cache = AppearanceCache(appearance_extractor, [f.crop256 for f in frames], cache_frames, device)
+    return RegisteredSource(media, frames, cache, media.is_image, what, faces_seen)
