@@ -183,7 +183,7 @@ class FaceConfig:
     # Video sources: temporal mean-filter width over per-frame source keypoint info (1 = off).
     smo_k_s: int = 13
     # Smallest accepted face, as the shorter side of its box in pixels.
-    min_face_size: int = 64
+    min_face_size: int = 32
 
     def __post_init__(self) -> None:
         _check_choice("face", self.name, FACE_NAMES)

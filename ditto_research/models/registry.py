@@ -64,7 +64,7 @@ NETWORKS: dict[str, NetworkSpec] = {
             "appearance_extractor.pth",
             "ditto_research.models.appearance",
             "AppearanceFeatureExtractor",
-            tiny_kwargs={"block_expansion": 8, "max_features": 32, "reshape_channel": 8, "reshape_depth": 4},
+            tiny_kwargs={"block_expansion": 8, "max_features": 16, "reshape_channel": 8, "reshape_depth": 2},
         ),
         NetworkSpec(
             "motion_extractor",
@@ -80,13 +80,13 @@ NETWORKS: dict[str, NetworkSpec] = {
             "WarpingNetwork",
             tiny_kwargs={
                 "block_expansion": 8,
-                "max_features": 32,
+                "max_features": 16,
                 "reshape_channel": 8,
-                "reshape_depth": 4,
-                "dense_block_expansion": 8,
-                "dense_max_features": 32,
+                "reshape_depth": 2,
+                "dense_block_expansion": 4,
+                "dense_max_features": 16,
                 "dense_num_blocks": 2,
-                "compress": 2,
+                "compress": 1,
             },
         ),
         NetworkSpec(

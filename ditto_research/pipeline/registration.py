@@ -145,9 +145,7 @@ def register_source(
         label = what if media.is_image else f"frame {i} of {what}"
         located = frontend.locate(rgb, previous, what=label)
         if i == 0:
-            faces_seen = located.num_faces
-            if located.num_faces > 1:
-                log.warning("%s shows %d faces; using the largest", what, located.num_faces)
+            faces_seen = located.num_faces  # the front-end logs when it picks the largest of several
         crop = crop_face(rgb, located, CROP_SIZE, face.crop_scale, face.crop_vx_ratio, face.crop_vy_ratio,
                          face.crop_flag_do_rot)
         lmk478 = frontend.landmarks478(crop.img_crop, what=label)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -39,8 +40,13 @@ def check_inputs(cfg: InferConfig) -> None:
             raise ConfigError(f"output={cfg.output} is the {label} file; choose another output path")
     if out.exists() and not cfg.overwrite:
         raise ConfigError(f"output {cfg.output} already exists; pass overwrite=true or choose another path")
-    if not out.parent.exists():
+    if not out.parent.is_dir():
         raise ConfigError(f"output folder {out.parent} does not exist; create it or choose another output path")
+    try:
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as e:
+        raise ConfigError(f"output folder {out.parent} is not writable ({e.strerror}); choose another output path") from e
 
 
 def validate(cfg: DictConfig) -> InferConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -42,13 +41,12 @@ def test_names_are_the_checkpoint_stems():
     assert set(NETWORK_NAMES) == set(MODEL_FILES)
 
 
-def test_all_six_load_fast_at_full_size():
-    t0 = time.perf_counter()
+def test_all_six_build_at_full_size_in_eval_mode():
+    # Load time is measured by benchmarks/load_networks.py, not asserted here.
     nets = {name: load_network(name) for name in NETWORK_NAMES}
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 20, f"load_network of all six took {elapsed:.1f}s"
     for net in nets.values():
         assert not net.training
+        assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
 def test_random_init_is_seeded():
