@@ -22,7 +22,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 MODE_NAMES = ("offline", "online")
 SAMPLER_NAMES = ("ddim",)
 FACE_NAMES = ("auto", "official", "mediapipe")
-AUDIO_ENCODER_NAMES = ("hubert_onnx", "hubert_torch", "untrained")
+AUDIO_ENCODER_NAMES = ("auto", "hubert_onnx", "hubert_torch", "untrained")
 FADE_TYPES = ("", "d0", "s")
 MOTION_KEYS = ("scale", "pitch", "yaw", "roll", "t", "exp")
 
@@ -196,8 +196,9 @@ class FaceConfig:
 class AudioEncoderConfig:
     """Speech features (group ``audio_encoder``)."""
 
+    # auto: hubert_onnx with model=ditto, untrained with the random-weight models (their LMDM is random anyway);
     # hubert_onnx: the official hubert_streaming_fix_kv.onnx; hubert_torch: a local transformers HuBERT-large
-    # directory; untrained: seeded random encoder (tests).
+    # directory; untrained: seeded random encoder (tests, benchmarks).
     name: str = MISSING
     # hubert_onnx: file (null = <checkpoint_root>/ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx);
     # hubert_torch: model directory.
@@ -278,3 +279,10 @@ class InferConfig:
     overwrite: bool = False
     # Show a progress bar.
     progress: bool = True
+
+    @property
+    def audio_encoder_name(self) -> str:
+        """The encoder ``audio_encoder=auto`` stands for with this model."""
+        if self.audio_encoder.name != "auto":
+            return self.audio_encoder.name
+        return "hubert_onnx" if self.model.name == "ditto" else "untrained"

@@ -20,7 +20,7 @@ def required_checkpoint_parts(cfg: InferConfig) -> tuple[str, ...]:
     parts: list[str] = []
     if cfg.model.name == "ditto":
         parts.append("models")
-    if cfg.audio_encoder.name == "hubert_onnx" and cfg.audio_encoder.path is None:
+    if cfg.audio_encoder_name == "hubert_onnx" and cfg.audio_encoder.path is None:
         parts.append("hubert")
     if cfg.face.name == "official":
         parts.append("face")

@@ -130,11 +130,11 @@ class TalkingHeadSession:
     @property
     def encoder(self):
         if self._encoder is None:
-            enc = self.cfg.audio_encoder
+            enc, name = self.cfg.audio_encoder, self.cfg.audio_encoder_name
             path = enc.path
-            if enc.name == "hubert_onnx" and path is None:
+            if name == "hubert_onnx" and path is None:
                 path = str(self.root.aux_path(HUBERT_FILE))
-            self._encoder = make_encoder(enc.name, path, enc.seed, self.cfg.backend.device)
+            self._encoder = make_encoder(name, path, enc.seed, self.cfg.backend.device)
         return self._encoder
 
     @property

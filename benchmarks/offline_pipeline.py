@@ -1,0 +1,124 @@
+"""Offline pipeline benchmark: per-stage ms/frame, end-to-end fps, pipeline efficiency and peak RSS.
+
+    python benchmarks/offline_pipeline.py --model untrained --seconds 2            # full-size networks
+    python benchmarks/offline_pipeline.py --model tiny --seconds 60 --source video  # memory vs audio length
+
+Pipeline efficiency = end-to-end fps / fps of the slowest render stage run alone (measured first, same
+threads). Peak RSS is the whole process's maximum resident set (run one configuration per process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ditto_research.examples import example_source, synthetic_speech
+from ditto_research.pipeline import TalkingHeadSession
+from ditto_research.pipeline.session import peak_rss_mb
+from ditto_research.render.writer import VideoWriter
+
+
+def write_wav(path: Path, seconds: float) -> Path:
+    pcm = (synthetic_speech(seconds) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def write_video(path: Path, seconds: float) -> Path:
+    import cv2
+
+    face = cv2.cvtColor(cv2.imread(str(example_source())), cv2.COLOR_BGR2RGB)
+    with VideoWriter(path, fps=25) as w:
+        for i in range(int(seconds * 25)):
+            w.write(np.roll(face, int(4 * np.sin(i / 5)), axis=1))
+        w.close()
+    return path
+
+
+def time_alone(fn, runs: int = 3) -> float:
+    fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+@torch.no_grad()
+def stages_alone_ms(session: TalkingHeadSession, threads: int) -> dict[str, float]:
+    """Warp and decode timed alone on realistic inputs (ms per frame)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    nets = session.networks
+    src = session.register(example_source())
+    f_s = src.appearance.get(0)
+    kp = torch.from_numpy(src.frames[0].x_s_info["kp"].reshape(1, 21, 3))
+    feature = nets.warp_network(f_s, kp, kp)
+    return {
+        "warp": 1000 * time_alone(lambda: nets.warp_network(f_s, kp, kp)),
+        "decode": 1000 * time_alone(lambda: nets.decoder(feature)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="untrained", choices=["untrained", "tiny"])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--source", default="image", choices=["image", "video"])
+    parser.add_argument("--source-seconds", type=float, default=10.0)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per render stage (0: default)")
+    parser.add_argument("--skip-alone", action="store_true", help="do not time stages alone")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args()
+
+    overrides = [f"model={args.model}", "audio_encoder=untrained", "face=mediapipe", f"sampler.steps={args.steps}",
+                 "progress=false", "overwrite=true", f"backend.num_threads={args.threads}"]
+    session = TalkingHeadSession.from_overrides(overrides)
+    alone = {} if args.skip_alone else stages_alone_ms(session, args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        audio = write_wav(Path(tmp) / "speech.wav", args.seconds)
+        source = write_video(Path(tmp) / "src.mp4", args.source_seconds) if args.source == "video" else example_source()
+        rss_before = peak_rss_mb()
+        result = session.generate(source, audio, Path(tmp) / "out.mp4")
+    numbers = {
+        "model": args.model,
+        "audio_s": args.seconds,
+        "source": args.source,
+        "frames": result.frames,
+        "threads_per_stage": args.threads or torch.get_num_threads(),
+        "end_to_end_s": round(result.seconds, 2),
+        "end_to_end_fps": round(result.fps, 4),
+        "register_s": round(result.register_s, 2),
+        "load_s": round(result.load_s, 2),
+        "stage_ms_per_frame_in_pipeline": {k: round(v, 1) for k, v in result.stage_ms_per_frame.items()},
+        "stage_ms_alone": {k: round(v, 1) for k, v in alone.items()},
+        "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "peak_rss_before_run_mb": round(rss_before, 1),
+        "load_average": os.getloadavg(),
+    }
+    if alone:
+        slowest = max(alone.values())
+        numbers["slowest_stage_alone_fps"] = round(1000 / slowest, 4)
+        numbers["pipeline_efficiency"] = round(result.fps / (1000 / slowest), 3)
+    print(json.dumps(numbers, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(numbers, indent=2))
+
+
+if __name__ == "__main__":
+    main()
