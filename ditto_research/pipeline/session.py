@@ -155,8 +155,12 @@ class TalkingHeadSession:
         face = self.cfg.face
         media = load_source(source_path, max_size=face.max_size, n_frames=face.template_n_frames)
         nets = self.networks
-        return register_source(media, self.frontend, nets.motion_extractor, nets.appearance_extractor, face,
-                               self.device, what=Path(source_path).name, progress=self.cfg.progress)
+        try:
+            return register_source(media, self.frontend, nets.motion_extractor, nets.appearance_extractor, face,
+                                   self.device, what=Path(source_path).name, progress=self.cfg.progress)
+        except BaseException:
+            media.close()
+            raise
 
     def generate_motion(self, audio: np.ndarray, source: RegisteredSource) -> np.ndarray:
         """(N, 265) motion for 16 kHz mono ``audio`` (N = ceil(seconds * 25)), as the reference computes it."""

@@ -193,3 +193,22 @@ def test_output_folder_checks(tmp_path):
     cfg = to_config(compose("infer", OVERRIDES + [f"output={tmp_path}/out.avi"]))
     with pytest.raises(ConfigError, match=".mp4"):
         check_inputs(cfg)
+
+
+@pytest.mark.slow
+def test_full_size_untrained_cli_end_to_end(media, tmp_path):
+    """Every full-size network in the real pipeline, through the CLI (about a minute on 2 cores)."""
+    import subprocess
+    import sys
+
+    audio = write_wav(tmp_path / "short.wav", synthetic_speech(0.2))
+    out = tmp_path / "full.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ditto_research.infer", "model=untrained", f"source={media['face']}",
+         f"audio={audio}", f"output={out}", "face=mediapipe", "progress=false"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    frames, fps, width, height, audio_s = probe_video(out)
+    assert (frames, fps, width, height) == (5, 25.0, 512, 512)
+    assert "done: 5 frames" in proc.stdout
