@@ -21,3 +21,13 @@ def max_rel_err(ours: torch.Tensor | np.ndarray, ref: np.ndarray) -> float:
     """max |ours - ref| / max |ref| (the parity metric the issues state)."""
     scale = float(np.abs(np.asarray(ref)).max()) or 1.0
     return max_abs_err(ours, ref) / scale
+
+
+def official_rows(golden_dir, module: str) -> dict[str, tuple[list[int], str, float]]:
+    """``state_dict_keys.tsv`` rows of one module: key -> (shape, dtype, sum of the seed-0 fill)."""
+    rows = {}
+    for line in (golden_dir / "state_dict_keys.tsv").read_text().splitlines()[1:]:
+        name, key, shape, dtype, fill_sum = line.split("\t")
+        if name == module:
+            rows[key] = ([int(s) for s in shape.strip("[]").split(",") if s.strip()], dtype, float(fill_sum))
+    return rows
