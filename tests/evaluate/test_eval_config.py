@@ -1,0 +1,90 @@
+"""conf/evaluate.yaml: every logger, sweep and launcher option composes; sweeps name options that exist."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from ditto_research.config import CONF_DIR, GROUP_SCHEMAS, to_config
+from ditto_research.errors import ConfigError
+from evaluate.config import EvaluateConfig, register_evaluate_configs
+
+LOGGERS = sorted(p.stem for p in (CONF_DIR / "logger").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+LAUNCHERS = {"joblib_local": "hydra_plugins.hydra_joblib_launcher",
+             "submitit_slurm_gpu": "hydra_plugins.hydra_submitit_launcher"}
+
+
+def evaluate_cfg(overrides: list[str], hydra: bool = False):
+    register_evaluate_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("evaluate", overrides, return_hydra_config=hydra)
+
+
+def test_defaults_validate_and_reuse_the_infer_groups():
+    cfg = to_config(evaluate_cfg(["model=tiny"]), EvaluateConfig)
+    assert cfg.logger is None and cfg.dataset == "builtin" and cfg.metrics == ["motion", "sync_proxy", "syncnet"]
+    infer = cfg.infer_config()
+    assert infer.model.name == "tiny" and infer.progress is False and infer.sampler is cfg.sampler
+
+
+@pytest.mark.parametrize("logger", LOGGERS)
+def test_every_logger_composes(logger):
+    cfg = to_config(evaluate_cfg([f"logger={logger}"]), EvaluateConfig)
+    assert cfg.logger is not None and cfg.logger.name == logger and cfg.logger.mode == "offline"
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_sets_params_over_existing_options(sweep):
+    cfg = evaluate_cfg([f"sweep={sweep}"], hydra=True)
+    params = cfg.hydra.sweeper.params
+    assert params, f"sweep {sweep} sets no hydra.sweeper.params"
+    parser = OverridesParser.create()
+    for key, values in params.items():
+        override = parser.parse_override(f"{key}={values}")
+        choices = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        assert len(choices) >= 1
+        if key in GROUP_SCHEMAS:  # a group: every value must be an option file
+            missing = [c for c in choices if not (CONF_DIR / key / f"{c}.yaml").is_file()]
+            assert not missing, f"sweep {sweep}: {key} options {missing} do not exist in conf/{key}/"
+        for choice in choices:  # each combination's value composes and validates on its own
+            value = f"[{','.join(map(str, choice))}]" if isinstance(choice, list) else choice
+            to_config(evaluate_cfg([f"sweep={sweep}", f"{key}={value}"]), EvaluateConfig)
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_launcher_configs_compose_when_the_plugin_is_installed(launcher):
+    if importlib.util.find_spec(LAUNCHERS[launcher]) is None:
+        pytest.skip(f"{LAUNCHERS[launcher]} not installed (optional: pip install hydra-*-launcher)")
+    cfg = evaluate_cfg([f"hydra/launcher={launcher}"], hydra=True)
+    assert "Launcher" in cfg.hydra.launcher._target_
+
+
+def test_typo_fails_at_compose():
+    with pytest.raises(Exception, match="metricz"):
+        evaluate_cfg(["metricz=[motion]"])
+    with pytest.raises(Exception, match="projekt"):
+        evaluate_cfg(["logger=wandb", "logger.projekt=x"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("metrics=[motion,lse]", "motion, sync_proxy, syncnet"),
+        ("executor=ray", "local, lightning"),
+        ("max_clips=0", "max_clips"),
+        ("max_seconds=0", "max_seconds"),
+        ("sync_max_offset=-1", "sync_max_offset"),
+    ],
+)
+def test_bad_values_are_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        to_config(evaluate_cfg([override]), EvaluateConfig)
+
+
+def test_bad_logger_mode():
+    with pytest.raises(ConfigError, match="offline, online, disabled"):
+        to_config(evaluate_cfg(["logger=wandb", "logger.mode=cloud"]), EvaluateConfig)
