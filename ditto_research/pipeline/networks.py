@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ditto_research.checkpoints import CheckpointRoot
-from ditto_research.config.schema import ModelConfig, MotionConfig, SamplerConfig
+from ditto_research.config.schema import BackendConfig, ModelConfig, MotionConfig, SamplerConfig
 from ditto_research.diffusion.ddim import ddim_sample_reference, draw_reference_noises
 from ditto_research.diffusion.schedule import ddim_timestep_pairs
 from ditto_research.models import NETWORK_NAMES, load_network
@@ -32,9 +32,21 @@ class Networks:
     load_s: float = 0.0
 
 
-def build_networks(model: ModelConfig, motion: MotionConfig, device: str | torch.device = "cpu") -> Networks:
-    """Load or build every network as ``model`` says (weights are checked strictly)."""
+def build_networks(
+    model: ModelConfig, motion: MotionConfig, device: str | torch.device = "cpu", backend: BackendConfig | None = None
+) -> Networks:
+    """Load or build every network as ``model`` and ``backend`` say (weights are checked strictly).
+
+    PyTorch fp32 builds the modules directly; other backends / precisions go through
+    :func:`ditto_research.backends.make_backend_from_config`, whose runners keep the modules' calling conventions.
+    """
     t0 = time.perf_counter()
+    if backend is not None and (backend.name != "pytorch" or backend.precision != "fp32"):
+        from ditto_research.backends import make_backend_from_config
+
+        runners = make_backend_from_config(backend, model, motion).load_all(NETWORK_NAMES)
+        log.info("backend=%s precision=%s device=%s", backend.name, backend.precision, backend.device)
+        return Networks(**runners, load_s=time.perf_counter() - t0)  # type: ignore[arg-type]
     nets: dict[str, nn.Module] = {}
     root = CheckpointRoot(Path(model.checkpoint_root))
     for i, name in enumerate(NETWORK_NAMES):

@@ -104,9 +104,7 @@ class TalkingHeadSession:
         self.cfg: InferConfig = cfg if isinstance(cfg, InferConfig) else to_config(cfg)
         if self.cfg.mode.name != "offline":
             raise ConfigError("TalkingHeadSession runs mode=offline; use the streaming API for mode=online")
-        if self.cfg.backend.name != "pytorch":
-            raise ConfigError(f"backend={self.cfg.backend.name} is not available yet; use backend=pytorch")
-        if self.cfg.backend.device == "cuda" and not torch.cuda.is_available():
+        if self.cfg.backend.device == "cuda" and self.cfg.backend.name == "pytorch" and not torch.cuda.is_available():
             raise ConfigError("backend.device=cuda but no CUDA device is available; use backend.device=cpu")
         self.device = torch.device(self.cfg.backend.device)
         self.root = CheckpointRoot(Path(self.cfg.model.checkpoint_root))
@@ -124,7 +122,7 @@ class TalkingHeadSession:
     @property
     def networks(self) -> Networks:
         if self._networks is None:
-            self._networks = build_networks(self.cfg.model, self.cfg.motion, self.device)
+            self._networks = build_networks(self.cfg.model, self.cfg.motion, self.device, self.cfg.backend)
         return self._networks
 
     @property

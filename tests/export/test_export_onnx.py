@@ -1,0 +1,158 @@
+"""python -m export.onnx: config, official names, metadata, verification, fp16 and dynamic batch (model=tiny)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from ditto_research.backends import RENDER_NETWORKS, example_inputs, get_io
+from ditto_research.backends.onnx import graph_io, metadata
+from ditto_research.errors import ConfigError, ExportError
+from export.config import ExportConfig, resolve_output_dir
+from export.onnx import IOWrapper, build_network, export_module
+from export.verify import compare_outputs, verify_export
+from tests.export.tiny_exports import export_config
+from tests.helpers import max_rel_err
+
+
+@pytest.mark.parametrize("name", RENDER_NETWORKS)
+def test_tiny_export_has_official_interface_and_matches_torch(tiny_onnx, name):
+    folder = tiny_onnx([name])
+    path = folder / get_io(name).onnx_file
+    model = onnx.load(str(path))
+    inputs, outputs = graph_io(model)
+    io = get_io(name)
+    assert [n for n, _ in inputs] == list(io.input_names)
+    assert [n for n, _ in outputs] == list(io.output_names)
+    assert io.mismatch(inputs, outputs) is None
+    info = metadata(model)
+    assert info["precision"] == "fp32" and info["model"] == "tiny" and info["opset"] == "20"
+    # independent re-check (the export already verified): onnxruntime vs the torch module
+    cfg = export_config(folder)
+    reference = build_network(name, cfg.model, cfg.motion)
+    report = verify_export(path, name, reference, example_inputs(name, reference, seed=7), 1e-4)
+    assert report.passed and report.max_rel < 1e-4, report.line()
+
+
+def test_warp_export_native_uses_standard_grid_sample(tiny_onnx):
+    model = onnx.load(str(tiny_onnx(["warp_network"]) / "warp_network.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert "GridSample" in ops and metadata(model)["grid_sample"] == "native"
+    assert max(e.version for e in model.opset_import if e.domain in ("", "ai.onnx")) == 20
+
+
+def test_warp_export_decomposed_fp16(tiny_onnx):
+    folder = tiny_onnx(["warp_network"], ["grid_sample=decomposed", "precision=fp16"])
+    model = onnx.load(str(folder / "warp_network.onnx"))
+    assert "GridSample" not in {n.op_type for n in model.graph.node}
+    assert metadata(model)["precision"] == "fp16" and metadata(model)["grid_sample"] == "decomposed"
+    # float32 I/O; float16 weights inside
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*model.graph.input, *model.graph.output])
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+    # the grid-sample scope computes in float32: no float16 casts feed its nodes
+    casts_to_half = {n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16}
+    gs_inputs = {i for n in model.graph.node if "grid_sample" in n.name and n.op_type != "Cast" for i in n.input}
+    assert not gs_inputs & casts_to_half
+
+
+def test_fp16_lmdm_stays_fp32(tiny_onnx):
+    model = onnx.load(str(tiny_onnx(["lmdm"], ["precision=fp16"]) / "lmdm_v0.4_hubert.onnx"))
+    assert metadata(model)["precision"] == "fp32"
+    assert not any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+
+
+def test_dynamic_batch_export_runs_batch_two(tiny_onnx):
+    folder = tiny_onnx(["stitch_network", "lmdm"], ["dynamic_batch=true"])
+    cfg = export_config(folder)
+    for name in ("stitch_network", "lmdm"):
+        path = folder / get_io(name).onnx_file
+        assert metadata(onnx.load(str(path)))["dynamic_batch"] == "true"
+        reference = build_network(name, cfg.model, cfg.motion)
+        report = verify_export(path, name, reference, example_inputs(name, reference, batch=3, seed=3), 1e-4)
+        assert report.batch == 3 and report.passed
+
+
+def test_verification_failure_is_an_export_error(tiny_onnx):
+    folder = tiny_onnx(["stitch_network"])
+    cfg = export_config(folder)
+    other = build_network("stitch_network", cfg.model.__class__(name="tiny", seed=99), cfg.motion)
+    with pytest.raises(ExportError, match="failed verification"):
+        verify_export(folder / "stitch_network.onnx", "stitch_network", other,
+                      example_inputs("stitch_network", other), 1e-4)
+
+
+def test_export_writes_atomically_and_reports_exporter_errors(tmp_path):
+    class Broken(torch.nn.Module):
+        def forward(self, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("boom")
+
+    with pytest.raises(ExportError, match="exporting stitch_network .* failed: RuntimeError: boom"):
+        export_module(IOWrapper(Broken()), "stitch_network", tmp_path / "stitch_network.onnx",
+                      example_inputs("stitch_network"))
+    assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+def test_compare_outputs_metric():
+    ref = [np.array([1.0, -4.0]), np.array([0.5])]
+    ours = [np.array([1.0, -4.2]), np.array([0.5])]
+    max_abs, max_rel, worst = compare_outputs(ours, ref, ["a", "b"])
+    assert worst == "a" and max_abs == pytest.approx(0.2) and max_rel == pytest.approx(0.05)
+    assert compare_outputs([np.zeros(3)], [np.zeros(2)], ["c"])[1] == float("inf")
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["opset=17"], "grid_sample=decomposed"),
+        (["networks=[warp]"], "choose from"),
+        (["precision=bf16"], "fp32, fp16"),
+        (["grid_sample=nearest"], "native, decomposed"),
+        (["networks=[hubert]"], "hubert_path"),
+        (["opset=13", "grid_sample=decomposed"], "17..20"),
+    ],
+)
+def test_bad_export_options_are_config_errors(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        export_config(tmp_path, overrides)
+
+
+def test_output_dir_defaults(tmp_path):
+    cfg = export_config(tmp_path)
+    assert resolve_output_dir(cfg) == tmp_path
+    cfg.output_dir = None
+    assert resolve_output_dir(cfg).name == "tiny_onnx"
+    cfg.model.name = "ditto"
+    assert resolve_output_dir(cfg) == Path(cfg.model.checkpoint_root) / "ditto_onnx"
+    assert isinstance(cfg, ExportConfig) and cfg.verify_tolerance == 1e-4
+
+
+def test_missing_checkpoints_fail_before_exporting(tmp_path):
+    from export.onnx import run_export
+
+    cfg = export_config(tmp_path / "out", ["model=ditto", f"model.checkpoint_root={tmp_path / 'nowhere'}"])
+    with pytest.raises(Exception, match="does not exist"):
+        run_export(cfg, log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_hubert_export_from_a_transformers_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from ditto_research.backends.onnx import load_onnx_network
+    from export.onnx import run_export
+
+    config = transformers.HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                       conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    transformers.HubertModel(config).save_pretrained(str(tmp_path / "hubert"))
+    cfg = export_config(tmp_path / "out", ["networks=[stitch_network]", f"hubert_path={tmp_path / 'hubert'}"])
+    assert cfg.all_networks == ["stitch_network", "hubert"]
+    results = run_export(cfg, log=lambda _: None)
+    assert [r.name for r in results] == ["stitch_network", "hubert"] and results[1].reports[0].passed
+    runner = load_onnx_network("hubert", tmp_path / "out")
+    model = build_network("hubert", cfg.model, cfg.motion, hubert_path=str(tmp_path / "hubert"))
+    for samples in (3240, 12960):  # any chunk length
+        audio = torch.randn(1, samples, generator=torch.Generator().manual_seed(samples)) * 0.1
+        assert max_rel_err(runner(audio), model(audio).numpy()) < 1e-4
