@@ -20,7 +20,7 @@ BACKEND_NAMES = ("pytorch", "onnx", "tensorrt")
 DEVICE_NAMES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
 MODE_NAMES = ("offline", "online")
-SAMPLER_NAMES = ("ddim",)
+SAMPLER_NAMES = ("ddim", "dpmpp_2m", "unipc", "euler", "heun")
 FACE_NAMES = ("auto", "official", "mediapipe")
 AUDIO_ENCODER_NAMES = ("auto", "hubert_onnx", "hubert_torch", "untrained")
 FADE_TYPES = ("", "d0", "s")
@@ -105,22 +105,33 @@ class ModeConfig:
 
 @dataclass
 class SamplerConfig:
-    """Diffusion sampler of the LMDM (group ``sampler``)."""
+    """Diffusion sampler of the LMDM (group ``sampler``); see ditto_research/diffusion/samplers.py."""
 
-    # ddim: the reference stochastic DDIM (its timestep pairs, per-step noises drawn once per run).
+    # ddim: the reference stochastic DDIM (its timestep pairs, per-step noises drawn once per run);
+    # dpmpp_2m | unipc | euler | heun: deterministic ODE solvers (diffusers schedulers on the cosine betas).
     name: str = MISSING
-    # Number of denoising steps (the original uses 50).
+    # Number of denoising steps in [1, 1000] (the original uses 50). heun evaluates the network 2 * steps - 1
+    # times, the others once per step.
     steps: int = 50
-    # DDIM eta: 1.0 = the reference (fully stochastic), 0.0 = deterministic DDIM.
-    eta: float = 1.0
+    # DDIM eta in [0, 1]: 1.0 = the reference (fully stochastic), 0.0 = deterministic DDIM. ddim only;
+    # null = the sampler's default (ddim: 1.0). Setting it for another sampler is an error.
+    eta: float | None = None
     # Classifier-free guidance weight w: x0 = uncond + w * (cond - uncond). 1.0 skips the unconditional pass.
     guidance_scale: float = 2.0
 
     def __post_init__(self) -> None:
         _check_choice("sampler", self.name, SAMPLER_NAMES)
         _check_range("sampler.steps", self.steps, low=1, high=1000)
-        _check_range("sampler.eta", self.eta, low=0.0, high=1.0)
         _check_range("sampler.guidance_scale", self.guidance_scale, low=0.0)
+        if self.eta is not None and self.name != "ddim":
+            raise ConfigError(
+                f"sampler.eta is not an option of sampler={self.name} (a deterministic ODE solver); only ddim "
+                "takes eta: remove sampler.eta or choose sampler=ddim"
+            )
+        if self.name == "ddim":
+            if self.eta is None:
+                self.eta = 1.0
+            _check_range("sampler.eta", self.eta, low=0.0, high=1.0)
 
 
 @dataclass

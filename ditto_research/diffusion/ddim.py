@@ -24,10 +24,20 @@ import torch
 
 from ditto_research.errors import ConfigError, InputError
 
-__all__ = ["ModelFn", "ddim_sample_reference", "ddim_step_coefficients", "draw_reference_noises"]
+__all__ = [
+    "Denoiser",
+    "ModelFn",
+    "ddim_sample_reference",
+    "ddim_step_coefficients",
+    "draw_reference_noises",
+    "draw_step_noises",
+]
 
 ModelFn = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 """model_fn(x_t, t) -> (pred_noise, x_start), both shaped like x_t."""
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""denoise(x_t (B, ...), t (B,)) -> the (guided) x_0 prediction shaped like x_t; t may be fractional."""
 
 
 def ddim_step_coefficients(
@@ -83,6 +93,25 @@ def ddim_sample_reference(
     return x
 
 
+def draw_step_noises(
+    steps: int,
+    shape: Sequence[int],
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The per-step noises (steps - 1, *shape), drawn one ``randn(shape)`` at a time as the reference's setup does.
+
+    Drawing them as one big tensor would give different numbers. On the generator's device.
+    """
+    if steps < 1:
+        raise ConfigError(f"sampling steps must be a positive integer, got {steps}")
+    device = generator.device
+    noises = [
+        torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) for _ in range(steps - 1)
+    ]
+    return torch.stack(noises) if noises else torch.empty((0, *shape), device=device, dtype=dtype)
+
+
 def draw_reference_noises(
     steps: int,
     shape: Sequence[int],
@@ -91,15 +120,8 @@ def draw_reference_noises(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw (step_noises (steps - 1, *shape), x_T shape) in the reference's order, on the generator's device.
 
-    The reference calls ``randn(shape)`` once per stochastic step at setup, then once for x_T; drawing the
-    step noises as one big tensor would give different numbers, so they are drawn one by one.
+    The reference calls ``randn(shape)`` once per stochastic step at setup, then once for x_T.
     """
-    if steps < 1:
-        raise ConfigError(f"sampling steps must be a positive integer, got {steps}")
-    device = generator.device
-    noises = [
-        torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) for _ in range(steps - 1)
-    ]
-    step_noises = torch.stack(noises) if noises else torch.empty((0, *shape), device=device, dtype=dtype)
-    x_T = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    step_noises = draw_step_noises(steps, shape, generator, dtype)
+    x_T = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
     return step_noises, x_T

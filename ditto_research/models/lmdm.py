@@ -14,6 +14,14 @@ columns) and the diffusion time t:
 Rotary position embedding rotates the full latent-width features (interleaved pairs, before the attention
 input projection) of queries and keys, never values; memory tokens take positions 0..81.
 
+Sampling runs many steps on one window (:meth:`LMDM.guided_denoiser`), so what depends only on the window
+is computed once (:meth:`LMDM.prepare_memory`): the condition encoder and every decoder layer's
+cross-attention keys/values of the N condition tokens (LayerNorm, rotation and projection act per token, so
+only the 2 time tokens are new at each step). What depends only on t (FiLM modulations, time-token
+keys/values) is computed for the sampler's whole time grid as one batch (:meth:`LMDM.condition_steps`).
+The guidance branches run as one batch; they share x_t, so the input projection and the first layer's
+self-attention are computed once for both. None of this changes any output beyond float32 rounding.
+
 :meth:`LMDM.forward` is the official ONNX interface ``lmdm(x, cond_frame, cond, time_cond) -> pred_noise,
 x_start`` with guidance weight 2. Parameter and buffer names follow ``lmdm_v0.4_hubert.pth``'s
 ``model_state_dict`` (249 keys; one shared ``rotary.freqs`` buffer appears under 11 of them). Inference only:
@@ -27,20 +35,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ditto_research.diffusion.ddim import ModelFn
+from ditto_research.diffusion.ddim import Denoiser, ModelFn
 from ditto_research.diffusion.schedule import NUM_TRAIN_STEPS, cosine_alphas_cumprod
 from ditto_research.errors import CheckpointError, ConfigError, InputError
 
-__all__ = ["LMDM", "lmdm_cond_dim_from_state_dict"]
+__all__ = ["LMDM", "DecoderMemory", "lmdm_cond_dim_from_state_dict"]
 
 Rope = tuple[torch.Tensor, torch.Tensor]
-"""(cos, sin), each (P, D): rotary tables for positions 0..P-1."""
+"""(cos, signed sin), each (P, D): rotary tables for positions 0..P-1 (see :meth:`RotaryEmbedding.tables`)."""
+
+KeyValue = tuple[torch.Tensor, torch.Tensor]
+"""Projected attention keys and values split into heads, each (B, H, L, D/H)."""
+
+GainShift = tuple[torch.Tensor, torch.Tensor]
+"""A FiLM modulation (1 + scale, shift), each (..., B, 1, D)."""
 
 
 class RotaryEmbedding(nn.Module):
@@ -53,22 +67,22 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("freqs", 1.0 / (theta**exponents))
 
     def tables(self, num_positions: int) -> Rope:
-        """(cos, sin) (P, D); each frequency is repeated for its interleaved pair of features."""
+        """(cos, signed sin) (P, D): each frequency repeated for its interleaved pair of features, the sine
+        as (-sin, +sin) per pair so that :func:`apply_rope` needs no negation."""
         positions = torch.arange(num_positions, device=self.freqs.device, dtype=self.freqs.dtype)
         angles = torch.outer(positions, self.freqs)
-        # Duplicate each frequency for its pair; stack rather than repeat_interleave, whose ONNX export
-        # mis-infers shapes when the length is dynamic.
-        angles = torch.stack((angles, angles), dim=-1).flatten(-2)
-        return angles.cos(), angles.sin()
+        sin = angles.sin()
+        # Pairs by stack rather than repeat_interleave, whose ONNX export mis-infers dynamic shapes.
+        cos = torch.stack((angles, angles), dim=-1).flatten(-2).cos()
+        return cos, torch.stack((-sin, sin), dim=-1).flatten(-2)
 
 
 def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
     """Rotate (B, L, D) features by position: pairs (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin)."""
-    cos, sin = rope
+    cos, signed_sin = rope
     length = x.shape[-2]
-    pairs = x.unflatten(-1, (-1, 2))
-    rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    return x * cos[:length].to(x.dtype) + rotated_half * sin[:length].to(x.dtype)
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # pairs (x1, x0)
+    return torch.addcmul(x * cos[:length].to(x.dtype), swapped, signed_sin[:length].to(x.dtype))
 
 
 class PackedAttention(nn.Module):
@@ -89,14 +103,28 @@ class PackedAttention(nn.Module):
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, L, D) -> (B, H, L, D/H)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    def project_key_value(self, key: torch.Tensor, value: torch.Tensor) -> KeyValue:
+        """Rotated keys and values (B, L, D) -> their projections split into heads, (B, H, L, D/H) each."""
         dim = self.out_proj.in_features
         weight, bias = self.in_proj_weight, self.in_proj_bias
-        if query is key:  # self-attention: q and k in one projection
-            q, k = F.linear(query, weight[: 2 * dim], bias[: 2 * dim]).chunk(2, dim=-1)
-        else:
-            q = F.linear(query, weight[:dim], bias[:dim])
-            k = F.linear(key, weight[dim : 2 * dim], bias[dim : 2 * dim])
+        k = F.linear(key, weight[dim : 2 * dim], bias[dim : 2 * dim])
+        v = F.linear(value, weight[2 * dim :], bias[2 * dim :])
+        return self._split_heads(k), self._split_heads(v)
+
+    def attend(self, query: torch.Tensor, key_value: KeyValue) -> torch.Tensor:
+        """Rotated queries (B, Lq, D) against projected keys and values (B, H, Lk, D/H) -> (B, Lq, D)."""
+        dim = self.out_proj.in_features
+        q = F.linear(query, self.in_proj_weight[:dim], self.in_proj_bias[:dim])
+        heads = F.scaled_dot_product_attention(self._split_heads(q), *key_value)
+        return self.out_proj(heads.transpose(1, 2).flatten(-2))
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        if query is not key:
+            return self.attend(query, self.project_key_value(key, value))
+        # Self-attention: q and k from one projection.
+        dim = self.out_proj.in_features
+        weight, bias = self.in_proj_weight, self.in_proj_bias
+        q, k = F.linear(query, weight[: 2 * dim], bias[: 2 * dim]).chunk(2, dim=-1)
         v = F.linear(value, weight[2 * dim :], bias[2 * dim :])
         heads = F.scaled_dot_product_attention(
             self._split_heads(q), self._split_heads(k), self._split_heads(v)
@@ -124,27 +152,33 @@ class CondEncoderLayer(nn.Module):
 
 
 class FiLM(nn.Module):
-    """Mish -> Linear: FiLM vector (B, D) -> (scale, shift), each (B, 1, D)."""
+    """Mish -> Linear: FiLM vector (..., B, D) -> (1 + scale, shift), each (..., B, 1, D)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.block = nn.Sequential(nn.Mish(), nn.Linear(dim, 2 * dim))
 
-    def forward(self, film: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scale, shift = self.block(film).unsqueeze(1).chunk(2, dim=-1)
-        return scale, shift
+    def forward(self, film: torch.Tensor) -> GainShift:
+        return self.project(self.block[0](film))
+
+    def project(self, activated_film: torch.Tensor) -> GainShift:
+        """The Linear alone, for a FiLM vector already passed through Mish (shared by all FiLM modules)."""
+        scale, shift = self.block[1](activated_film).unsqueeze(-2).chunk(2, dim=-1)
+        return scale + 1, shift
 
 
-def modulate(x: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """(1 + scale) * x + shift."""
-    scale, shift = scale_shift
-    return (scale + 1) * x + shift
+def add_modulated(x: torch.Tensor, branch: torch.Tensor, gain_shift: GainShift) -> torch.Tensor:
+    """Residual update x + (1 + scale) * branch + shift."""
+    gain, shift = gain_shift
+    return torch.addcmul(x + shift, gain, branch)
 
 
 class FiLMDecoderLayer(nn.Module):
     """Pre-norm decoder layer; every residual branch is FiLM-modulated by the time vector.
 
-    x (B, N, D), memory (B, M, D) and its rotated copy, film (B, D) -> (B, N, D).
+    x (B, N, D), the memory's projected cross-attention keys/values (G*B, H, M, D/H) and the three FiLM
+    modulations of film1..3, each (G*B, 1, D) -> (G*B, N, D), where G = ``branches`` when x is shared by G
+    guidance branches (stacked branch-major), else 1.
     """
 
     def __init__(self, dim: int, num_heads: int, ff_size: int, rotary: RotaryEmbedding) -> None:
@@ -161,21 +195,32 @@ class FiLMDecoderLayer(nn.Module):
         self.film3 = FiLM(dim)
         self.rotary = rotary  # shared; registered here only because the checkpoint lists it here
 
+    def memory_key_value(self, memory: torch.Tensor, memory_rotated: torch.Tensor) -> KeyValue:
+        """Cross-attention keys/values (B, H, L, D/H) of normalised memory tokens (B, L, D) and their rotation."""
+        return self.multihead_attn.project_key_value(memory_rotated, memory)
+
+    def modulations(self, activated_film: torch.Tensor) -> tuple[GainShift, GainShift, GainShift]:
+        """film1..3 of a Mish-activated FiLM vector (..., B, D)."""
+        return tuple(film.project(activated_film) for film in (self.film1, self.film2, self.film3))
+
     def forward(
         self,
         x: torch.Tensor,
-        memory: torch.Tensor,
-        memory_rotated: torch.Tensor,
-        film: torch.Tensor,
+        memory_kv: KeyValue,
+        modulations: tuple[GainShift, GainShift, GainShift],
         rope: Rope,
+        branches: int = 1,
     ) -> torch.Tensor:
         h = self.norm1(x)
         qk = apply_rope(h, rope)
-        x = x + modulate(self.self_attn(qk, qk, h), self.film1(film))
+        attended = self.self_attn(qk, qk, h)
+        if branches > 1:  # the branches share this layer's input: attend once, modulate per branch
+            x, attended = x.repeat(branches, 1, 1), attended.repeat(branches, 1, 1)
+        x = add_modulated(x, attended, modulations[0])
         q = apply_rope(self.norm2(x), rope)
-        x = x + modulate(self.multihead_attn(q, memory_rotated, memory), self.film2(film))
+        x = add_modulated(x, self.multihead_attn.attend(q, memory_kv), modulations[1])
         feed_forward = self.linear2(F.gelu(self.linear1(self.norm3(x))))
-        return x + modulate(feed_forward, self.film3(film))
+        return add_modulated(x, feed_forward, modulations[2])
 
 
 class DecoderStack(nn.Module):
@@ -199,6 +244,34 @@ class SinusoidalTimeEmbedding(nn.Module):
         freqs = torch.exp(torch.arange(half, device=t.device) * -rate)
         angles = t[:, None] * freqs[None, :]
         return torch.cat((angles.sin(), angles.cos()), dim=-1)
+
+
+class DecoderMemory(NamedTuple):
+    """What a decoder pass needs besides x_t and t, prepared once per window by :meth:`LMDM.prepare_memory`.
+
+    G guidance branches (1, or 2 = [unconditional, conditional]) are stacked branch-major along the batch.
+    """
+
+    cond_frame: torch.Tensor
+    """(B, F): the motion of the frame before the window, shared by the branches."""
+    cond_hidden: torch.Tensor
+    """(G*B, D): pooled condition hidden of each branch (added to the FiLM vector)."""
+    cond_key_values: list[KeyValue]
+    """Per decoder layer: cross-attention keys/values of the N normalised condition tokens, (G*B, H, N, D/H)."""
+    rope: Rope
+    """Rotary tables for the N + 2 memory positions (they also cover x's N frames)."""
+    branches: int
+
+
+class StepConditioning(NamedTuple):
+    """The time-dependent decoder inputs of one step t for one :class:`DecoderMemory`.
+
+    Per decoder layer: the film1..3 modulations of FiLM(time vector + cond hidden), each (G*B, 1, D), and the
+    cross-attention keys/values of the 2 time tokens, each (G*B or 1, H, 2, D/H).
+    """
+
+    modulations: list[tuple[GainShift, GainShift, GainShift]]
+    time_key_values: list[KeyValue]
 
 
 class LMDM(nn.Module):
@@ -296,6 +369,76 @@ class LMDM(nn.Module):
         hidden = self.time_mlp(t)
         return self.to_time_cond(hidden), self.to_time_tokens(hidden).unflatten(-1, (2, -1))
 
+    def prepare_memory(
+        self,
+        cond_frame: torch.Tensor,
+        cond_tokens: torch.Tensor,
+        cond_hidden: torch.Tensor,
+        branches: int = 1,
+    ) -> DecoderMemory:
+        """The x- and t-independent part of the decoder's input, for G = ``branches`` stacked conditions.
+
+        cond_frame (B, F); encoded conditions, branch-major: tokens (G*B, N, D), hidden (G*B, D).
+        """
+        memory = self.norm_cond(cond_tokens)  # per-token LayerNorm: the 2 time tokens do not change it
+        rope = self.rotary.tables(memory.shape[1] + 2)
+        rotated = apply_rope(memory, rope)
+        key_values = [layer.memory_key_value(memory, rotated) for layer in self.seqTransDecoder.stack]
+        return DecoderMemory(cond_frame, cond_hidden, key_values, rope, branches)
+
+    def condition_steps(self, memory: DecoderMemory, times: torch.Tensor) -> list[StepConditioning]:
+        """Step conditionings for a grid of S scalar times (S,), computed as one batch (for sampling)."""
+        film, time_tokens = self.embed_time(times)  # (S, D), (S, 2, D)
+        batched = self._condition_time(memory, film[:, None] + memory.cond_hidden, time_tokens)
+        return [
+            StepConditioning(
+                [tuple((gain[i], shift[i]) for gain, shift in layer) for layer in batched.modulations],
+                [(key[i : i + 1], value[i : i + 1]) for key, value in batched.time_key_values],
+            )
+            for i in range(times.shape[0])
+        ]
+
+    def _condition_time(
+        self, memory: DecoderMemory, film: torch.Tensor, time_tokens: torch.Tensor
+    ) -> StepConditioning:
+        """film (..., G*B, D), time tokens (T, 2, D) -> modulations (..., G*B, 1, D), keys/values (T, H, 2, D/H)."""
+        activated = F.mish(film)  # every FiLM module starts with the same Mish
+        modulations = [layer.modulations(activated) for layer in self.seqTransDecoder.stack]
+        # The time tokens sit after the N condition tokens: positions N and N + 1.
+        cos, sin = memory.rope
+        time_memory = self.norm_cond(time_tokens)
+        time_rotated = apply_rope(time_memory, (cos[-2:], sin[-2:]))
+        key_values = [
+            layer.memory_key_value(time_memory, time_rotated) for layer in self.seqTransDecoder.stack
+        ]
+        return StepConditioning(modulations, key_values)
+
+    def decode_prepared(
+        self, x: torch.Tensor, memory: DecoderMemory, t: torch.Tensor, step: StepConditioning | None = None
+    ) -> torch.Tensor:
+        """x_t (B, N, F) and t (B,) -> x_0 of every branch (G*B, N, F), branch-major.
+
+        ``step``: t's conditioning from :meth:`condition_steps` (computed here when None).
+        """
+        frames, branches = x.shape[1], memory.branches
+        if step is None:
+            film, time_tokens = self.embed_time(t)
+            step = self._condition_time(memory, film.repeat(branches, 1) + memory.cond_hidden, time_tokens)
+        cond_frame = memory.cond_frame.unsqueeze(1).expand(-1, frames, -1)
+        h = self.input_projection(torch.cat([x, cond_frame], dim=-1))
+        for i, layer in enumerate(self.seqTransDecoder.stack):
+            (cond_key, cond_value), (time_key, time_value) = (
+                memory.cond_key_values[i],
+                step.time_key_values[i],
+            )
+            copies = cond_key.shape[0] // time_key.shape[0]  # branch-major: the time tokens repeat per branch
+            key_value = (
+                torch.cat([cond_key, time_key.repeat(copies, 1, 1, 1)], dim=2),
+                torch.cat([cond_value, time_value.repeat(copies, 1, 1, 1)], dim=2),
+            )
+            h = layer(h, key_value, step.modulations[i], memory.rope, branches=branches if i == 0 else 1)
+        return self.final_layer(h)
+
     def decode(
         self,
         x: torch.Tensor,
@@ -305,16 +448,7 @@ class LMDM(nn.Module):
         t: torch.Tensor,
     ) -> torch.Tensor:
         """x_t (B, N, F), cond_frame (B, F), encoded cond (B, N, D) and (B, D), t (B,) -> x_0 (B, N, F)."""
-        frames = x.shape[1]
-        h = self.input_projection(torch.cat([x, cond_frame.unsqueeze(1).expand(-1, frames, -1)], dim=-1))
-        film, time_tokens = self.embed_time(t)
-        film = film + cond_hidden
-        memory = self.norm_cond(torch.cat([cond_tokens, time_tokens], dim=1))
-        rope = self.rotary.tables(memory.shape[1])  # M = N + 2 positions cover x's N as well
-        memory_rotated = apply_rope(memory, rope)  # the same in every layer: rotate once
-        for layer in self.seqTransDecoder.stack:
-            h = layer(h, memory, memory_rotated, film, rope)
-        return self.final_layer(h)
+        return self.decode_prepared(x, self.prepare_memory(cond_frame, cond_tokens, cond_hidden), t)
 
     def denoise(
         self,
@@ -349,17 +483,60 @@ class LMDM(nn.Module):
         t: torch.Tensor,
     ) -> torch.Tensor:
         """x_0 = uncond + (cond - uncond) * guidance_weight, both branches decoded as one batch of 2B."""
-        batch = x.shape[0]
-        null_tokens, null_hidden = self.null_condition(batch)
-        both = self.decode(
-            torch.cat([x, x]),
-            torch.cat([cond_frame, cond_frame]),
+        memory = self._guided_memory(cond_frame, cond_tokens, cond_hidden)
+        return self._combine_branches(self.decode_prepared(x, memory, t), self.guidance_weight)
+
+    def _guided_memory(
+        self, cond_frame: torch.Tensor, cond_tokens: torch.Tensor, cond_hidden: torch.Tensor
+    ) -> DecoderMemory:
+        null_tokens, null_hidden = self.null_condition(cond_tokens.shape[0])
+        return self.prepare_memory(
+            cond_frame,
             torch.cat([null_tokens, cond_tokens]),
             torch.cat([null_hidden, cond_hidden]),
-            torch.cat([t, t]),
+            branches=2,
         )
-        uncond, cond = both[:batch], both[batch:]
-        return uncond + (cond - uncond) * self.guidance_weight
+
+    @staticmethod
+    def _combine_branches(both: torch.Tensor, weight: float) -> torch.Tensor:
+        """(2B, ...) = [uncond; cond] -> uncond + (cond - uncond) * weight (the reference's operand order)."""
+        uncond, cond = both.chunk(2)
+        return uncond + (cond - uncond) * weight
+
+    def guided_denoiser(
+        self,
+        cond_frame: torch.Tensor,
+        cond: torch.Tensor,
+        guidance_scale: float | None = None,
+        times: torch.Tensor | None = None,
+    ) -> Denoiser:
+        """D(x_t, t) -> guided x_0 for one window, with everything x- and t-independent computed here once.
+
+        cond_frame (B, F), cond (B, N, C); D takes x_t (B, N, F) and t (a scalar or (B,), int64 or, for
+        samplers on a continuous grid, float) and returns x_0 (B, N, F). guidance_scale None =
+        ``guidance_weight``; 1.0 runs the conditional branch alone (x_0 = cond), any other value both
+        branches as one batch. times (S,): the sampler's time grid, whose time-dependent inputs (FiLM
+        modulations, time-token keys/values) are then computed here as one batch; other times still work.
+        """
+        if cond.shape[-1] != self.cond_dim:
+            raise InputError(self._cond_width_message(cond))
+        weight = self.guidance_weight if guidance_scale is None else float(guidance_scale)
+        tokens, hidden = self.encode_condition(cond)
+        if weight == 1.0:
+            memory = self.prepare_memory(cond_frame, tokens, hidden)
+        else:
+            memory = self._guided_memory(cond_frame, tokens, hidden)
+        grid: dict[float, StepConditioning] = {}
+        if times is not None:
+            times = times.reshape(-1).to(self.alphas_cumprod.device)
+            grid = dict(zip(times.tolist(), self.condition_steps(memory, times), strict=True))
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            step = grid.get(float(t.reshape(-1)[0])) if t.numel() == 1 else None
+            out = self.decode_prepared(x, memory, t.reshape(-1).expand(x.shape[0]), step)
+            return out if memory.branches == 1 else self._combine_branches(out, weight)
+
+        return denoise
 
     def predict_noise_from_start(
         self, x: torch.Tensor, t: torch.Tensor, x_start: torch.Tensor
@@ -379,18 +556,19 @@ class LMDM(nn.Module):
         x_start = self.guided_x_start(x, cond_frame, tokens, hidden, t)
         return self.predict_noise_from_start(x, t, x_start), x_start
 
-    def sampling_fn(self, cond_frame: torch.Tensor, cond: torch.Tensor) -> ModelFn:
-        """model_fn(x_t, t) -> (pred_noise, x_start) for a DDIM sampler, with the condition encoded once.
+    def sampling_fn(
+        self, cond_frame: torch.Tensor, cond: torch.Tensor, guidance_scale: float | None = None
+    ) -> ModelFn:
+        """model_fn(x_t, t) -> (pred_noise, x_start) for a DDIM sampler, built on :meth:`guided_denoiser`.
 
-        Gives the same values as :meth:`forward` at every step; cond_frame (B, F), cond (B, N, C).
+        With the default guidance it gives :meth:`forward`'s values at every step; cond_frame (B, F),
+        cond (B, N, C).
         """
-        if cond.shape[-1] != self.cond_dim:
-            raise InputError(self._cond_width_message(cond))
-        tokens, hidden = self.encode_condition(cond)
+        denoise = self.guided_denoiser(cond_frame, cond, guidance_scale)
 
         def model_fn(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
             times = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            x_start = self.guided_x_start(x, cond_frame, tokens, hidden, times)
+            x_start = denoise(x, times)
             return self.predict_noise_from_start(x, times, x_start), x_start
 
         return model_fn

@@ -14,6 +14,7 @@ from ditto_research.checkpoints import CheckpointRoot
 from ditto_research.config.schema import BackendConfig, ModelConfig, MotionConfig, SamplerConfig
 from ditto_research.diffusion.ddim import ddim_sample_reference, draw_reference_noises
 from ditto_research.diffusion.schedule import ddim_timestep_pairs
+from ditto_research.errors import ConfigError
 from ditto_research.models import NETWORK_NAMES, load_network
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,28 @@ def build_networks(
     return Networks(**nets, load_s=time.perf_counter() - t0)
 
 
-class WindowSampler:
+def build_window_sampler(lmdm: nn.Module, sampler: SamplerConfig, seed: int, device: str | torch.device = "cpu"):
+    """The LMDM window sampler ``(kp_cond (1, 265), cond (1, S, D)) -> (1, S, 265)`` for ``sampler``.
+
+    PyTorch LMDMs use :func:`ditto_research.diffusion.samplers.make_window_sampler` (every sampler, the condition
+    memory and time embeddings computed once per window). ONNX / TensorRT LMDMs export only the guided step, so
+    they run the reference DDIM through :class:`ReferenceStepSampler`.
+    """
+    if hasattr(lmdm, "guided_denoiser"):
+        from ditto_research.diffusion.samplers import make_window_sampler
+
+        generator = torch.Generator(device=str(device)).manual_seed(int(seed))
+        return make_window_sampler(lmdm, sampler.name, steps=sampler.steps, eta=sampler.eta,
+                                   guidance_scale=sampler.guidance_scale, generator=generator)
+    if sampler.name != "ddim":
+        raise ConfigError(
+            f"sampler={sampler.name} needs backend=pytorch (exported LMDMs hold only the guided DDIM step); "
+            "use sampler=ddim with this backend"
+        )
+    return ReferenceStepSampler(lmdm, sampler, seed, device)
+
+
+class ReferenceStepSampler:
     """LMDM window sampler with the reference's noise discipline.
 
     The per-step noises are drawn once per run (shared by all windows) and x_T once per window, both from one
@@ -76,6 +98,7 @@ class WindowSampler:
         self.lmdm = lmdm
         self.sampler = sampler
         self.lmdm.guidance_weight = float(sampler.guidance_scale)
+        self.eta = 1.0 if sampler.eta is None else sampler.eta
         self.pairs = ddim_timestep_pairs(sampler.steps)
         self.generator = torch.Generator(device=str(device)).manual_seed(int(seed))
         shape = (1, lmdm.seq_frames, lmdm.motion_dim)
@@ -94,4 +117,8 @@ class WindowSampler:
         self.windows += 1
         model_fn = self.lmdm.sampling_fn(kp_cond, cond)
         alphas = self.lmdm.alphas_cumprod
-        return ddim_sample_reference(model_fn, x_T, self.pairs, alphas, self.step_noises, eta=self.sampler.eta)
+        return ddim_sample_reference(model_fn, x_T, self.pairs, alphas, self.step_noises, eta=self.eta)
+
+
+# Kept for callers written against the earlier name (the online session); new code uses build_window_sampler.
+WindowSampler = ReferenceStepSampler

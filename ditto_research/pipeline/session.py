@@ -37,7 +37,7 @@ from ditto_research.motion.audio2motion import Audio2MotionSettings, generate_mo
 from ditto_research.motion.conditions import ConditionBuilder, ConditionFlags
 from ditto_research.motion.format import MotionInfo, clip_motion, source_motion_vector
 from ditto_research.pipeline.controls import build_frame_controls, build_stitcher
-from ditto_research.pipeline.networks import Networks, WindowSampler, build_networks
+from ditto_research.pipeline.networks import Networks, build_networks, build_window_sampler
 from ditto_research.pipeline.registration import RegisteredSource, register_source
 from ditto_research.pipeline.runner import BaseStage, PipelineRunner
 from ditto_research.pipeline.stages import (
@@ -182,7 +182,7 @@ class TalkingHeadSession:
             fix_kp_cond_dim=tuple(cfg.motion.fix_kp_cond_dim) if cfg.motion.fix_kp_cond_dim else None,
             smo_k_d=cfg.motion.smo_k_d,
         )
-        sampler = WindowSampler(self.networks.lmdm, cfg.sampler, cfg.control.seed, self.device)
+        sampler = build_window_sampler(self.networks.lmdm, cfg.sampler, cfg.control.seed, self.device)
         source_motion = source_motion_vector(source.frames[0].x_s_info)
         motion = generate_motion_offline(torch.from_numpy(conds), sampler, source_motion, settings, self.device)
         value_range = np.load(cfg.motion.v_min_max_for_clip) if cfg.motion.v_min_max_for_clip else None
