@@ -59,3 +59,26 @@ def test_output_may_not_be_an_input(tmp_path):
     proc = infer("model=tiny", f"audio={audio}", f"output={audio}", "overwrite=true", cwd=tmp_path)
     assert proc.returncode == 2 and "is the audio file" in proc.stderr
     assert audio.read_bytes() == b"x"
+
+
+def test_online_mode_streams_the_file_into_the_offline_frame_count(tmp_path):
+    """mode=online through the CLI, fed at 1x speed with the realtime preset: same MP4 shape as offline."""
+    import math
+
+    from ditto_research.examples import synthetic_speech
+    from ditto_research.render.writer import probe_video
+    from tests.pipeline.test_offline import write_wav
+
+    audio = write_wav(tmp_path / "speech.wav", synthetic_speech(1.3))
+    common = ("model=tiny", "audio_encoder=untrained", "face=mediapipe", "progress=false", f"audio={audio}")
+    proc = infer(*common, "+preset=realtime", "sampler.steps=2", "mode.realtime=true",
+                 f"output={tmp_path / 'online.mp4'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "first frame" in proc.stdout and "busy ms per frame by stage" in proc.stdout
+    frames, fps, width, height, audio_s = probe_video(tmp_path / "online.mp4")
+    assert frames == math.ceil(1.3 * 25) and fps == 25.0 and audio_s is not None
+    proc = infer(*common, "mode=online", "sampler=dpmpp_2m", "sampler.steps=2", f"output={tmp_path / 'fast.mp4'}",
+                 cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "latency is measured with mode.realtime=true" in proc.stdout
+    assert probe_video(tmp_path / "fast.mp4")[0] == frames

@@ -119,6 +119,3 @@ class ReferenceStepSampler:
         alphas = self.lmdm.alphas_cumprod
         return ddim_sample_reference(model_fn, x_T, self.pairs, alphas, self.step_noises, eta=self.eta)
 
-
-# Kept for callers written against the earlier name (the online session); new code uses build_window_sampler.
-WindowSampler = ReferenceStepSampler

@@ -76,6 +76,8 @@ def run(cfg: DictConfig) -> Path:
 
     typed = validate(cfg)
     source, audio = resolve_inputs(typed)
+    if typed.mode.name == "online":
+        return _run_online(typed, source, audio)
     session = TalkingHeadSession(typed)
     try:
         result = session.generate(source, audio, typed.output)
@@ -83,3 +85,19 @@ def run(cfg: DictConfig) -> Path:
         session.close()
     print(f"done: {result.summary()}")
     return Path(typed.output)
+
+
+def _run_online(cfg: InferConfig, source: Path, audio: Path) -> Path:
+    """mode=online: stream the audio file through the online pipeline (at 1x speed with mode.realtime=true)."""
+    from ditto_research.pipeline.online import StreamingSession
+
+    session = StreamingSession(cfg)
+    try:
+        result = session.run_file(source, audio, cfg.output)
+    finally:
+        session.release()
+    print(f"done: {result.summary()}")
+    if result.realtime:
+        stages = ", ".join(f"{name} {ms:.0f}" for name, ms in result.stage_ms_per_frame.items())
+        print(f"busy ms per frame by stage: {stages}")
+    return Path(cfg.output)
