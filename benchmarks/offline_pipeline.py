@@ -2,6 +2,7 @@
 
     python benchmarks/offline_pipeline.py --model untrained --seconds 2            # full-size networks
     python benchmarks/offline_pipeline.py --model tiny --seconds 60 --source video  # memory vs audio length
+    python benchmarks/offline_pipeline.py --model untrained --backend onnx --onnx-dir DIR   # onnxruntime
 
 Pipeline efficiency = end-to-end fps / fps of the slowest render stage run alone (measured first, same
 threads). Peak RSS is the whole process's maximum resident set (run one configuration per process).
@@ -83,11 +84,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=0, help="torch threads per render stage (0: default)")
     parser.add_argument("--skip-alone", action="store_true", help="do not time stages alone")
+    parser.add_argument("--backend", default="pytorch", choices=["pytorch", "onnx"])
+    parser.add_argument("--onnx-dir", type=Path, default=None,
+                        help="exports of the same model for --backend onnx (python -m export.onnx model=untrained)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
 
     overrides = [f"model={args.model}", "audio_encoder=untrained", "face=mediapipe", f"sampler.steps={args.steps}",
-                 "progress=false", "overwrite=true", f"backend.num_threads={args.threads}"]
+                 "progress=false", "overwrite=true", f"backend={args.backend}", f"backend.num_threads={args.threads}"]
+    if args.onnx_dir is not None:
+        overrides.append(f"backend.onnx_dir={args.onnx_dir}")
     session = TalkingHeadSession.from_overrides(overrides)
     alone = {} if args.skip_alone else stages_alone_ms(session, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,6 +103,7 @@ def main() -> None:
         result = session.generate(source, audio, Path(tmp) / "out.mp4")
     numbers = {
         "model": args.model,
+        "backend": args.backend,
         "audio_s": args.seconds,
         "source": args.source,
         "frames": result.frames,

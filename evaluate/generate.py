@@ -20,7 +20,6 @@ import numpy as np
 
 from ditto_research.audio.io import load_audio, num_video_frames
 from ditto_research.config import InferConfig
-from ditto_research.errors import ConfigError
 from ditto_research.pipeline.registration import RegisteredSource
 from ditto_research.pipeline.session import TalkingHeadSession
 from ditto_research.render.writer import VideoWriter
@@ -208,10 +207,11 @@ class OnlineRenderer:
         finally:
             source.media.close()
         busy_ms = self.stream.stage_ms_per_frame()
+        calls = {name: times.tolist() for name, times in self.stream.stage_call_seconds().items()}
         return Generation(
             audio=audio, frames=collector.frames, samples=collector.samples, motion=motion[: len(emit)],
             seconds=time.perf_counter() - t0, register_s=register_s, render_s=render_s, emit_s=emit,
-            latency_s=latency, first_frame_s=latency[0] if latency else None,
+            latency_s=latency, first_frame_s=latency[0] if latency else None, stage_calls=calls,
             stage_busy_s={name: ms * len(emit) / 1000.0 for name, ms in busy_ms.items()}, video=path,
         )
 
@@ -251,8 +251,6 @@ def make_renderer(cfg: InferConfig) -> ClipRenderer:
     """The renderer for ``cfg.mode`` (loads the networks). ConfigError when the mode is not available."""
     if cfg.mode.name == "offline":
         return OfflineRenderer(cfg)
-    try:
-        from ditto_research.pipeline.online import StreamingSession
-    except ImportError as e:
-        raise ConfigError(f"mode=online is not available in this installation ({e}); use mode=offline") from e
+    from ditto_research.pipeline.online import StreamingSession
+
     return OnlineRenderer(cfg, StreamingSession)

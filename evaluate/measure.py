@@ -107,7 +107,7 @@ def _fill_timing(result: ClipResult, gen: Generation) -> None:
     result.frame_latency_ms = [1000.0 * s for s in gen.latency_s]
     if gen.stage_calls:
         result.stages = [stage_latency(name, calls, frames) for name, calls in gen.stage_calls.items()]
-    else:  # only busy totals are known (online): no per-call percentiles
+    else:  # only busy totals are known: no per-call percentiles
         result.stages = [stage_latency(name, [], frames) for name in gen.stage_busy_s]
         for s in result.stages:
             s.ms_per_frame = 1000.0 * gen.stage_busy_s[s.stage] / max(frames, 1)

@@ -492,6 +492,12 @@ class StreamingSession:
         stats = self._stream.runner.stats
         return {name: 1000.0 * s.process_s.total / frames for name, s in stats.items()}  # type: ignore[attr-defined]
 
+    def stage_call_seconds(self) -> dict[str, np.ndarray]:
+        """Each stage's busy time per call (s), for the last 10 000 calls of the current (or last) stream."""
+        if self._stream is None:
+            return {}
+        return {name: s.process_s.values() for name, s in self._stream.runner.stats.items()}  # type: ignore[attr-defined]
+
     # ---- files ---------------------------------------------------------------------------------------------
 
     def run_file(self, source: str | Path, audio: str | Path, output: str | Path, *, realtime: bool | None = None,
