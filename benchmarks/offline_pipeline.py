@@ -16,26 +16,16 @@ import os
 import statistics
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ditto_research.audio.io import write_wav
 from ditto_research.examples import example_source, synthetic_speech
 from ditto_research.pipeline import TalkingHeadSession
 from ditto_research.pipeline.session import peak_rss_mb
 from ditto_research.render.writer import VideoWriter
-
-
-def write_wav(path: Path, seconds: float) -> Path:
-    pcm = (synthetic_speech(seconds) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 def write_video(path: Path, seconds: float) -> Path:
@@ -97,7 +87,7 @@ def main() -> None:
     session = TalkingHeadSession.from_overrides(overrides)
     alone = {} if args.skip_alone else stages_alone_ms(session, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        audio = write_wav(Path(tmp) / "speech.wav", args.seconds)
+        audio = write_wav(Path(tmp) / "speech.wav", synthetic_speech(args.seconds))
         source = write_video(Path(tmp) / "src.mp4", args.source_seconds) if args.source == "video" else example_source()
         rss_before = peak_rss_mb()
         result = session.generate(source, audio, Path(tmp) / "out.mp4")

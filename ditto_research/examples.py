@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ def cache_dir() -> Path:
     return path
 
 
-def _atomic_write(path: Path, write) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write through a temporary file in the same folder, then rename (concurrent jobs never see half a file)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
@@ -53,7 +55,7 @@ def example_source(directory: Path | None = None) -> Path:
     path = (directory or cache_dir()) / "astronaut.png"
     if not path.is_file():
         rgb = data.astronaut()
-        _atomic_write(path, lambda p: cv2.imwrite(str(p), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
+        atomic_write(path, lambda p: cv2.imwrite(str(p), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
     return path
 
 
@@ -77,7 +79,7 @@ def example_audio(directory: Path | None = None, text: str = EXAMPLE_SENTENCE) -
     if espeak:
         path = directory / f"speech_{hashlib.sha1(text.encode()).hexdigest()[:10]}.wav"
         if not path.is_file():
-            _atomic_write(path, lambda p: subprocess.run([espeak, "-w", str(p), text], check=True, capture_output=True))
+            atomic_write(path, lambda p: subprocess.run([espeak, "-w", str(p), text], check=True, capture_output=True))
         return path
     path = directory / "synthetic_speech.wav"
     if not path.is_file():
@@ -91,5 +93,5 @@ def example_audio(directory: Path | None = None, text: str = EXAMPLE_SENTENCE) -
                 w.setframerate(SAMPLE_RATE)
                 w.writeframes(samples.tobytes())
 
-        _atomic_write(path, write)
+        atomic_write(path, write)
     return path

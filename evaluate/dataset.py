@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
 import shutil
 import subprocess
-import tempfile
-import wave
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ditto_research.audio.io import write_wav
 from ditto_research.errors import InputError
+from ditto_research.examples import atomic_write
 
 __all__ = ["BUILTIN_CLIPS", "Clip", "builtin_dataset", "load_dataset", "trim_audio"]
 
@@ -203,7 +201,7 @@ def _face_image(root: Path, face: str) -> Path:
         big = cv2.copyMakeBorder(big, 128, 128, 128, 128, cv2.BORDER_CONSTANT, value=(edge,))
         rgb = np.repeat(big[..., None], 3, axis=2)
     bgr = np.ascontiguousarray(rgb[..., ::-1])
-    return _atomic_write(path, lambda p: cv2.imwrite(str(p), bgr))
+    return atomic_write(path, lambda p: cv2.imwrite(str(p), bgr))
 
 
 def _speech(root: Path, recipe: BuiltinClip, espeak: str | None, seed: int) -> Path:
@@ -212,36 +210,12 @@ def _speech(root: Path, recipe: BuiltinClip, espeak: str | None, seed: int) -> P
 
         path = root / f"{recipe.clip_id}_synthetic.wav"
         if not path.is_file():
-            _atomic_write(path, lambda p: write_wav(p, synthetic_speech(recipe.fallback_s, seed=seed)))
+            atomic_write(path, lambda p: write_wav(p, synthetic_speech(recipe.fallback_s, seed=seed)))
         return path
     path = root / f"{recipe.clip_id}.wav"
     if not path.is_file():
-        _atomic_write(path, lambda p: subprocess.run([espeak, "-v", recipe.voice, "-w", str(p), recipe.text],
+        atomic_write(path, lambda p: subprocess.run([espeak, "-v", recipe.voice, "-w", str(p), recipe.text],
                                                      check=True, capture_output=True))
-    return path
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Write through a temporary file in the same folder, then rename (concurrent jobs never see half a file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """16-bit mono WAV of float samples in [-1, 1]."""
-    pcm = (np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0) * 32767).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
     return path
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ditto_research.checkpoints import (
     DOWNLOAD_COMMAND,
@@ -114,7 +113,7 @@ def test_convert_cfg_yaml_is_a_usable_preset(tmp_path):
     assert (tmp_path / "preset" / "control_delta_eye_arr.npy").is_file()
     with pytest.raises(CheckpointError, match="already exists"):
         write_cfg_yaml(pkl, out)
-    from ditto_research.config import compose, to_config
+    from ditto_research.config import to_config
     from hydra import compose as hcompose, initialize_config_dir
     from ditto_research.config import CONF_DIR, register_configs
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,14 @@ def num_video_frames(num_samples: int, sample_rate: int = 16000, fps: float = 25
     The float expression is kept in the reference's order so the rounding is the same.
     """
     return math.ceil(num_samples / sample_rate * fps)
+
+
+def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int = 16000) -> Path:
+    """Write float samples in [-1, 1] (clipped) as a 16-bit mono WAV; returns the path."""
+    pcm = (np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0) * 32767).round().astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return Path(path)

@@ -20,7 +20,6 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np

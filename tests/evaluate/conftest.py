@@ -11,7 +11,7 @@ import torch
 from skimage import data
 
 from ditto_research.examples import synthetic_speech
-from evaluate.dataset import write_wav
+from ditto_research.audio.io import write_wav
 from evaluate.results import ClipResult, RunRecord, StageLatency, write_run
 
 # Tiny random networks, the random speech encoder, MediaPipe, two diffusion steps: the whole pipeline in seconds.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import wave
 from pathlib import Path
 
 import cv2
@@ -17,19 +16,10 @@ from ditto_research.errors import ConfigError, InputError, StageError
 from ditto_research.examples import synthetic_speech
 from ditto_research.pipeline import TalkingHeadSession
 from ditto_research.pipeline.run import check_inputs
+from ditto_research.audio.io import write_wav
 from ditto_research.render.writer import VideoWriter, probe_video
 
 OVERRIDES = ["model=tiny", "audio_encoder=untrained", "face=mediapipe", "sampler.steps=2", "progress=false"]
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 def write_rgb(path: Path, rgb: np.ndarray) -> Path:

@@ -368,7 +368,7 @@ def test_streamed_frames_and_mp4_match_offline(session, source, tmp_path):
     assert got[1].timestamp_s == pytest.approx(0.04)
     assert got[0].image.dtype == np.uint8 and got[0].image.shape == (512, 512, 3)
 
-    from tests.pipeline.test_offline import write_wav
+    from ditto_research.audio.io import write_wav
 
     wav = write_wav(tmp_path / "speech.wav", audio)
     out = tmp_path / "online.mp4"
