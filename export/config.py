@@ -19,6 +19,7 @@ from ditto_research.errors import ConfigError
 
 __all__ = [
     "EXPORT_NETWORKS",
+    "LMDM_FORMS",
     "ExportConfig",
     "TensorRTExportConfig",
     "register_export_configs",
@@ -28,6 +29,7 @@ __all__ = [
 EXPORT_NETWORKS = (*RENDER_NETWORKS, "hubert")
 MIN_OPSET, MAX_OPSET = 17, 20  # 17: LayerNorm; 20: 5-D GridSample (and the TorchScript exporter's ceiling)
 GRID_SAMPLE_MODES = ("native", "decomposed")
+LMDM_FORMS = ("guided_step", "cached", "both")
 
 
 def _check_networks(key: str, networks: list[str]) -> None:
@@ -58,8 +60,13 @@ class ExportConfig:
     # native: the standard 5-D GridSample op; decomposed: gathers + trilinear weights, for runtimes without
     # 5-D GridSample (TensorRT < 11.2 and others). Both give the same values.
     grid_sample: str = "native"
-    # Classifier-free guidance weight baked into the LMDM graph (the original: 2).
+    # Classifier-free guidance weight baked into the LMDM graph (the original: 2); the cached pair's default.
     lmdm_guidance_weight: float = 2.0
+    # How the LMDM is written. guided_step: the official lmdm_v0.4_hubert.onnx (one guided step, condition
+    # encoder included). cached: two graphs with the sampler speedups baked in, lmdm_v0.4_hubert_memory.onnx
+    # (the condition memory, run once per window) and lmdm_v0.4_hubert_step.onnx (the guided step over it, any
+    # time and guidance weight); the ONNX / TensorRT backends prefer them. both: all three files.
+    lmdm_form: str = "guided_step"
     # transformers HuBERT folder: also export it as hubert.onnx (input_values (1, L) -> encoding_out).
     hubert_path: str | None = None
     # Compare onnxruntime with torch on random inputs right after writing each file.
@@ -79,6 +86,8 @@ class ExportConfig:
             raise ConfigError(f"grid_sample={self.grid_sample!r} is not valid; choose one of: native, decomposed")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ConfigError(f"opset={self.opset} is out of range; choose {MIN_OPSET}..{MAX_OPSET}")
+        if self.lmdm_form not in LMDM_FORMS:
+            raise ConfigError(f"lmdm_form={self.lmdm_form!r} is not valid; choose one of: {', '.join(LMDM_FORMS)}")
         if self.opset < 20 and self.grid_sample == "native" and "warp_network" in self.networks:
             raise ConfigError(f"opset={self.opset} has no 5-D GridSample; use opset=20 or grid_sample=decomposed")
         if "hubert" in self.networks and not self.hubert_path:

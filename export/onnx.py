@@ -2,6 +2,7 @@
 
     python -m export.onnx model=ditto output_dir=checkpoints/ditto_onnx
     python -m export.onnx model=untrained precision=fp16 grid_sample=decomposed output_dir=/tmp/onnx
+    python -m export.onnx model=ditto networks=[lmdm] lmdm_form=cached output_dir=checkpoints/ditto_onnx
 
 Each file gets the official input/output names (:data:`ditto_research.backends.base.NETWORK_IO`), opset 20 by
 default, optional dynamic batch, and ``ditto.*`` metadata (precision, grid_sample, guidance_weight, model) that
@@ -10,6 +11,10 @@ the ONNX backend checks. Right after writing, every file is run on onnxruntime a
 
 Random weights (model=untrained / tiny) use the pipeline's seeds (``model.seed`` + the network's index), so an
 untrained export computes the same functions as ``backend=pytorch model=untrained``.
+
+``lmdm_form=cached`` (or ``both``) writes the LMDM as two graphs with the sampler speedups baked in (the
+condition memory once per window, the guided step over it; :mod:`ditto_research.backends.lmdm_pair`), each
+verified against its torch module like the other networks.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from ditto_research.backends.base import FP32_NETWORKS, example_inputs, get_io
+from ditto_research.backends.base import FP32_NETWORKS, LMDM_PAIR_IO, NetworkIO, example_inputs, get_graph_io
 from ditto_research.backends.onnx import METADATA_PREFIX
 from ditto_research.config import CONF_DIR, to_config
 from ditto_research.config.schema import ModelConfig, MotionConfig
@@ -39,6 +44,8 @@ from export.grid_sample import make_grid_sample
 from export.verify import VerifyReport, verify_export
 
 __all__ = ["ExportResult", "IOWrapper", "build_network", "export_module", "main", "run_export"]
+
+VERIFY_BATCHES = (1, 3)  # batches a dynamic-batch file is verified at
 
 
 class IOWrapper(nn.Module):
@@ -190,12 +197,11 @@ def _load_hubert(path: str | None) -> nn.Module:
     return HubertExportModule(model.eval())
 
 
-def _dynamic_axes(name: str, dynamic_batch: bool) -> dict[str, dict[int, str]] | None:
-    io = get_io(name)
+def _dynamic_axes(io: NetworkIO, dynamic_batch: bool) -> dict[str, dict[int, str]] | None:
     axes: dict[str, dict[int, str]] = {}
     if dynamic_batch:
-        axes = {n: {0: "batch"} for n in (*io.input_names, *io.output_names)}
-    if name == "hubert":  # any chunk length, as the original's hubert.onnx
+        axes = {spec.name: {0: "batch"} for spec in (*io.inputs, *io.outputs) if spec.batched}
+    if io.name == "hubert":  # any chunk length, as the original's hubert.onnx
         axes.setdefault("input_values", {})[1] = "samples"
         axes.setdefault("encoding_out", {})[1] = "frames"
     return axes or None
@@ -216,17 +222,19 @@ def _quiet_stdout() -> Iterator[None]:
 
 
 def export_module(
-    module: nn.Module, name: str, path: str | Path, inputs: Sequence[torch.Tensor], *, opset: int = 20,
+    module: nn.Module, name: str | NetworkIO, path: str | Path, inputs: Sequence[torch.Tensor], *, opset: int = 20,
     dynamic_batch: bool = False, fp16: bool = False, metadata: dict[str, str] | None = None,
 ) -> Path:
     """Trace ``module`` (official I/O order) into ``path`` with the official names; written atomically.
 
-    ``fp16`` converts the traced float32 graph with :func:`convert_to_fp16` (tracing in half precision is not
-    possible on the CPU: several CPU kernels have no float16 version).
+    ``name``: a network, a graph of the LMDM pair, or its interface. ``fp16`` converts the traced float32
+    graph with :func:`convert_to_fp16` (tracing in half precision is not possible on the CPU: several CPU
+    kernels have no float16 version).
     """
     import onnx
 
-    io = get_io(name)
+    io = name if isinstance(name, NetworkIO) else get_graph_io(name)
+    name = io.name
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
@@ -238,7 +246,7 @@ def export_module(
             torch.onnx.export(
                 module, tuple(inputs), str(partial), dynamo=False, opset_version=opset,
                 input_names=list(io.input_names), output_names=list(io.output_names),
-                dynamic_axes=_dynamic_axes(name, dynamic_batch), do_constant_folding=True,
+                dynamic_axes=_dynamic_axes(io, dynamic_batch), do_constant_folding=True,
             )
         model = onnx.load(str(partial))
         if fp16:
@@ -266,7 +274,7 @@ class ExportResult:
     reports: tuple[VerifyReport, ...]
 
 
-def _export_one(name: str, cfg: ExportConfig, out_dir: Path, log: Any) -> ExportResult:
+def _export_one(name: str, cfg: ExportConfig, out_dir: Path) -> ExportResult:
     fp16 = cfg.precision == "fp16" and name not in FP32_NETWORKS
     reference = build_network(name, cfg.model, cfg.motion, guidance_weight=cfg.lmdm_guidance_weight, hubert_path=cfg.hubert_path)
     network = reference
@@ -279,26 +287,41 @@ def _export_one(name: str, cfg: ExportConfig, out_dir: Path, log: Any) -> Export
         metadata["grid_sample"] = cfg.grid_sample
     if name == "lmdm":
         metadata["guidance_weight"] = repr(float(cfg.lmdm_guidance_weight))
-    path = out_dir / get_io(name).onnx_file
-    dynamic = cfg.dynamic_batch
-    try:
-        export_module(wrapped, name, path, inputs, opset=cfg.opset, dynamic_batch=dynamic, fp16=fp16,
-                      metadata={**metadata, "dynamic_batch": str(dynamic).lower()})
-    except ExportError as e:
-        if not dynamic:
-            raise
-        # The TorchScript exporter loses static sizes behind a dynamic batch in some graphs (the decoder's
-        # nearest upsampling before instance norm); such a network is written with batch 1, and said so.
-        log(f"warning: {name}: a dynamic-batch export is not possible ({e}); writing it with batch 1")
-        dynamic = False
-        export_module(wrapped, name, path, inputs, opset=cfg.opset, dynamic_batch=False, fp16=fp16,
-                      metadata={**metadata, "dynamic_batch": "false"})
+    path = out_dir / get_graph_io(name).onnx_file
+    export_module(wrapped, name, path, inputs, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch, fp16=fp16,
+                  metadata={**metadata, "dynamic_batch": str(cfg.dynamic_batch).lower()})
     reports: list[VerifyReport] = []
     if cfg.verify:
-        for batch in (1, 2) if dynamic else (1,):
+        for batch in VERIFY_BATCHES if cfg.dynamic_batch else (1,):
             check = example_inputs(name, reference, batch=batch, seed=cfg.verify_seed + 1, image_size=cfg.image_size)
             reports.append(verify_export(path, name, reference, check, cfg.verify_tolerance))
     return ExportResult(name, path, tuple(reports))
+
+
+def _export_lmdm_pair(cfg: ExportConfig, out_dir: Path) -> list[ExportResult]:
+    """The LMDM as its cached pair: ``lmdm_memory`` then ``lmdm_step``, each traced from its torch module."""
+    from ditto_research.backends.lmdm_pair import CachedStepGraph, ConditionMemoryGraph, pair_example_inputs
+
+    lmdm = build_network("lmdm", cfg.model, cfg.motion, guidance_weight=cfg.lmdm_guidance_weight)
+    weight = float(cfg.lmdm_guidance_weight)
+    metadata = {
+        "precision": "fp32", "model": cfg.model.name, "opset": str(cfg.opset), "lmdm_form": "cached",
+        "guidance_weight": repr(weight), "dynamic_batch": str(cfg.dynamic_batch).lower(),
+    }
+    results = []
+    for graph, module in (("lmdm_memory", ConditionMemoryGraph(lmdm)), ("lmdm_step", CachedStepGraph(lmdm))):
+        io = LMDM_PAIR_IO[graph]
+        path = out_dir / io.onnx_file
+        inputs = pair_example_inputs(graph, lmdm, batch=1, seed=cfg.verify_seed, guidance_weight=weight)
+        export_module(IOWrapper(module).eval(), io, path, inputs, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
+                      metadata=metadata)
+        reports: list[VerifyReport] = []
+        if cfg.verify:
+            for batch in VERIFY_BATCHES if cfg.dynamic_batch else (1,):
+                check = pair_example_inputs(graph, lmdm, batch=batch, seed=cfg.verify_seed + 1, guidance_weight=weight)
+                reports.append(verify_export(path, io, module, check, cfg.verify_tolerance))
+        results.append(ExportResult(graph, path, tuple(reports)))
+    return results
 
 
 def run_export(cfg: ExportConfig, log: Any = print) -> list[ExportResult]:
@@ -310,11 +333,21 @@ def run_export(cfg: ExportConfig, log: Any = print) -> list[ExportResult]:
         check_root(cfg.model.checkpoint_root, ("models",), lmdm_file=cfg.model.lmdm_file)
     results = []
     for name in cfg.all_networks:
-        result = _export_one(name, cfg, out_dir, log)
-        log(f"wrote {result.path}")
-        for report in result.reports:
-            log(f"  verified {report.line()}")
-        results.append(result)
+        written = []
+        if name != "lmdm" or cfg.lmdm_form in ("guided_step", "both"):
+            written.append(_export_one(name, cfg, out_dir))
+        if name == "lmdm" and cfg.lmdm_form in ("cached", "both"):
+            written.extend(_export_lmdm_pair(cfg, out_dir))
+        elif name == "lmdm":  # a pair left from an earlier export would shadow the new file in the backends
+            for io in LMDM_PAIR_IO.values():
+                if (out_dir / io.onnx_file).is_file():
+                    (out_dir / io.onnx_file).unlink()
+                    log(f"removed {out_dir / io.onnx_file} (an earlier cached LMDM pair; lmdm_form=guided_step)")
+        for result in written:
+            log(f"wrote {result.path}")
+            for report in result.reports:
+                log(f"  verified {report.line()}")
+        results.extend(written)
     return results
 
 

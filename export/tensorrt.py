@@ -11,6 +11,8 @@ Built with the TensorRT (>= 10) Python API, no custom plugin:
   stitching MLP, LMDM and HuBERT build in fp32 (as the original's conversion script does).
 - Dynamic axes get an optimisation profile (batch 1..max_batch, HuBERT samples per ``hubert_samples``).
 - A timing cache is read and updated across builds.
+- The LMDM's cached pair (``python -m export.onnx lmdm_form=cached``: ``lmdm_v0.4_hubert_memory.onnx`` and
+  ``_step.onnx``) is built next to the official LMDM, in fp32, whenever its files are in ``onnx_dir``.
 - Engine names carry the GPU and TensorRT version (``decoder_fp16.NVIDIA-H100-80GB-HBM3.trt10.7.0.engine``), so
   the runtime detects an engine from another machine; a ``.json`` sidecar keeps the ONNX file's metadata.
 
@@ -30,7 +32,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from ditto_research.backends.base import FP32_NETWORKS, NETWORK_IO, get_io
+from ditto_research.backends.base import FP32_NETWORKS, LMDM_PAIR_IO, NETWORK_IO, get_graph_io
 from ditto_research.backends.onnx import metadata as onnx_metadata
 from ditto_research.backends.onnx import read_checked_model, rewrite_grid_samples
 from ditto_research.backends.tensorrt import engine_file_name, gpu_slug, import_tensorrt, sidecar_path
@@ -42,6 +44,7 @@ __all__ = [
     "NATIVE_GRID_SAMPLE_3D_TRT",
     "ShapeProfile",
     "build_engine",
+    "engine_graphs",
     "engine_precision",
     "is_fp32_layer",
     "needs_decomposed_grid_sample",
@@ -138,7 +141,7 @@ def build_engine(
 ) -> Path:
     """Parse, configure (precision, profiles, timing cache) and build one engine; written atomically."""
     trt = import_tensorrt("python -m export.tensorrt")
-    model = read_checked_model(onnx_path, get_io(network))
+    model = read_checked_model(onnx_path, get_graph_io(network))
     if needs_decomposed_grid_sample(trt.__version__):
         rewrite_grid_samples(model, "decomposed")
     else:
@@ -184,6 +187,27 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(partial, path)
 
 
+def engine_graphs(onnx_dir: Path, networks: Sequence[str] | None) -> list[str]:
+    """The graphs to build from ``onnx_dir``: the requested networks (None: every network with a file there),
+    with the LMDM as its official file and/or its cached pair, whichever of them is there.
+
+    A requested LMDM with neither keeps the name ``lmdm`` (its build then reports the missing file).
+    """
+    present = [n for n, io in NETWORK_IO.items() if (onnx_dir / io.onnx_file).is_file()]
+    has_pair = all((onnx_dir / io.onnx_file).is_file() for io in LMDM_PAIR_IO.values())
+    wanted = list(networks) if networks else present + (["lmdm"] if has_pair and "lmdm" not in present else [])
+    graphs: list[str] = []
+    for name in wanted:
+        if name != "lmdm":
+            graphs.append(name)
+            continue
+        if "lmdm" in present or not has_pair:
+            graphs.append("lmdm")
+        if has_pair:
+            graphs.extend(LMDM_PAIR_IO)
+    return graphs
+
+
 def run_build(cfg: TensorRTExportConfig, log: Any = print) -> list[Path]:
     """Build the requested engines; returns their paths (existing ones are kept unless ``overwrite``)."""
     import torch
@@ -198,18 +222,19 @@ def run_build(cfg: TensorRTExportConfig, log: Any = print) -> list[Path]:
     engine_dir = Path(cfg.engine_dir) if cfg.engine_dir else onnx_dir.parent / f"ditto_trt_{gpu_slug(gpu)}"
     engine_dir.mkdir(parents=True, exist_ok=True)
     timing_cache = Path(cfg.timing_cache) if cfg.timing_cache else engine_dir / "timing.cache"
-    names = list(cfg.networks) if cfg.networks else [n for n, io in NETWORK_IO.items() if (onnx_dir / io.onnx_file).is_file()]
+    names = engine_graphs(onnx_dir, cfg.networks)
     if not names:
         raise ExportError(f"no ONNX files of the Ditto networks in {onnx_dir}; write them with python -m export.onnx")
     built = []
     for name in names:
         precision = engine_precision(name, cfg.precision)
-        path = engine_dir / engine_file_name(get_io(name).stem, precision, gpu, trt.__version__)
+        io = get_graph_io(name)
+        path = engine_dir / engine_file_name(io.stem, precision, gpu, trt.__version__)
         if path.is_file() and not cfg.overwrite:
             log(f"keeping {path} (overwrite=true rebuilds it)")
         else:
-            log(f"building {path.name} ({precision}) from {onnx_dir / get_io(name).onnx_file} ...")
-            build_engine(onnx_dir / get_io(name).onnx_file, path, name, precision, cfg, timing_cache)
+            log(f"building {path.name} ({precision}) from {onnx_dir / io.onnx_file} ...")
+            build_engine(onnx_dir / io.onnx_file, path, name, precision, cfg, timing_cache)
             log(f"wrote {path}")
         built.append(path)
     log(f"engines for {gpu} / TensorRT {trt.__version__} in {engine_dir}: use backend=tensorrt backend.engine_dir={engine_dir}")

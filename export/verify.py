@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ditto_research.backends.base import get_io
+from ditto_research.backends.base import NetworkIO, get_graph_io
 from ditto_research.backends.onnx import make_session
 from ditto_research.errors import ExportError
 
@@ -70,17 +70,27 @@ def _torch_outputs(module: nn.Module, inputs: Sequence[torch.Tensor]) -> list[np
 
 def verify_export(
     path: str | Path,
-    name: str,
+    name: str | NetworkIO,
     reference: nn.Module,
     inputs: Sequence[torch.Tensor],
     tolerance: float,
 ) -> VerifyReport:
-    """Run ``path`` on onnxruntime (CPU) and ``reference`` on ``inputs``; raise ExportError beyond tolerance."""
+    """Run ``path`` on onnxruntime (CPU) and ``reference`` on ``inputs``; raise ExportError beyond tolerance.
+
+    ``name``: a network, a graph of the LMDM pair (``lmdm_memory`` / ``lmdm_step``) or its interface.
+    """
     path = Path(path)
-    io = get_io(name)
+    io = name if isinstance(name, NetworkIO) else get_graph_io(name)
     session = make_session(path, "cpu", label=str(path))
     feeds = {spec.name: np.ascontiguousarray(x.cpu().numpy(), dtype=spec.dtype) for spec, x in zip(io.inputs, inputs)}
-    ours = session.run(None, feeds)
+    try:
+        ours = session.run(None, feeds)
+    except Exception as e:  # onnxruntime's own exception types (a graph that cannot run these shapes)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ExportError(
+            f"{path} failed verification: onnxruntime cannot run it on inputs "
+            f"{ {n: tuple(v.shape) for n, v in feeds.items()} }: {first}"
+        ) from e
     theirs = _torch_outputs(reference, inputs)
     max_abs, max_rel, worst = compare_outputs(ours, theirs, io.output_names)
     report = VerifyReport(path, int(inputs[0].shape[0]), max_abs, max_rel, tolerance, worst)

@@ -11,6 +11,9 @@ below are those of ``ditto_onnx/*.onnx`` and of the tensors the original TensorR
     lmdm(x, cond_frame, cond, time_cond)                -> pred_noise, x_start   (guided, weight baked in)
     hubert(input_values)                                -> encoding_out          (ONNX / TensorRT only)
 
+The LMDM can also be exported as a pair of graphs with the sampler speedups baked in
+(:data:`LMDM_PAIR_IO`, :mod:`ditto_research.backends.lmdm_pair`); its runner keeps the ``lmdm`` interface.
+
 Calls accept torch tensors or numpy arrays; the result has the kind of the first input (torch tensors on the
 first input's device, numpy arrays otherwise). A single output is returned bare, several as a tuple, the way
 the torch modules return them, so the pipeline can swap a module for a runner without other changes.
@@ -30,6 +33,7 @@ from ditto_research.errors import ConfigError
 __all__ = [
     "BACKEND_NAMES",
     "FP32_NETWORKS",
+    "LMDM_PAIR_IO",
     "NETWORK_IO",
     "RENDER_NETWORKS",
     "Array",
@@ -39,6 +43,7 @@ __all__ = [
     "TensorSpec",
     "example_inputs",
     "from_numpy_like",
+    "get_graph_io",
     "get_io",
     "to_numpy",
 ]
@@ -55,17 +60,22 @@ RENDER_NETWORKS = (
 )
 # Kept in float32 whatever the requested precision (as the original's TensorRT build does for the motion
 # extractor, HuBERT and the LMDM; the stitching MLP is tiny and feeds geometry, so fp16 buys nothing).
-FP32_NETWORKS = frozenset({"motion_extractor", "stitch_network", "lmdm", "hubert"})
+# The LMDM's cached pair (lmdm_memory, lmdm_step) is the LMDM too.
+FP32_NETWORKS = frozenset({"motion_extractor", "stitch_network", "lmdm", "hubert", "lmdm_memory", "lmdm_step"})
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One graph input or output: its official name, accepted ranks, dtype, and names seen in other exports."""
+    """One graph input or output: its official name, accepted ranks, dtype, and names seen in other exports.
+
+    ``batched``: axis 0 is the batch (made dynamic by ``dynamic_batch`` exports); False for a shared value.
+    """
 
     name: str
     ranks: tuple[int, ...]
     dtype: str = "float32"
     aliases: tuple[str, ...] = ()
+    batched: bool = True
 
     def matches(self, name: str, rank: int | None) -> bool:
         return name in (self.name, *self.aliases) and (rank is None or rank in self.ranks)
@@ -146,10 +156,48 @@ NETWORK_IO: dict[str, NetworkIO] = {
 }
 
 
+# The LMDM as two graphs (python -m export.onnx lmdm_form=cached): the condition memory of one window, computed
+# once per window, and the guided step over it, run once per sampler step. Shapes: B batch, N frames (80),
+# F motion (265), C condition (1103), L decoder layers (8), H heads (8), D/H head width (64); the 2 is the
+# guidance branches [unconditional, conditional]. Written next to lmdm_v0.4_hubert.onnx.
+LMDM_PAIR_IO: dict[str, NetworkIO] = {
+    io.name: io
+    for io in (
+        NetworkIO(
+            "lmdm_memory",
+            f"{NETWORK_IO['lmdm'].stem}_memory",
+            (_f("cond", 3),),  # (B, N, C)
+            (_f("cond_hidden", 3), _f("cond_keys", 6), _f("cond_values", 6)),  # (B, 2, D), (B, L, 2, H, N, D/H) x2
+        ),
+        NetworkIO(
+            "lmdm_step",
+            f"{NETWORK_IO['lmdm'].stem}_step",
+            (
+                _f("x", 3),  # (B, N, F)
+                TensorSpec("t", (1,), "float32", batched=False),  # (1,): the step's time, any float
+                _f("cond_frame", 2),  # (B, F)
+                _f("cond_hidden", 3),
+                _f("cond_keys", 6),
+                _f("cond_values", 6),
+                TensorSpec("guidance_weight", (1,), "float32", batched=False),  # (1,)
+            ),
+            (_f("x_start", 3),),  # (B, N, F): the guided x_0
+        ),
+    )
+}
+
+
 def get_io(name: str) -> NetworkIO:
     if name not in NETWORK_IO:
         raise ConfigError(f"unknown network {name!r}; choose one of: {', '.join(NETWORK_IO)}")
     return NETWORK_IO[name]
+
+
+def get_graph_io(name: str) -> NetworkIO:
+    """The interface of a network (:data:`NETWORK_IO`) or of one graph of the LMDM pair (:data:`LMDM_PAIR_IO`)."""
+    if name in LMDM_PAIR_IO:
+        return LMDM_PAIR_IO[name]
+    return get_io(name)
 
 
 def check_precision(backend: str, precision: str, allowed: tuple[str, ...]) -> None:
@@ -194,7 +242,11 @@ class NetworkRunner(Protocol):
 
 
 class LmdmSampling:
-    """What a DDIM sampler needs from an LMDM runner that only exposes the guided step (ONNX, TensorRT).
+    """What the samplers need from an LMDM runner that only exposes the guided step (ONNX, TensorRT).
+
+    Every sampler runs over it (each evaluation is one call of the whole guided step, condition encoder
+    included) as long as its times are integers and its guidance weight is the baked one; the cached pair
+    (:class:`~ditto_research.backends.lmdm_pair.CachedPairLmdm`) lifts both limits and encodes once per window.
 
     The subclass provides ``__call__(x, cond_frame, cond, time_cond) -> (pred_noise, x_start)`` and sets
     ``seq_frames``, ``motion_dim``, ``cond_dim`` and ``baked_guidance_weight``.
@@ -222,8 +274,15 @@ class LmdmSampling:
             raise ConfigError(
                 f"{self.file_label} has guidance weight {self.baked_guidance_weight:g} baked in, but "
                 f"sampler.guidance_scale={float(value):g}; re-export it with "
-                f"`python -m export.onnx networks=[lmdm] lmdm_guidance_weight={float(value):g}` or use backend=pytorch"
+                f"`python -m export.onnx networks=[lmdm] lmdm_guidance_weight={float(value):g}`, or export the "
+                "cached LMDM pair, which takes any weight (`python -m export.onnx networks=[lmdm] lmdm_form=cached`), "
+                "or use backend=pytorch"
             )
+
+    def check_sampler(self, guidance_scale: float, times: torch.Tensor) -> None:
+        """ConfigError now, before any window, when a sampler's weight or time grid cannot run on this LMDM."""
+        self._check_guidance(guidance_scale)
+        self._check_integer_times(times)
 
     def _check_guidance(self, guidance_scale: float | None) -> None:
         if guidance_scale is not None:
@@ -265,7 +324,8 @@ class LmdmSampling:
         if times.is_floating_point() and not bool(torch.all(times == torch.round(times))):
             raise ConfigError(
                 f"{self.file_label} takes integer diffusion times, but the sampler evaluates fractional ones; "
-                "use sampler=ddim (or another integer-time sampler) or backend=pytorch"
+                "export the cached LMDM pair, which takes any time (`python -m export.onnx networks=[lmdm] "
+                "lmdm_form=cached`), use sampler=ddim, or use backend=pytorch"
             )
 
     def predict_noise_from_start(self, x: torch.Tensor, t: torch.Tensor, x_start: torch.Tensor) -> torch.Tensor:

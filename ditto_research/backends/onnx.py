@@ -9,6 +9,10 @@ have. It is rewritten in memory (the file is left untouched) into the standard 5
 model's opset is >= 20, else into an equivalent decomposition into gathers and trilinear weights
 (:func:`rewrite_grid_samples`; the TensorRT builder uses the same rewrite).
 
+The LMDM loads as the cached pair (:mod:`ditto_research.backends.lmdm_pair`) when
+``lmdm_v0.4_hubert_memory.onnx`` and ``lmdm_v0.4_hubert_step.onnx`` are in the folder (every sampler, any
+guidance weight, the condition encoded once per window), else as the official guided step.
+
 ``device=cuda`` needs onnxruntime's CUDAExecutionProvider, and the session must actually run on it:
 onnxruntime-gpu quietly falls back to the CPU when CUDA fails to start, which is reported here as an error.
 """
@@ -23,6 +27,7 @@ import numpy as np
 
 from ditto_research.backends.base import (
     FP32_NETWORKS,
+    LMDM_PAIR_IO,
     Array,
     LmdmSampling,
     NetworkIO,
@@ -38,6 +43,8 @@ if TYPE_CHECKING:
     import onnx
     import onnxruntime
 
+    from ditto_research.backends.lmdm_pair import CachedPairLmdm
+
 __all__ = [
     "METADATA_PREFIX",
     "OnnxLmdm",
@@ -45,8 +52,10 @@ __all__ = [
     "check_onnx_device",
     "export_command",
     "graph_io",
+    "lmdm_pair_paths",
     "load_onnx_network",
     "make_session",
+    "open_lmdm_pair",
     "read_checked_model",
     "rewrite_grid_samples",
 ]
@@ -58,10 +67,13 @@ _PADDING_MODES = {0: "zeros", 1: "border", 2: "reflection"}
 _INTERPOLATION_MODES = {0: "linear", 1: "nearest"}
 
 
-def export_command(onnx_dir: str | Path, networks: Iterable[str] | None = None, model: str = "ditto") -> str:
-    """The command that (re)writes ONNX files into ``onnx_dir``."""
+def export_command(
+    onnx_dir: str | Path, networks: Iterable[str] | None = None, model: str = "ditto", lmdm_form: str | None = None
+) -> str:
+    """The command that (re)writes ONNX files into ``onnx_dir`` (``lmdm_form=cached``: the LMDM pair)."""
     which = f" networks=[{','.join(networks)}]" if networks else ""
-    return f"python -m export.onnx model={model} output_dir={onnx_dir}{which}"
+    form = f" lmdm_form={lmdm_form}" if lmdm_form else ""
+    return f"python -m export.onnx model={model} output_dir={onnx_dir}{which}{form}"
 
 
 # ---------------------------------------------------------------------------------------------- reading + checks
@@ -98,7 +110,10 @@ def read_checked_model(path: str | Path, io: NetworkIO) -> onnx.ModelProto:
     import onnx
 
     path = Path(path)
-    remedy = f"export it with: {export_command(path.parent, [io.name])}"
+    if io.name in LMDM_PAIR_IO:
+        remedy = f"export the pair with: {export_command(path.parent, ['lmdm'], lmdm_form='cached')}"
+    else:
+        remedy = f"export it with: {export_command(path.parent, [io.name])}"
     if not path.is_file():
         hint = "" if path.parent.is_dir() else f" (the folder {path.parent} does not exist either)"
         raise CheckpointError(f"ONNX file {path} for {io.name} is missing{hint}; {remedy}")
@@ -351,10 +366,14 @@ def make_session(
 class OnnxNetwork:
     """One network on onnxruntime; ``runner(*inputs)`` as described in :mod:`ditto_research.backends.base`."""
 
-    def __init__(self, name: str, path: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0) -> None:
+    def __init__(
+        self, name: str, path: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0,
+        io: NetworkIO | None = None,
+    ) -> None:
+        """``io``: the interface to check the file against (default: network ``name``'s official one)."""
         check_precision("onnx", precision, ("fp32", "fp16"))
         self.name = name
-        self.io: NetworkIO = get_io(name)
+        self.io: NetworkIO = io or get_io(name)
         self.path = Path(path)
         model = read_checked_model(self.path, self.io)
         self.metadata = metadata(model)
@@ -406,10 +425,60 @@ class OnnxLmdm(LmdmSampling, OnnxNetwork):
         self.file_label = str(self.path)
 
 
+def lmdm_pair_paths(onnx_dir: str | Path) -> tuple[Path, Path] | None:
+    """(memory, step) files of the cached LMDM pair in ``onnx_dir``; None when neither is there.
+
+    Only one of the two is a CheckpointError: a folder half-way through an export is not silently skipped.
+    """
+    onnx_dir = Path(onnx_dir)
+    memory, step = (onnx_dir / LMDM_PAIR_IO[graph].onnx_file for graph in ("lmdm_memory", "lmdm_step"))
+    if not memory.is_file() and not step.is_file():
+        return None
+    if not (memory.is_file() and step.is_file()):
+        missing = step if memory.is_file() else memory
+        raise CheckpointError(
+            f"{missing} is missing (the cached LMDM pair needs both files); export the pair with: "
+            f"{export_command(onnx_dir, ['lmdm'], lmdm_form='cached')}"
+        )
+    return memory, step
+
+
+def open_lmdm_pair(
+    memory_path: str | Path, step_path: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0
+) -> CachedPairLmdm:
+    """The cached LMDM pair on onnxruntime, as a :class:`~ditto_research.backends.lmdm_pair.CachedPairLmdm`.
+
+    The condition memory stays in host memory between steps (fed to the step zero-copy on the CPU).
+    """
+    from ditto_research.backends.lmdm_pair import CachedPairLmdm
+
+    memory = OnnxNetwork("lmdm_memory", memory_path, device, precision, num_threads, io=LMDM_PAIR_IO["lmdm_memory"])
+    step = OnnxNetwork("lmdm_step", step_path, device, precision, num_threads, io=LMDM_PAIR_IO["lmdm_step"])
+
+    def run(graph: OnnxNetwork) -> Callable[..., list[Any]]:
+        import torch
+
+        return lambda *inputs: [torch.from_numpy(out) for out in graph.run_numpy(*inputs)]
+
+    return CachedPairLmdm(
+        run(memory), run(step),
+        seq_frames=step.static_dim("x", 1, 80),
+        motion_dim=step.static_dim("x", 2, 265),
+        cond_dim=memory.static_dim("cond", 2, 1103),
+        guidance_weight=float(step.metadata.get("guidance_weight", 2.0)),
+        label=f"the cached LMDM pair {memory.path.name} + {step.path.name} in {step.path.parent}",
+        metadata=step.metadata,
+    )
+
+
 def load_onnx_network(
     name: str, onnx_dir: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0
-) -> OnnxNetwork:
-    """Open ``<onnx_dir>/<official file name>`` for network ``name``."""
+) -> OnnxNetwork | CachedPairLmdm:
+    """Open ``<onnx_dir>/<official file name>`` for network ``name``; the LMDM as its cached pair when present."""
     onnx_dir = Path(onnx_dir)
+    if name == "lmdm":
+        pair = lmdm_pair_paths(onnx_dir)
+        if pair is not None:
+            return open_lmdm_pair(*pair, device=device, precision=precision, num_threads=num_threads)
     runner_class: Callable[..., OnnxNetwork] = OnnxLmdm if name == "lmdm" else OnnxNetwork
     return runner_class(name, onnx_dir / get_io(name).onnx_file, device, precision, num_threads)

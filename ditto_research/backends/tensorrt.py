@@ -6,6 +6,9 @@ the tag against this machine first and says what to rebuild instead of letting d
 official TensorRT 8.6 engines (``decoder_fp16.engine``, built with a custom plugin) carry no tag and are
 refused with the same remedy.
 
+The LMDM loads as its cached pair (engines built from ``lmdm_v0.4_hubert_memory.onnx`` / ``_step.onnx``, see
+:mod:`ditto_research.backends.lmdm_pair`) when both engines are in the folder, else as the official guided step.
+
 ``tensorrt`` is imported only when an engine is loaded; buffers are torch CUDA tensors and the engine runs on
 torch's current stream, so no other CUDA binding is needed. Unverified on the CPU-only development machines.
 """
@@ -22,12 +25,13 @@ import torch
 
 from ditto_research.backends.base import (
     FP32_NETWORKS,
+    LMDM_PAIR_IO,
     Array,
     LmdmSampling,
     NetworkIO,
     bare_or_tuple,
     check_precision,
-    get_io,
+    get_graph_io,
 )
 from ditto_research.errors import CheckpointError, ConfigError, InputError
 
@@ -40,9 +44,11 @@ __all__ = [
     "current_gpu_name",
     "engine_file_name",
     "find_engine",
+    "find_lmdm_pair_engines",
     "gpu_slug",
     "import_tensorrt",
     "load_tensorrt_network",
+    "open_lmdm_pair_engines",
     "parse_engine_file_name",
     "read_sidecar",
     "sidecar_path",
@@ -110,7 +116,7 @@ def find_engine(engine_dir: Path, name: str, precision: str, gpu: str, trt_versi
     Networks in :data:`FP32_NETWORKS` are looked up as fp32. Engines for other machines produce a
     CheckpointError naming what they were built for; so does a missing folder or engine.
     """
-    stem = get_io(name).stem
+    stem = get_graph_io(name).stem
     wanted = "fp32" if name in FP32_NETWORKS else precision
     remedy = f"build them with: {build_command(onnx_dir, engine_dir)}"
     if not engine_dir.is_dir():
@@ -196,10 +202,14 @@ def read_sidecar(engine_path: Path) -> dict[str, str]:
 class TensorRTNetwork:
     """One engine; ``runner(*inputs)`` as described in :mod:`ditto_research.backends.base`."""
 
-    def __init__(self, name: str, path: str | Path, device: str = "cuda", onnx_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, name: str, path: str | Path, device: str = "cuda", onnx_dir: str | Path | None = None,
+        io: NetworkIO | None = None,
+    ) -> None:
+        """``io``: the interface the engine must have (default: network or LMDM-pair graph ``name``'s)."""
         self.trt = import_tensorrt()
         self.name = name
-        self.io: NetworkIO = get_io(name)
+        self.io: NetworkIO = io or get_graph_io(name)
         self.path = Path(path)
         self.device = torch.device(device)
         if self.device.type != "cuda":
@@ -275,13 +285,60 @@ class TensorRTLmdm(LmdmSampling, TensorRTNetwork):
         return super().alphas_cumprod.to(self.device)
 
 
+def find_lmdm_pair_engines(engine_dir: Path, gpu: str, trt_version: str,
+                           onnx_dir: str | Path | None = None) -> tuple[Path, Path] | None:
+    """(memory, step) engines of the cached LMDM pair for this GPU / TensorRT; None when neither is there."""
+    paths = [engine_dir / engine_file_name(LMDM_PAIR_IO[g].stem, "fp32", gpu, trt_version) for g in LMDM_PAIR_IO]
+    present = [p.is_file() for p in paths]
+    if not any(present):
+        return None
+    if not all(present):
+        missing = paths[present.index(False)]
+        raise CheckpointError(
+            f"engine {missing} is missing (the cached LMDM pair needs both engines); build them with: "
+            f"{build_command(onnx_dir, engine_dir)}"
+        )
+    return paths[0], paths[1]
+
+
+def open_lmdm_pair_engines(memory_path: Path, step_path: Path, device: str = "cuda",
+                           onnx_dir: str | Path | None = None) -> Any:
+    """The cached LMDM pair on TensorRT (a :class:`~ditto_research.backends.lmdm_pair.CachedPairLmdm`).
+
+    The condition memory stays on the GPU between steps.
+    """
+    from ditto_research.backends.lmdm_pair import CachedPairLmdm
+
+    memory = TensorRTNetwork("lmdm_memory", memory_path, device, onnx_dir)
+    step = TensorRTNetwork("lmdm_step", step_path, device, onnx_dir)
+
+    def dim(network: TensorRTNetwork, tensor: str, axis: int, default: int) -> int:
+        value = int(list(network.engine.get_tensor_shape(tensor))[axis])
+        return value if value > 0 else default
+
+    return CachedPairLmdm(
+        memory.run_torch, step.run_torch,
+        seq_frames=dim(step, "x", 1, 80), motion_dim=dim(step, "x", 2, 265), cond_dim=dim(memory, "cond", 2, 1103),
+        guidance_weight=float(step.metadata.get("guidance_weight", 2.0)),
+        label=f"the cached LMDM engines {memory_path.name} + {step_path.name}", device=device, metadata=step.metadata,
+    )
+
+
 def load_tensorrt_network(
     name: str, engine_dir: str | Path, device: str = "cuda", precision: str = "fp16", onnx_dir: str | Path | None = None
-) -> TensorRTNetwork:
-    """Find and open the engine of network ``name`` built for this GPU and TensorRT version."""
+) -> Any:
+    """Find and open the engine of network ``name`` built for this GPU and TensorRT version.
+
+    The LMDM opens as its cached pair when both pair engines are there (:func:`find_lmdm_pair_engines`).
+    """
     check_precision("tensorrt", precision, ("fp32", "fp16"))
     trt = import_tensorrt()
     resolved = torch.device(device)
-    path = find_engine(Path(engine_dir), name, precision, current_gpu_name(resolved), trt.__version__, onnx_dir)
+    gpu = current_gpu_name(resolved)
+    if name == "lmdm":
+        pair = find_lmdm_pair_engines(Path(engine_dir), gpu, trt.__version__, onnx_dir)
+        if pair is not None:
+            return open_lmdm_pair_engines(*pair, device=device, onnx_dir=onnx_dir)
+    path = find_engine(Path(engine_dir), name, precision, gpu, trt.__version__, onnx_dir)
     runner_class = TensorRTLmdm if name == "lmdm" else TensorRTNetwork
     return runner_class(name, path, device, onnx_dir)

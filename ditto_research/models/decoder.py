@@ -19,6 +19,11 @@ The forward equals the reference up to float32 rounding, but is rearranged to do
 - derived weights (spectral normalisation, stacked and folded kernels) are cached in inference until a
   parameter changes (:class:`DerivedWeightCache`).
 
+Exports with a dynamic batch (the TorchScript exporter) need the channel and spatial sizes as constants: the
+sub-pixel scale feeds pixel_shuffle, and the exporter's instance norm needs the channel count, which it loses
+behind a Resize. Sizes are therefore read as Python ints (:func:`static_sizes`) and the nearest x2 upsampling is
+traced as expand + reshape (:func:`upsample_nearest`); both are no-ops for the eager arithmetic.
+
 Shape legend: B batch, C channels, H x W the label map, s the integer upsampling factor of a block.
 """
 
@@ -35,14 +40,16 @@ from torch import nn
 from ditto_research.errors import ConfigError, InputError
 
 __all__ = [
-    "DerivedWeightCache",
     "SPADE",
+    "DerivedWeightCache",
     "SPADEDecoder",
     "SPADEResnetBlock",
     "SpectralNormConv2d",
     "conv3x3_on_nearest_upsampled",
+    "static_sizes",
     "subpixel_conv",
     "subpixel_conv3x3_weights",
+    "upsample_nearest",
 ]
 
 LEAKY_SLOPE = 0.2  # the residual blocks' activation (and the one before conv_img)
@@ -147,6 +154,28 @@ class SpectralNormConv2d(nn.Module):
         return F.conv2d(x, self.normalized_weight(), self.bias, padding=self.padding)
 
 
+def static_sizes(x: torch.Tensor) -> tuple[int, ...]:
+    """x's sizes as Python ints, also while tracing for export (where shapes are traced values).
+
+    Only for sizes an export keeps fixed (channels, height, width: only the batch axis is ever dynamic).
+    """
+    return tuple(int(size) for size in x.shape)
+
+
+def upsample_nearest(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Nearest upsampling by ``scale`` (a power of two): (B, C, H, W) -> (B, C, s*H, s*W).
+
+    ``F.interpolate(x, scale_factor=s, mode="nearest")`` in eager. Traced for export it is written as expand +
+    reshape with constant C, H, W (each pixel copied into an s x s tile: the same values bit for bit), so that a
+    dynamic-batch graph keeps the channel count the exporter's instance norm needs.
+    """
+    if not torch.jit.is_tracing():
+        return F.interpolate(x, scale_factor=float(scale), mode="nearest")
+    _, channels, height, width = static_sizes(x)
+    tiles = x[:, :, :, None, :, None].expand(-1, -1, -1, scale, -1, scale)
+    return tiles.reshape(x.shape[0], channels, scale * height, scale * width)
+
+
 def _subpixel_tap_map(scale: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(s, 2, 3) 0/1 matrix T: T[slot, r, dy + 1] = 1 when, for output row phase a, kernel tap dy in
     {-1, 0, +1} reads the r-th of the two source rows the phase's 2x2 kernel covers.
@@ -195,7 +224,7 @@ def subpixel_conv(
     """
     if scale == 1:
         return F.conv2d(label, phase_weight, phase_bias, padding=1)
-    height, width = label.shape[-2:]
+    height, width = static_sizes(label)[-2:]
     phases = F.conv2d(label, phase_weight, phase_bias, padding=1)  # (B, C_out*s*s, H+1, W+1)
     shuffled = F.pixel_shuffle(phases, scale)  # (B, C_out, s*(H+1), s*(W+1))
     offset = scale - 1
@@ -301,8 +330,9 @@ class SPADEResnetBlock(nn.Module):
 
         segmap (B, C_label, H, W) -> list of (B, hidden, *size), in :meth:`spade_layers` order.
         """
-        height, width = segmap.shape[-2:]
-        scale = size[0] // height
+        height, width = static_sizes(segmap)[-2:]
+        size = (int(size[0]), int(size[1]))
+        scale = size[0] // height  # a constant of an exported graph (pixel_shuffle needs one)
         # Nearest resizing by a power of two reads source index dst // s exactly, as the sub-pixel form does.
         if scale >= 1 and size == (scale * height, scale * width) and scale & (scale - 1) == 0:
             hidden = subpixel_conv(segmap, *self._label_weights(scale), scale)
@@ -412,6 +442,6 @@ class SPADEDecoder(nn.Module):
         x = self.fc(feature)
         for block in self.middle_blocks():
             x = block(x, feature)
-        x = self.up_0(F.interpolate(x, scale_factor=2.0, mode="nearest"), feature)
-        x = self.up_1(F.interpolate(x, scale_factor=2.0, mode="nearest"), feature)
+        x = self.up_0(upsample_nearest(x, 2), feature)
+        x = self.up_1(upsample_nearest(x, 2), feature)
         return torch.sigmoid(self.conv_img(F.leaky_relu_(x, LEAKY_SLOPE)))

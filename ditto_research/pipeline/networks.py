@@ -68,20 +68,33 @@ def build_networks(
 def build_window_sampler(lmdm: nn.Module, sampler: SamplerConfig, seed: int, device: str | torch.device = "cpu"):
     """The LMDM window sampler ``(kp_cond (1, 265), cond (1, S, D)) -> (1, S, 265)`` for ``sampler``.
 
-    PyTorch LMDMs use :func:`ditto_research.diffusion.samplers.make_window_sampler` (every sampler, the condition
-    memory and time embeddings computed once per window). ONNX / TensorRT LMDMs export only the guided step, so
-    they run the reference DDIM through :class:`ReferenceStepSampler`.
+    Every LMDM runner with a ``guided_denoiser`` goes through
+    :func:`ditto_research.diffusion.samplers.make_window_sampler` (every sampler; ddim is the reference DDIM
+    with the reference's noise draws):
+
+    - PyTorch: the condition memory once per window, the time embeddings once per grid;
+    - ONNX / TensorRT with the cached pair (``python -m export.onnx lmdm_form=cached``): the memory graph once
+      per window, the step graph once per evaluation; any guidance scale, any time;
+    - ONNX / TensorRT with only the official guided step: one whole guided step (condition encoder included)
+      per evaluation; its baked guidance weight and integer times only (a ConfigError names the export that
+      lifts both).
+
+    Anything else exposing only ``sampling_fn`` runs the reference DDIM through :class:`ReferenceStepSampler`.
     """
     if hasattr(lmdm, "guided_denoiser"):
         from ditto_research.diffusion.samplers import make_window_sampler
 
         generator = torch.Generator(device=str(device)).manual_seed(int(seed))
-        return make_window_sampler(lmdm, sampler.name, steps=sampler.steps, eta=sampler.eta,
-                                   guidance_scale=sampler.guidance_scale, generator=generator)
+        window_sampler = make_window_sampler(lmdm, sampler.name, steps=sampler.steps, eta=sampler.eta,
+                                             guidance_scale=sampler.guidance_scale, generator=generator)
+        check = getattr(lmdm, "check_sampler", None)  # exported LMDMs: refuse what they cannot run before any window
+        if check is not None:
+            check(sampler.guidance_scale, window_sampler.plan.times)
+        return window_sampler
     if sampler.name != "ddim":
         raise ConfigError(
-            f"sampler={sampler.name} needs backend=pytorch (exported LMDMs hold only the guided DDIM step); "
-            "use sampler=ddim with this backend"
+            f"sampler={sampler.name} needs an LMDM with guided_denoiser (backend=pytorch, or the cached LMDM pair: "
+            "`python -m export.onnx networks=[lmdm] lmdm_form=cached`); use sampler=ddim with this LMDM"
         )
     return ReferenceStepSampler(lmdm, sampler, seed, device)
 

@@ -90,6 +90,21 @@ def test_find_engine(tmp_path):
     assert find_engine(tmp_path, "lmdm", "fp16", H100, "10.7.0") == lmdm
 
 
+def test_find_lmdm_pair_engines(tmp_path):
+    from ditto_research.backends.tensorrt import find_lmdm_pair_engines
+
+    assert find_lmdm_pair_engines(tmp_path, H100, "10.7.0") is None  # the official LMDM engine is used then
+    memory = tmp_path / engine_file_name("lmdm_v0.4_hubert_memory", "fp32", H100, "10.7.0")
+    step = tmp_path / engine_file_name("lmdm_v0.4_hubert_step", "fp32", H100, "10.7.0")
+    memory.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"lmdm_v0.4_hubert_step_fp32\..*missing.*python -m export.tensorrt"):
+        find_lmdm_pair_engines(tmp_path, H100, "10.7.0")
+    step.write_bytes(b"x")
+    assert find_lmdm_pair_engines(tmp_path, H100, "10.7.0") == (memory, step)
+    assert find_lmdm_pair_engines(tmp_path, "NVIDIA L4", "10.7.0") is None  # other machines' engines: not these
+    assert find_engine(tmp_path, "lmdm_step", "fp16", H100, "10.7.0") == step  # pair graphs are fp32 engines
+
+
 def test_sidecar(tmp_path):
     engine = tmp_path / "decoder_fp16.X.trt10.0.engine"
     assert read_sidecar(engine) == {}
@@ -131,3 +146,31 @@ def test_tensorrt_engine_matches_pytorch(tiny_onnx, tmp_path):
         assert out.device.type == "cuda"
         assert max_rel_err(out.cpu(), reference(*inputs).numpy()) < 1e-3
     del torch
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+def test_tensorrt_lmdm_pair_matches_pytorch(tiny_onnx, tmp_path):
+    """Engines of the cached LMDM pair: the backend loads them as the LMDM, and a dpmpp_2m window matches torch."""
+    import torch
+
+    from ditto_research.backends.lmdm_pair import CachedPairLmdm
+    from ditto_research.config.schema import SamplerConfig
+    from ditto_research.pipeline.networks import build_window_sampler
+    from export.config import TensorRTExportConfig
+    from export.tensorrt import run_build
+    from tests.helpers import max_rel_err
+
+    folder = tiny_onnx(["lmdm"], ["lmdm_form=cached"])
+    run_build(TensorRTExportConfig(onnx_dir=str(folder), engine_dir=str(tmp_path), precision="fp32",
+                                   builder_optimization_level=0), log=lambda _: None)
+    lmdm = make_backend("tensorrt", device="cuda", precision="fp32", engine_dir=tmp_path).load("lmdm")
+    assert isinstance(lmdm, CachedPairLmdm)
+    torch_lmdm = make_backend("pytorch", model_name="tiny").load("lmdm")
+    gen = torch.Generator().manual_seed(0)
+    kp_cond = torch.randn((1, lmdm.motion_dim), generator=gen)
+    cond = torch.randn((1, lmdm.seq_frames, lmdm.cond_dim), generator=gen)
+    config = SamplerConfig(name="dpmpp_2m", steps=5)
+    ours = build_window_sampler(lmdm, config, seed=1)(kp_cond, cond)
+    ref = build_window_sampler(torch_lmdm, config, seed=1)(kp_cond, cond)
+    assert max_rel_err(ours.cpu(), ref.numpy()) < 1e-3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,15 +66,32 @@ def test_fp16_lmdm_stays_fp32(tiny_onnx):
     assert not any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
 
 
-def test_dynamic_batch_export_runs_batch_two(tiny_onnx):
-    folder = tiny_onnx(["stitch_network", "lmdm"], ["dynamic_batch=true"])
+@pytest.mark.parametrize("name", ["stitch_network", "lmdm", "decoder"])
+def test_dynamic_batch_export_runs_batch_one_and_three(tiny_onnx, name):
+    folder = tiny_onnx(["stitch_network", "lmdm", "decoder"], ["dynamic_batch=true"])
     cfg = export_config(folder)
-    for name in ("stitch_network", "lmdm"):
-        path = folder / get_io(name).onnx_file
-        assert metadata(onnx.load(str(path)))["dynamic_batch"] == "true"
-        reference = build_network(name, cfg.model, cfg.motion)
-        report = verify_export(path, name, reference, example_inputs(name, reference, batch=3, seed=3), 1e-4)
-        assert report.batch == 3 and report.passed
+    path = folder / get_io(name).onnx_file
+    model = onnx.load(str(path))
+    assert metadata(model)["dynamic_batch"] == "true"
+    assert all(v.type.tensor_type.shape.dim[0].dim_param == "batch" for v in [*model.graph.input, *model.graph.output])
+    reference = build_network(name, cfg.model, cfg.motion)
+    for batch in (1, 3):
+        report = verify_export(path, name, reference, example_inputs(name, reference, batch=batch, seed=3), 1e-4)
+        assert report.batch == batch and report.passed and report.max_rel < 1e-4, report.line()
+
+
+def test_traced_nearest_upsampling_is_interpolate_bit_for_bit():
+    """The decoder's export form of nearest x2 upsampling (expand + reshape) equals F.interpolate exactly."""
+    from ditto_research.models.decoder import upsample_nearest
+
+    x = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on reading sizes as Python ints
+        traced = torch.jit.trace(lambda v: upsample_nearest(v, 2), (x,))
+    graph_ops = {node.kind() for node in traced.graph.nodes()}
+    assert "aten::expand" in graph_ops and not any("upsample" in op for op in graph_ops)
+    expected = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+    assert torch.equal(traced(x), expected) and torch.equal(upsample_nearest(x, 2), expected)
 
 
 def test_verification_failure_is_an_export_error(tiny_onnx):
@@ -113,6 +131,7 @@ def test_compare_outputs_metric():
         (["grid_sample=nearest"], "native, decomposed"),
         (["networks=[hubert]"], "hubert_path"),
         (["opset=13", "grid_sample=decomposed"], "17..20"),
+        (["lmdm_form=pair"], "guided_step, cached, both"),
     ],
 )
 def test_bad_export_options_are_config_errors(tmp_path, overrides, match):

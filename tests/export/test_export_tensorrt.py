@@ -10,6 +10,7 @@ from ditto_research.errors import ConfigError, ExportError
 from export.config import TensorRTExportConfig
 from export.tensorrt import (
     ShapeProfile,
+    engine_graphs,
     engine_precision,
     is_fp32_layer,
     needs_decomposed_grid_sample,
@@ -63,6 +64,26 @@ def test_profiles():
     assert hubert == ShapeProfile("input_values", (1, 3240), (1, 6480), (1, 12960))
     with pytest.raises(ExportError, match="dynamic axis 2"):
         profile_shapes("decoder", "feature", (1, 256, -1, 64))
+
+
+def test_engine_graphs_pick_the_lmdm_files_present(tmp_path):
+    def touch(*names: str) -> None:
+        for name in names:
+            (tmp_path / name).write_bytes(b"")
+
+    pair = ["lmdm_v0.4_hubert_memory.onnx", "lmdm_v0.4_hubert_step.onnx"]
+    touch("decoder.onnx", "lmdm_v0.4_hubert.onnx")
+    assert engine_graphs(tmp_path, None) == ["decoder", "lmdm"]
+    touch(*pair)
+    assert engine_graphs(tmp_path, None) == ["decoder", "lmdm", "lmdm_memory", "lmdm_step"]
+    assert engine_graphs(tmp_path, ["lmdm"]) == ["lmdm", "lmdm_memory", "lmdm_step"]
+    (tmp_path / "lmdm_v0.4_hubert.onnx").unlink()
+    assert engine_graphs(tmp_path, None) == ["decoder", "lmdm_memory", "lmdm_step"]  # the pair alone
+    for name in pair:
+        (tmp_path / name).unlink()
+    assert engine_graphs(tmp_path, ["lmdm"]) == ["lmdm"]  # its build reports the missing file
+    assert profile_shapes("lmdm_step", "t", (1,)) is None  # the step's time and weight are not batched
+    assert profile_shapes("lmdm_step", "cond_keys", (-1, 8, 2, 8, 80, 64), max_batch=2).max == (2, 8, 2, 8, 80, 64)
 
 
 @pytest.mark.parametrize(
