@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ditto_research.backends import threads_per_render_stage
 from ditto_research.examples import example_source
 from ditto_research.pipeline import TalkingHeadSession
 from ditto_research.pipeline.session import peak_rss_mb
@@ -85,7 +84,7 @@ def main() -> None:
     parser.add_argument("--source-seconds", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=0,
-                        help="threads per render stage, backend.num_threads (0: auto, the cores split between warp and decode)")
+                        help="threads per render stage, backend.num_threads (0: the library default, every core)")
     parser.add_argument("--skip-alone", action="store_true", help="do not time stages alone")
     parser.add_argument("--backend", default="pytorch", choices=["pytorch", "onnx"])
     parser.add_argument("--onnx-dir", type=Path, default=None,
@@ -98,8 +97,7 @@ def main() -> None:
     if args.onnx_dir is not None:
         overrides.append(f"backend.onnx_dir={args.onnx_dir}")
     session = TalkingHeadSession.from_overrides(overrides)
-    threads = threads_per_render_stage(args.threads)  # what the pipeline gives warp and decode (0: auto)
-    alone = {} if args.skip_alone else stages_alone_ms(session, threads)
+    alone = {} if args.skip_alone else stages_alone_ms(session, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         audio = write_speech_elsewhere(Path(tmp) / "speech.wav", args.seconds)
         source = write_video(Path(tmp) / "src.mp4", args.source_seconds) if args.source == "video" else example_source()
@@ -111,7 +109,7 @@ def main() -> None:
         "audio_s": args.seconds,
         "source": args.source,
         "frames": result.frames,
-        "threads_per_render_stage": threads,
+        "threads_per_render_stage": args.threads or torch.get_num_threads(),
         "end_to_end_s": round(result.seconds, 2),
         "end_to_end_fps": round(result.fps, 4),
         "register_s": round(result.register_s, 2),

@@ -26,7 +26,6 @@ from ditto_research.backends.base import (
     check_precision,
     example_inputs,
     get_io,
-    threads_per_render_stage,
 )
 from ditto_research.errors import CheckpointError, ConfigError
 
@@ -39,7 +38,6 @@ __all__ = [
     "NetworkIO",
     "NetworkRunner",
     "TensorSpec",
-    "threads_per_render_stage",
     "example_inputs",
     "get_io",
     "make_backend",
@@ -123,7 +121,7 @@ def make_backend_from_config(backend: object, model: object, motion: object | No
         checkpoint_root=model.checkpoint_root,  # type: ignore[attr-defined]
         model_name=model.name,  # type: ignore[attr-defined]
         seed=model.seed,  # type: ignore[attr-defined]
-        num_threads=threads_per_render_stage(backend.num_threads, backend.device),  # type: ignore[attr-defined]
+        num_threads=backend.num_threads,  # type: ignore[attr-defined]
         lmdm_file=model.lmdm_file,  # type: ignore[attr-defined]
         cond_dim=motion.cond_dim if motion is not None else None,  # type: ignore[attr-defined]
         seq_frames=motion.seq_frames if motion is not None else 80,  # type: ignore[attr-defined]

@@ -21,7 +21,6 @@ the torch modules return them, so the pipeline can swap a module for a runner wi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -32,7 +31,6 @@ import torch
 from ditto_research.errors import ConfigError
 
 __all__ = [
-    "threads_per_render_stage",
     "BACKEND_NAMES",
     "FP32_NETWORKS",
     "LMDM_PAIR_IO",
@@ -187,24 +185,6 @@ LMDM_PAIR_IO: dict[str, NetworkIO] = {
         ),
     )
 }
-
-
-def threads_per_render_stage(requested: int, device: str = "cpu") -> int:
-    """Intra-op threads for each render network (warp and decode run at the same time on their own threads).
-
-    ``requested > 0`` is used as given. ``0`` on CPU splits the usable cores between the two heavy stages
-    (``max(1, cores // 2)``): with both stages at all cores they oversubscribe the machine and end up no faster
-    than sequential; split, they overlap. Measured on 2 cores, model=untrained (docs/offline.md): 1 + 1 threads
-    gives a pipeline efficiency of 0.97 against about 0.65 for 2 + 2. ``0`` on CUDA returns 0 (library default:
-    the host threads only feed the GPU).
-    """
-    if requested > 0 or device != "cpu":
-        return requested
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // 2)
 
 
 def get_io(name: str) -> NetworkIO:

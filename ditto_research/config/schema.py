@@ -73,8 +73,8 @@ class BackendConfig:
     onnx_dir: str | None = None
     # Folder of TensorRT engines (null: <checkpoint_root>/ditto_trt_<gpu>).
     engine_dir: str | None = None
-    # Intra-op threads of each render network (torch per stage thread; onnxruntime per session). 0 = auto: on
-    # CPU the cores are split between the concurrent warp and decode stages (cores // 2 each; docs/offline.md).
+    # Intra-op threads of each render stage (torch, set per stage thread; onnxruntime, per session). 0 = the
+    # library default (every core for each stage): fastest end to end on CPU (docs/offline.md, threads).
     num_threads: int = 0
 
     def __post_init__(self) -> None:

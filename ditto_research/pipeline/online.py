@@ -40,7 +40,6 @@ from tqdm import tqdm
 
 from ditto_research.audio.features import offline_features
 from ditto_research.audio.io import load_audio, num_video_frames
-from ditto_research.backends import threads_per_render_stage
 from ditto_research.config import InferConfig, compose, to_config
 from ditto_research.errors import DittoError, InputError, StageError
 from ditto_research.motion.audio2motion import Audio2MotionSettings
@@ -578,7 +577,7 @@ class StreamingSession:
         length = -1 if num_frames is None else int(num_frames)
         if length < 0 and cfg.control.fade_out > 0:
             log.warning("control.fade_out needs the stream length; it is off for an open-ended stream")
-        threads = threads_per_render_stage(cfg.backend.num_threads, cfg.backend.device)
+        threads = cfg.backend.num_threads
         stitcher = build_stitcher(cfg.control, nets.stitch_network, source, length)
         controls = build_frame_controls(cfg.control, max(length, 0))
         return stages + [

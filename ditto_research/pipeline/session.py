@@ -30,7 +30,6 @@ from ditto_research.audio.encoders import make_encoder
 from ditto_research.audio.features import offline_features
 from ditto_research.audio.io import load_audio
 from ditto_research.checkpoints import HUBERT_FILE, CheckpointRoot
-from ditto_research.backends import threads_per_render_stage
 from ditto_research.config import InferConfig, compose, to_config
 from ditto_research.errors import ConfigError, InputError
 from ditto_research.face.frontend import make_frontend
@@ -195,7 +194,7 @@ class TalkingHeadSession:
         nets = self.networks
         stitcher = build_stitcher(self.cfg.control, nets.stitch_network, source, num_frames)
         controls = build_frame_controls(self.cfg.control, num_frames)
-        threads = threads_per_render_stage(self.cfg.backend.num_threads, self.cfg.backend.device)
+        threads = self.cfg.backend.num_threads
         stages = [
             MotionStage(self, source),
             StitchStage(stitcher, source, controls, self.device),
