@@ -42,8 +42,6 @@ from ditto_research.audio.features import offline_features
 from ditto_research.audio.io import load_audio, num_video_frames
 from ditto_research.config import InferConfig, compose, to_config
 from ditto_research.errors import DittoError, InputError, StageError
-from ditto_research.motion.audio2motion import Audio2MotionSettings
-from ditto_research.motion.conditions import ConditionBuilder, ConditionFlags
 from ditto_research.motion.format import source_motion_vector
 from ditto_research.motion.online import (
     REFERENCE_PREFIX_CHUNKSIZE,
@@ -58,7 +56,7 @@ from ditto_research.pipeline.controls import build_frame_controls, build_stitche
 from ditto_research.pipeline.networks import build_window_sampler
 from ditto_research.pipeline.registration import RegisteredSource
 from ditto_research.pipeline.runner import BaseStage, PipelineRunner
-from ditto_research.pipeline.session import TalkingHeadSession, load_emotion, peak_rss_mb
+from ditto_research.pipeline.session import TalkingHeadSession, peak_rss_mb
 from ditto_research.pipeline.stages import (
     DecodeStage,
     FrameImage,
@@ -322,8 +320,9 @@ class StreamingSession:
     Args:
         cfg: the composed config (``mode`` may be online or offline; ``mode.chunksize`` and ``mode.realtime``
             are read from it).
-        components: a :class:`TalkingHeadSession` whose networks, encoder and face front-end to share
-            (default: built from ``cfg``).
+        components: a :class:`TalkingHeadSession` whose networks, encoder and face front-end to share, and
+            whose ``motion`` / ``control`` settings build each stream's conditions and windows (default: built
+            from ``cfg``; pass one made from the same config).
         render: False stops after the motion stage; the stream then yields :class:`FrameMotion` items.
         queue_size: capacity of each queue between stages, and of the ``frames()`` hand-over queue.
     """
@@ -589,28 +588,13 @@ class StreamingSession:
 
     def _motion_generator(self, source: RegisteredSource) -> OnlineMotionGenerator:
         """The online audio-to-motion state for one stream (fresh sampler noise from ``control.seed``)."""
-        cfg = self.cfg
-        flags = ConditionFlags(cfg.motion.use_emo, cfg.motion.use_sc, cfg.motion.use_eye_open, cfg.motion.use_eye_ball)
-        builder = ConditionBuilder(flags)
-        builder.setup(
-            sc=source.sc,
-            eye_open=np.concatenate([f.eye_open for f in source.frames]),
-            eye_ball=np.concatenate([f.eye_ball for f in source.frames]),
-            emotion=load_emotion(cfg.control.emo),
-            eye_f0_mode=cfg.control.eye_f0_mode,
-        )
-        settings = Audio2MotionSettings(
-            seq_frames=cfg.motion.seq_frames,
-            overlap_v2=cfg.motion.overlap_v2,
-            fix_kp_cond=cfg.motion.fix_kp_cond,
-            fix_kp_cond_dim=tuple(cfg.motion.fix_kp_cond_dim) if cfg.motion.fix_kp_cond_dim else None,
-            smo_k_d=cfg.motion.smo_k_d,
-            fuse_mode="online",
-        )
-        sampler = build_window_sampler(self.components.networks.lmdm, cfg.sampler, cfg.control.seed, self.device)
-        value_range = np.load(cfg.motion.v_min_max_for_clip) if cfg.motion.v_min_max_for_clip else None
-        return OnlineMotionGenerator(sampler, builder, source_motion_vector(source.frames[0].x_s_info), settings,
-                                     self._silence_features(settings.overlap_v2), value_range, self.device)
+        cfg, components = self.cfg, self.components
+        settings = components.motion_settings(fuse_mode="online")
+        sampler = build_window_sampler(components.networks.lmdm, cfg.sampler, cfg.control.seed, self.device)
+        return OnlineMotionGenerator(sampler, components.condition_builder(source),
+                                     source_motion_vector(source.frames[0].x_s_info), settings,
+                                     self._silence_features(settings.overlap_v2), components.motion_value_range(),
+                                     self.device)
 
     def _silence_features(self, num_frames: int) -> np.ndarray:
         """(O, D) features of O * 640 zero samples, with the reference's default chunksize (its wav2feat call)."""

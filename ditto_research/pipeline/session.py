@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -165,28 +166,42 @@ class TalkingHeadSession:
         cfg = self.cfg
         num_frames = math.ceil(len(audio) / SAMPLE_RATE * FPS)
         feats = offline_features(audio, self.encoder, tuple(cfg.mode.chunksize))[:num_frames]
-        flags = ConditionFlags(cfg.motion.use_emo, cfg.motion.use_sc, cfg.motion.use_eye_open, cfg.motion.use_eye_ball)
-        builder = ConditionBuilder(flags)
+        conds = self.condition_builder(source)(feats, 0)
+        sampler = build_window_sampler(self.networks.lmdm, cfg.sampler, cfg.control.seed, self.device)
+        source_motion = source_motion_vector(source.frames[0].x_s_info)
+        motion = generate_motion_offline(torch.from_numpy(conds), sampler, source_motion, self.motion_settings(),
+                                         self.device)
+        return clip_motion(motion, self.motion_value_range())
+
+    def condition_builder(self, source: RegisteredSource) -> ConditionBuilder:
+        """The LMDM condition builder for ``source``: the config's condition flags, emotion and eye settings."""
+        motion, control = self.cfg.motion, self.cfg.control
+        builder = ConditionBuilder(ConditionFlags(motion.use_emo, motion.use_sc, motion.use_eye_open, motion.use_eye_ball))
         builder.setup(
             sc=source.sc,
             eye_open=np.concatenate([f.eye_open for f in source.frames]),
             eye_ball=np.concatenate([f.eye_ball for f in source.frames]),
-            emotion=load_emotion(cfg.control.emo),
-            eye_f0_mode=cfg.control.eye_f0_mode,
+            emotion=load_emotion(control.emo),
+            eye_f0_mode=control.eye_f0_mode,
         )
-        conds = builder(feats, 0)
-        settings = Audio2MotionSettings(
-            seq_frames=cfg.motion.seq_frames,
-            overlap_v2=cfg.motion.overlap_v2,
-            fix_kp_cond=cfg.motion.fix_kp_cond,
-            fix_kp_cond_dim=tuple(cfg.motion.fix_kp_cond_dim) if cfg.motion.fix_kp_cond_dim else None,
-            smo_k_d=cfg.motion.smo_k_d,
+        return builder
+
+    def motion_settings(self, fuse_mode: Literal["offline", "online"] = "offline") -> Audio2MotionSettings:
+        """LMDM windowing, fusing and smoothing from ``cfg.motion`` (``fuse_mode="online"`` for streams)."""
+        motion = self.cfg.motion
+        return Audio2MotionSettings(
+            seq_frames=motion.seq_frames,
+            overlap_v2=motion.overlap_v2,
+            fix_kp_cond=motion.fix_kp_cond,
+            fix_kp_cond_dim=tuple(motion.fix_kp_cond_dim) if motion.fix_kp_cond_dim else None,
+            smo_k_d=motion.smo_k_d,
+            fuse_mode=fuse_mode,
         )
-        sampler = build_window_sampler(self.networks.lmdm, cfg.sampler, cfg.control.seed, self.device)
-        source_motion = source_motion_vector(source.frames[0].x_s_info)
-        motion = generate_motion_offline(torch.from_numpy(conds), sampler, source_motion, settings, self.device)
-        value_range = np.load(cfg.motion.v_min_max_for_clip) if cfg.motion.v_min_max_for_clip else None
-        return clip_motion(motion, value_range)
+
+    def motion_value_range(self) -> np.ndarray | None:
+        """(2, 265) clip range of generated motion (``motion.v_min_max_for_clip``), or None."""
+        path = self.cfg.motion.v_min_max_for_clip
+        return np.load(path) if path else None
 
     def frames(self, source: RegisteredSource, audio: np.ndarray, stats: dict | None = None) -> Iterator[FrameImage]:
         """Rendered output frames in order, streamed through the threaded stages."""
