@@ -8,7 +8,6 @@ a :class:`Generation`: the frames the metrics need (downscaled), a few full-size
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,6 @@ __all__ = ["ClipRenderer", "Generation", "RecordingSession", "make_renderer"]
 
 SAMPLE_RATE = 16000
 FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 
 
 @dataclass
@@ -173,9 +171,7 @@ class OnlineRenderer:
         register_s = time.perf_counter() - t_reg
         collector = _FrameCollector(num_frames, sample_count, metrics_max_size)
         motion = np.zeros((num_frames, 265), np.float32)
-        arrivals: list[tuple[int, float]] = []  # (samples pushed so far, when), appended by the feeder
         emit: list[float] = []
-        latency: list[float] = []
 
         def keep_motion(index: int, row: np.ndarray) -> None:
             if 0 <= index < num_frames:
@@ -186,13 +182,12 @@ class OnlineRenderer:
             try:
                 start = time.perf_counter()
                 self.stream.start(source, num_frames=num_frames, on_motion=keep_motion)
-                feeder = threading.Thread(target=self._feed, args=(audio, arrivals), name="eval-feeder", daemon=True)
+                feeder = threading.Thread(target=self.stream.feed, args=(audio, self.cfg.mode.realtime),
+                                          name="eval-feeder", daemon=True)
                 feeder.start()
                 try:
                     for item in self.stream.frames():
-                        now = time.perf_counter()
-                        emit.append(now - start)
-                        latency.append(now - _arrival_time(arrivals, item.index, len(audio), start))
+                        emit.append(time.perf_counter() - start)
                         collector.add(item.index, item.image)
                         if writer is not None:
                             writer.write(item.image)
@@ -206,6 +201,7 @@ class OnlineRenderer:
                 raise
         finally:
             source.media.close()
+        latency = self.stream.frame_latencies().tolist()  # hand-over time - when the frame's audio was pushed
         busy_ms = self.stream.stage_ms_per_frame()
         calls = {name: times.tolist() for name, times in self.stream.stage_call_seconds().items()}
         return Generation(
@@ -215,36 +211,8 @@ class OnlineRenderer:
             stage_busy_s={name: ms * len(emit) / 1000.0 for name, ms in busy_ms.items()}, video=path,
         )
 
-    def _feed(self, audio: np.ndarray, arrivals: list[tuple[int, float]]) -> None:
-        """Push the audio as a live source would, then close the stream (runs on the feeder thread)."""
-        from ditto_research.errors import DittoError
-
-        realtime = self.cfg.mode.realtime
-        step = SAMPLE_RATE // 50 if realtime else SAMPLE_RATE
-        start = time.perf_counter()
-        try:
-            for first in range(0, len(audio), step):
-                piece = audio[first:first + step]
-                if realtime:  # a piece exists once its last sample has been "recorded"
-                    delay = start + (first + len(piece)) / SAMPLE_RATE - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                arrivals.append((first + len(piece), time.perf_counter()))  # available from now on
-                self.stream.push(piece)
-            self.stream.close()
-        except DittoError:
-            return  # the stream failed or was cancelled: frames() raises it in the consumer
-
     def close(self) -> None:
         self.stream.release()
-
-
-def _arrival_time(arrivals: list[tuple[int, float]], index: int, total: int, default: float) -> float:
-    """When the audio of frame ``index`` (its last sample, capped at the clip's end) had been pushed."""
-    needed = min((index + 1) * SAMPLES_PER_FRAME, total)
-    snapshot = list(arrivals)
-    position = bisect.bisect_left([n for n, _ in snapshot], needed)
-    return snapshot[position][1] if position < len(snapshot) else (snapshot[-1][1] if snapshot else default)
 
 
 def make_renderer(cfg: InferConfig) -> ClipRenderer:

@@ -300,6 +300,16 @@ class LatencyTracker:
             self._latencies.append(latency)
             return latency
 
+    @property
+    def frames(self) -> int:
+        """Frames recorded so far."""
+        return self._frames
+
+    def latencies(self) -> np.ndarray:
+        """Per-frame latencies (s) in frame order, the last ``keep`` of them."""
+        with self._lock:
+            return self._latencies.values()
+
     def report(self) -> LatencyReport:
         with self._lock:
             if not self._latencies:
@@ -476,6 +486,10 @@ class StreamingSession:
         """The failure of the current (or last) stream, once it has failed."""
         return None if self._stream is None else self._stream.error
 
+    def frame_latencies(self) -> np.ndarray:
+        """Per-frame latencies (s) of the current (or last) stream, in frame order (the last 100 000)."""
+        return np.zeros(0) if self._stream is None else self._stream.latency.latencies()
+
     @property
     def latency(self) -> LatencyReport:
         """Latency of the current (or last) stream so far."""
@@ -487,7 +501,7 @@ class StreamingSession:
         """Busy time of each stage divided by the frames handed over so far (ms)."""
         if self._stream is None:
             return {}
-        frames = max(self._stream.latency.report().frames, 1)
+        frames = max(self._stream.latency.frames, 1)
         stats = self._stream.runner.stats
         return {name: 1000.0 * s.process_s.total / frames for name, s in stats.items()}  # type: ignore[attr-defined]
 
@@ -524,7 +538,7 @@ class StreamingSession:
         stream = self._stream
         assert stream is not None
         stream.owns_source = True
-        feeder = threading.Thread(target=self._feed_file, args=(samples, realtime, chunk_ms), name="stream-feeder",
+        feeder = threading.Thread(target=self.feed, args=(samples, realtime, chunk_ms), name="stream-feeder",
                                   daemon=True)
         try:
             feeder.start()
@@ -542,8 +556,10 @@ class StreamingSession:
         return StreamResult(path, writer.frames_written, time.perf_counter() - t0, samples.shape[0] / SAMPLE_RATE,
                             realtime, self.latency, self.stage_ms_per_frame(), register_s, peak_rss_mb())
 
-    def _feed_file(self, samples: np.ndarray, realtime: bool, chunk_ms: float) -> None:
-        """Feeder thread of run_file: push the file in pieces (at 1x speed when realtime), then close."""
+    def feed(self, samples: np.ndarray, realtime: bool, chunk_ms: float = 20.0) -> None:
+        """Push a whole clip as a live source would, then close (run it on a feeder thread): ``chunk_ms`` pieces
+        at 1x wall-clock speed when ``realtime``, else 1 s pieces as fast as the pipeline takes them. A failed
+        or cancelled stream ends the feed quietly; the consumer sees the error."""
         step = max(1, int(SAMPLE_RATE * chunk_ms / 1000)) if realtime else SAMPLE_RATE
         start = time.perf_counter()
         try:
