@@ -1,6 +1,6 @@
 """LMDM sampling per window: torch vs the official ONNX guided step vs the cached ONNX pair.
 
-    python -m export.onnx model=untrained networks=[lmdm] lmdm_form=both verify=false output_dir=/tmp/lmdm_onnx
+    python -m ditto_research.export.onnx model=untrained networks=[lmdm] lmdm_form=both verify=false output_dir=/tmp/lmdm_onnx
     python benchmarks/lmdm_backends.py --onnx-dir /tmp/lmdm_onnx [--runs 3] [--threads 2]
 
 One window = 80 frames sampled with ``--sampler`` (default the reference DDIM, 50 steps) through the pipeline's
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     official_path = args.onnx_dir / get_io("lmdm").onnx_file
     if pair is None or not official_path.is_file():
         print(f"error: {args.onnx_dir} needs lmdm_v0.4_hubert.onnx and its cached pair; write them with: python -m "
-              f"export.onnx model={args.model} networks=[lmdm] lmdm_form=both output_dir={args.onnx_dir}", file=sys.stderr)
+              f"ditto_research.export.onnx model={args.model} networks=[lmdm] lmdm_form=both output_dir={args.onnx_dir}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     lmdms = {

@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--skip-alone", action="store_true", help="do not time stages alone")
     parser.add_argument("--backend", default="pytorch", choices=["pytorch", "onnx"])
     parser.add_argument("--onnx-dir", type=Path, default=None,
-                        help="exports of the same model for --backend onnx (python -m export.onnx model=untrained)")
+                        help="exports of the same model for --backend onnx (python -m ditto_research.export.onnx model=untrained)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
 

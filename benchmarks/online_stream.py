@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 from ditto_research.audio.features import ChunkLayout, OnlineChunker
+from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.errors import DittoError
 from ditto_research.examples import example_source, synthetic_speech
 from ditto_research.motion.audio2motion import Audio2MotionSettings
 from ditto_research.motion.online import OnlineMotionGenerator
 from ditto_research.pipeline.online import StreamingSession
 
-SAMPLE_RATE, FPS = 16000, 25
 AHEAD_S = 6
 
 

@@ -88,7 +88,7 @@ def test_sync_proxy_25_frames(run, bench):
     import cv2
 
     from ditto_research.examples import example_source
-    from evaluate.metrics.sync_proxy import mouth_opening_series
+    from ditto_research.evaluate.metrics.sync_proxy import mouth_opening_series
 
     frame = cv2.cvtColor(cv2.imread(str(example_source())), cv2.COLOR_BGR2RGB)
     assert np.isfinite(run(mouth_opening_series, [frame] * FRAMES)).all()
@@ -98,7 +98,7 @@ def test_syncnet_25_frames(run, bench):
     """LSE-D / LSE-C of 25 face crops with a randomly initialised SyncNet (weights do not change the cost)."""
     import torch
 
-    from evaluate.metrics.syncnet import SyncNet, lse_scores
+    from ditto_research.evaluate.metrics.syncnet import SyncNet, lse_scores
 
     torch.manual_seed(0)
     net = SyncNet().eval()

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from ditto_research.constants import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
 EXAMPLE_SENTENCE = (
     "Hello! This is a talking head made by ditto research, from one photo and a few seconds of speech."
 )
-SAMPLE_RATE = 16000
 
 
 def cache_dir() -> Path:

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ditto_research.constants import SAMPLE_RATE
 from ditto_research.errors import ConfigError, InputError
 
 Encoder = Callable[[np.ndarray], np.ndarray]
 
-SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.04  # one video frame at 25 fps
 SAMPLES_PER_FRAME = 640  # SAMPLE_RATE * FRAME_SECONDS
 HUBERT_HOP = 320  # samples per HuBERT encoding (20 ms)

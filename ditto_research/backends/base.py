@@ -156,7 +156,7 @@ NETWORK_IO: dict[str, NetworkIO] = {
 }
 
 
-# The LMDM as two graphs (python -m export.onnx lmdm_form=cached): the condition memory of one window, computed
+# The LMDM as two graphs (python -m ditto_research.export.onnx lmdm_form=cached): the condition memory of one window, computed
 # once per window, and the guided step over it, run once per sampler step. Shapes: B batch, N frames (80),
 # F motion (265), C condition (1103), L decoder layers (8), H heads (8), D/H head width (64); the 2 is the
 # guidance branches [unconditional, conditional]. Written next to lmdm_v0.4_hubert.onnx.
@@ -274,8 +274,8 @@ class LmdmSampling:
             raise ConfigError(
                 f"{self.file_label} has guidance weight {self.baked_guidance_weight:g} baked in, but "
                 f"sampler.guidance_scale={float(value):g}; re-export it with "
-                f"`python -m export.onnx networks=[lmdm] lmdm_guidance_weight={float(value):g}`, or export the "
-                "cached LMDM pair, which takes any weight (`python -m export.onnx networks=[lmdm] lmdm_form=cached`), "
+                f"`python -m ditto_research.export.onnx networks=[lmdm] lmdm_guidance_weight={float(value):g}`, or export the "
+                "cached LMDM pair, which takes any weight (`python -m ditto_research.export.onnx networks=[lmdm] lmdm_form=cached`), "
                 "or use backend=pytorch"
             )
 
@@ -324,7 +324,7 @@ class LmdmSampling:
         if times.is_floating_point() and not bool(torch.all(times == torch.round(times))):
             raise ConfigError(
                 f"{self.file_label} takes integer diffusion times, but the sampler evaluates fractional ones; "
-                "export the cached LMDM pair, which takes any time (`python -m export.onnx networks=[lmdm] "
+                "export the cached LMDM pair, which takes any time (`python -m ditto_research.export.onnx networks=[lmdm] "
                 "lmdm_form=cached`), use sampler=ddim, or use backend=pytorch"
             )
 

@@ -3,7 +3,7 @@
 The official ``lmdm_v0.4_hubert.onnx`` is one guided step: every call encodes the condition again, for both
 guidance branches. Sampling a window calls it once per step with the same condition, so the PyTorch LMDM
 computes the condition memory once per window (:meth:`~ditto_research.models.lmdm.LMDM.guided_denoiser`).
-``python -m export.onnx lmdm_form=cached`` writes that split as two graphs (interfaces in
+``python -m ditto_research.export.onnx lmdm_form=cached`` writes that split as two graphs (interfaces in
 :data:`~ditto_research.backends.base.LMDM_PAIR_IO`):
 
     lmdm_v0.4_hubert_memory.onnx   cond (B, N, C) -> cond_hidden (B, 2, D), cond_keys, cond_values (B, L, 2, H, N, D/H)

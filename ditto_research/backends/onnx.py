@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: runs our exports (``python -m export.onnx``) and the official ``ditto_onnx/*.onnx``.
+"""ONNX Runtime backend: runs our exports (``python -m ditto_research.export.onnx``) and the official ``ditto_onnx/*.onnx``.
 
 Every file is checked when it is loaded: it must exist, parse, and have the official input/output names and
 ranks (:data:`~ditto_research.backends.base.NETWORK_IO`); otherwise one :class:`CheckpointError` names the file
@@ -73,7 +73,7 @@ def export_command(
     """The command that (re)writes ONNX files into ``onnx_dir`` (``lmdm_form=cached``: the LMDM pair)."""
     which = f" networks=[{','.join(networks)}]" if networks else ""
     form = f" lmdm_form={lmdm_form}" if lmdm_form else ""
-    return f"python -m export.onnx model={model} output_dir={onnx_dir}{which}{form}"
+    return f"python -m ditto_research.export.onnx model={model} output_dir={onnx_dir}{which}{form}"
 
 
 # ---------------------------------------------------------------------------------------------- reading + checks
@@ -161,7 +161,7 @@ class _NodeWriter:
 def _write_decomposed(w: _NodeWriter, volume: str, grid: str, output: str, align_corners: bool) -> None:
     """Trilinear sampling, zero padding: volume (N, C, D, H, W), grid (N, D', H', W', 3) -> (N, C, D', H', W').
 
-    Same arithmetic and corner order as ``export.grid_sample.grid_sample_3d_decomposed`` (opset >= 11 ops only).
+    Same arithmetic and corner order as ``ditto_research.export.grid_sample.grid_sample_3d_decomposed`` (opset >= 11 ops only).
     """
     from onnx import TensorProto
 
@@ -382,7 +382,7 @@ class OnnxNetwork:
         if self.precision != expected:
             raise ConfigError(
                 f"backend.precision={precision} runs {name} in {expected}, but {self.path} is an {self.precision} "
-                f"model; write matching files with `python -m export.onnx precision={precision} output_dir=DIR` "
+                f"model; write matching files with `python -m ditto_research.export.onnx precision={precision} output_dir=DIR` "
                 "and set backend.onnx_dir=DIR"
             )
         self.rewritten = rewrite_grid_samples(model, "native")

@@ -1,4 +1,4 @@
-"""TensorRT backend (TensorRT >= 10 Python API): runs engines built by ``python -m export.tensorrt``.
+"""TensorRT backend (TensorRT >= 10 Python API): runs engines built by ``python -m ditto_research.export.tensorrt``.
 
 An engine only runs on the GPU model and TensorRT version that built it, so engine files carry both in their
 name (:func:`engine_file_name`), e.g. ``decoder_fp16.NVIDIA-H100-80GB-HBM3.trt10.7.0.engine``. Loading checks
@@ -88,7 +88,7 @@ def parse_engine_file_name(name: str) -> EngineTag | None:
 
 def build_command(onnx_dir: str | Path | None, engine_dir: str | Path) -> str:
     source = f" onnx_dir={onnx_dir}" if onnx_dir else ""
-    return f"python -m export.tensorrt{source} engine_dir={engine_dir}"
+    return f"python -m ditto_research.export.tensorrt{source} engine_dir={engine_dir}"
 
 
 def check_engine_tag(path: Path, gpu: str, trt_version: str, onnx_dir: str | Path | None = None) -> EngineTag:
@@ -244,7 +244,7 @@ class TensorRTNetwork:
             tensor = tensor.to(device=self.device, dtype=self._dtypes[name]).contiguous()
             if not self.context.set_input_shape(name, tuple(tensor.shape)):
                 raise InputError(f"{self.path.name}: input {name} of shape {tuple(tensor.shape)} is outside the "
-                                 "engine's optimisation profile; rebuild with a wider profile (export.tensorrt max_batch)")
+                                 "engine's optimisation profile; rebuild with a wider profile (ditto_research.export.tensorrt max_batch)")
             self.context.set_tensor_address(name, tensor.data_ptr())
             feeds.append(tensor)  # keep alive until the stream is done
         outputs = []

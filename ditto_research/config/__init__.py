@@ -26,7 +26,7 @@ from ditto_research.config.schema import (
 )
 from ditto_research.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # package data: ships inside the wheel
 
 GROUP_SCHEMAS: dict[str, type] = {
     "model": ModelConfig,

@@ -41,6 +41,7 @@ import torch
 
 from ditto_research.audio.features import OnlineFeatureStream
 from ditto_research.audio.io import num_video_frames
+from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.errors import ConfigError, InputError
 from ditto_research.motion.audio2motion import Audio2MotionSettings, MotionWindowState, WindowSampler
 from ditto_research.motion.format import MOTION_LAYOUT, MotionInfo, clip_motion
@@ -60,8 +61,6 @@ __all__ = [
     "REFERENCE_PREFIX_CHUNKSIZE",
 ]
 
-SAMPLE_RATE = 16000
-FPS = 25
 
 ConditionFn = Callable[[np.ndarray, int], np.ndarray]
 """``condition(aud_feat (S, D), first_frame_index) -> (S, cond_dim)`` (a ConditionBuilder)."""

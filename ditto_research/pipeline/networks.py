@@ -73,7 +73,7 @@ def build_window_sampler(lmdm: nn.Module, sampler: SamplerConfig, seed: int, dev
     with the reference's noise draws):
 
     - PyTorch: the condition memory once per window, the time embeddings once per grid;
-    - ONNX / TensorRT with the cached pair (``python -m export.onnx lmdm_form=cached``): the memory graph once
+    - ONNX / TensorRT with the cached pair (``python -m ditto_research.export.onnx lmdm_form=cached``): the memory graph once
       per window, the step graph once per evaluation; any guidance scale, any time;
     - ONNX / TensorRT with only the official guided step: one whole guided step (condition encoder included)
       per evaluation; its baked guidance weight and integer times only (a ConfigError names the export that
@@ -94,7 +94,7 @@ def build_window_sampler(lmdm: nn.Module, sampler: SamplerConfig, seed: int, dev
     if sampler.name != "ddim":
         raise ConfigError(
             f"sampler={sampler.name} needs an LMDM with guided_denoiser (backend=pytorch, or the cached LMDM pair: "
-            "`python -m export.onnx networks=[lmdm] lmdm_form=cached`); use sampler=ddim with this LMDM"
+            "`python -m ditto_research.export.onnx networks=[lmdm] lmdm_form=cached`); use sampler=ddim with this LMDM"
         )
     return ReferenceStepSampler(lmdm, sampler, seed, device)
 

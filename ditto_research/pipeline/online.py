@@ -41,6 +41,7 @@ from tqdm import tqdm
 from ditto_research.audio.features import offline_features
 from ditto_research.audio.io import load_audio, num_video_frames
 from ditto_research.config import InferConfig, compose, to_config
+from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.errors import DittoError, InputError, StageError
 from ditto_research.motion.format import source_motion_vector
 from ditto_research.motion.online import (
@@ -70,8 +71,6 @@ from ditto_research.render.writer import VideoWriter
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-FPS = 25
 POLL_S = 0.05
 FrameCallback = Callable[[FrameImage | FrameMotion], None]
 

@@ -32,6 +32,7 @@ from ditto_research.audio.features import offline_features
 from ditto_research.audio.io import load_audio
 from ditto_research.checkpoints import HUBERT_FILE, CheckpointRoot
 from ditto_research.config import InferConfig, compose, to_config
+from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.errors import ConfigError, InputError
 from ditto_research.face.frontend import make_frontend
 from ditto_research.motion.audio2motion import Audio2MotionSettings, generate_motion_offline
@@ -53,8 +54,6 @@ from ditto_research.render.source_io import load_source
 from ditto_research.render.writer import VideoWriter
 
 log = logging.getLogger(__name__)
-SAMPLE_RATE = 16000
-FPS = 25
 
 
 @dataclass

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ditto_research.constants import FPS
 from ditto_research.motion.stitch import FrameControls, MotionStitcher
 from ditto_research.pipeline.registration import RegisteredSource
 from ditto_research.pipeline.runner import BaseStage
 from ditto_research.render.putback import PasteBack
 
-FPS = 25.0
 
 
 @dataclass(frozen=True)

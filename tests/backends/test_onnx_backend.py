@@ -55,7 +55,7 @@ def test_wrong_io_names_are_a_checkpoint_error_with_the_remedy(tiny_onnx, tmp_pa
     message = str(info.value)
     assert str(tmp_path / "stitch_network.onnx") in message
     assert "kp_drv" in message and "kp_driving" in message
-    assert "python -m export.onnx" in message and "networks=[stitch_network]" in message
+    assert "python -m ditto_research.export.onnx" in message and "networks=[stitch_network]" in message
 
 
 def test_wrong_rank_is_a_checkpoint_error(tiny_onnx, tmp_path):
@@ -66,9 +66,9 @@ def test_wrong_rank_is_a_checkpoint_error(tiny_onnx, tmp_path):
 
 
 def test_missing_file_and_folder_name_the_export_command(tmp_path):
-    with pytest.raises(CheckpointError, match=r"decoder.onnx for decoder is missing.*python -m export.onnx"):
+    with pytest.raises(CheckpointError, match=r"decoder.onnx for decoder is missing.*python -m ditto_research.export.onnx"):
         load_onnx_network("decoder", tmp_path)
-    with pytest.raises(CheckpointError, match=r"does not exist.*python -m export.onnx model=untrained"):
+    with pytest.raises(CheckpointError, match=r"does not exist.*python -m ditto_research.export.onnx model=untrained"):
         make_backend("onnx", onnx_dir=tmp_path / "absent", model_name="untrained")
     (tmp_path / "lmdm_v0.4_hubert.onnx").write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="not a readable ONNX model"):

@@ -60,7 +60,7 @@ def test_check_engine_tag_reports_a_mismatch_with_the_remedy(gpu, version, match
     path = Path("/engines") / engine_file_name("decoder", "fp16", H100, "10.7.0")
     with pytest.raises(CheckpointError, match=match) as info:
         check_engine_tag(path, gpu, version, onnx_dir="ckpt/ditto_onnx")
-    assert "python -m export.tensorrt onnx_dir=ckpt/ditto_onnx engine_dir=/engines" in str(info.value)
+    assert "python -m ditto_research.export.tensorrt onnx_dir=ckpt/ditto_onnx engine_dir=/engines" in str(info.value)
 
 
 def test_check_engine_tag_refuses_the_official_untagged_engines():
@@ -97,7 +97,7 @@ def test_find_lmdm_pair_engines(tmp_path):
     memory = tmp_path / engine_file_name("lmdm_v0.4_hubert_memory", "fp32", H100, "10.7.0")
     step = tmp_path / engine_file_name("lmdm_v0.4_hubert_step", "fp32", H100, "10.7.0")
     memory.write_bytes(b"x")
-    with pytest.raises(CheckpointError, match=r"lmdm_v0.4_hubert_step_fp32\..*missing.*python -m export.tensorrt"):
+    with pytest.raises(CheckpointError, match=r"lmdm_v0.4_hubert_step_fp32\..*missing.*python -m ditto_research.export.tensorrt"):
         find_lmdm_pair_engines(tmp_path, H100, "10.7.0")
     step.write_bytes(b"x")
     assert find_lmdm_pair_engines(tmp_path, H100, "10.7.0") == (memory, step)
@@ -130,8 +130,8 @@ def test_tensorrt_engine_matches_pytorch(tiny_onnx, tmp_path):
     import torch
 
     from ditto_research.backends import example_inputs
-    from export.config import TensorRTExportConfig
-    from export.tensorrt import run_build
+    from ditto_research.export.config import TensorRTExportConfig
+    from ditto_research.export.tensorrt import run_build
     from tests.helpers import max_rel_err
 
     folder = tiny_onnx(["stitch_network", "warp_network"])
@@ -157,8 +157,8 @@ def test_tensorrt_lmdm_pair_matches_pytorch(tiny_onnx, tmp_path):
     from ditto_research.backends.lmdm_pair import CachedPairLmdm
     from ditto_research.config.schema import SamplerConfig
     from ditto_research.pipeline.networks import build_window_sampler
-    from export.config import TensorRTExportConfig
-    from export.tensorrt import run_build
+    from ditto_research.export.config import TensorRTExportConfig
+    from ditto_research.export.tensorrt import run_build
     from tests.helpers import max_rel_err
 
     folder = tiny_onnx(["lmdm"], ["lmdm_form=cached"])

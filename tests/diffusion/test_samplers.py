@@ -226,7 +226,7 @@ def test_programmatic_api_validates_too(args: tuple, message: str) -> None:
 
 def test_benchmark_baseline_equals_the_fast_path(tiny: LMDM, window) -> None:
     """The benchmark's "original structure" (two separate passes per step) gives our output (<= 1e-5)."""
-    from evaluate.samplers import Window, original_structure_ddim, relative_errors
+    from ditto_research.evaluate.samplers import Window, original_structure_ddim, relative_errors
 
     kp_cond, cond, x_T = window
     steps = 8

@@ -12,7 +12,7 @@ from skimage import data
 
 from ditto_research.examples import synthetic_speech
 from ditto_research.audio.io import write_wav
-from evaluate.results import ClipResult, RunRecord, StageLatency, write_run
+from ditto_research.evaluate.results import ClipResult, RunRecord, StageLatency, write_run
 
 # Tiny random networks, the random speech encoder, MediaPipe, two diffusion steps: the whole pipeline in seconds.
 TINY = ["model=tiny", "audio_encoder=untrained", "face=mediapipe", "sampler.steps=2"]
@@ -40,7 +40,7 @@ def eval_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def syncnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A deterministic random SyncNet state dict saved like syncnet_v2.model."""
-    from evaluate.metrics.syncnet import SyncNet
+    from ditto_research.evaluate.metrics.syncnet import SyncNet
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("syncnet") / "syncnet_random.model"
@@ -55,7 +55,7 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: str = "source,aud
 
 def write_synthetic_run(folder: Path, sampler: str, steps: int, fps: float, status: str = "ok",
                         latency: tuple[float, ...] = (), lse: float | None = None, mode: str = "offline") -> RunRecord:
-    """A results.json as python -m evaluate.run writes it, with made-up numbers (report / notebook tests)."""
+    """A results.json as python -m ditto_research.evaluate.run writes it, with made-up numbers (report / notebook tests)."""
     params = {"model": "untrained", "sampler": sampler, "steps": steps, "mode": mode,
               "eta": 1.0 if sampler == "ddim" else None}
     clip = ClipResult("c1", "face.png", "a.wav", frames=25, audio_s=1.0, seconds=25 / max(fps, 0.1), fps=fps,

@@ -7,7 +7,7 @@ import wave
 import pytest
 
 from ditto_research.errors import InputError
-from evaluate.dataset import BUILTIN_CLIPS, load_dataset, trim_audio
+from ditto_research.evaluate.dataset import BUILTIN_CLIPS, load_dataset, trim_audio
 from tests.evaluate.conftest import write_csv
 
 

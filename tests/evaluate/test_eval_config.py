@@ -10,7 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from ditto_research.config import CONF_DIR, GROUP_SCHEMAS, to_config
 from ditto_research.errors import ConfigError
-from evaluate.config import EvaluateConfig, register_evaluate_configs
+from ditto_research.evaluate.config import EvaluateConfig, register_evaluate_configs
 
 LOGGERS = sorted(p.stem for p in (CONF_DIR / "logger").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))

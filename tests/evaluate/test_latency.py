@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ditto_research.errors import InputError
-from evaluate.metrics.latency import (
+from ditto_research.evaluate.metrics.latency import (
     FrameTimer,
     frames_per_second,
     peak_cuda_memory_bytes,

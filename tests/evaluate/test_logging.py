@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from ditto_research.errors import ConfigError
-from evaluate.config import LoggerConfig
-from evaluate.logging import CsvLogger, NullLogger, make_logger
-from evaluate.results import ClipResult, RunRecord
+from ditto_research.evaluate.config import LoggerConfig
+from ditto_research.evaluate.logging import CsvLogger, NullLogger, make_logger
+from ditto_research.evaluate.results import ClipResult, RunRecord
 
 
 def _record(folder, steps=10, extra=None):

@@ -9,10 +9,10 @@ import pytest
 from skimage import data
 
 from ditto_research.examples import synthetic_speech
-from evaluate.config import EvaluateConfig
-from evaluate.generate import Generation
-from evaluate.measure import ClipContext, clip_metrics, describe_error
-from evaluate.run import evaluate_from_overrides
+from ditto_research.evaluate.config import EvaluateConfig
+from ditto_research.evaluate.generate import Generation
+from ditto_research.evaluate.measure import ClipContext, clip_metrics, describe_error
+from ditto_research.evaluate.run import evaluate_from_overrides
 from tests.evaluate.conftest import TINY, write_csv
 
 
@@ -26,7 +26,7 @@ def test_syncnet_and_proxy_on_frames_with_a_face(tmp_path):
     meaning); the motion statistics say the renderer exposed no motion."""
     import torch
 
-    from evaluate.metrics.syncnet import SyncNet
+    from ditto_research.evaluate.metrics.syncnet import SyncNet
 
     torch.manual_seed(0)
     cfg = EvaluateConfig(metrics=["motion", "sync_proxy", "syncnet"])

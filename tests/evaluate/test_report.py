@@ -1,11 +1,11 @@
-"""python -m evaluate.report on a synthetic sweep: tables, plots, failures, the random-weights warning."""
+"""python -m ditto_research.evaluate.report on a synthetic sweep: tables, plots, failures, the random-weights warning."""
 
 from __future__ import annotations
 
 import pytest
 
-from evaluate.report import main, runs_table, varying_params, write_report
-from evaluate.results import find_runs, latest_sweep
+from ditto_research.evaluate.report import main, runs_table, varying_params, write_report
+from ditto_research.evaluate.results import find_runs, latest_sweep
 from tests.evaluate.conftest import write_synthetic_run as _run
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ditto_research.errors import CheckpointError, InputError
-from evaluate.results import find_runs, load_run
-from evaluate.run import evaluate_from_overrides
+from ditto_research.evaluate.results import find_runs, load_run
+from ditto_research.evaluate.run import evaluate_from_overrides
 from tests.evaluate.conftest import TINY, write_csv
 
 
@@ -111,7 +111,7 @@ def test_a_configuration_that_cannot_run_is_recorded(eval_media, tmp_path, overr
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "evaluate.run", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ditto_research.evaluate.run", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, check=False)
 
 

@@ -7,7 +7,7 @@ import pytest
 from skimage import data
 
 from ditto_research.errors import InputError
-from evaluate.metrics.sync_proxy import (
+from ditto_research.evaluate.metrics.sync_proxy import (
     audio_rms_envelope,
     lagged_correlations,
     mouth_opening_series,

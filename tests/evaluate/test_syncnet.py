@@ -11,7 +11,7 @@ import torch
 from skimage import data
 
 from ditto_research.errors import CheckpointError, InputError
-from evaluate.metrics.syncnet import (
+from ditto_research.evaluate.metrics.syncnet import (
     SyncNet,
     crop_face_track,
     load_syncnet,

@@ -1,4 +1,4 @@
-"""python -m export.onnx lmdm_form=cached|both: the LMDM as its cached pair (model=tiny).
+"""python -m ditto_research.export.onnx lmdm_form=cached|both: the LMDM as its cached pair (model=tiny).
 
 Stated tolerance: onnxruntime vs torch within 1e-4 of max |torch| (what every fp32 export is verified to);
 measured on the tiny LMDM about 1e-6.
@@ -14,8 +14,8 @@ from ditto_research.backends import get_io
 from ditto_research.backends.base import LMDM_PAIR_IO
 from ditto_research.backends.lmdm_pair import CachedStepGraph, ConditionMemoryGraph, pair_example_inputs
 from ditto_research.backends.onnx import graph_io, metadata
-from export.onnx import build_network, run_export
-from export.verify import verify_export
+from ditto_research.export.onnx import build_network, run_export
+from ditto_research.export.verify import verify_export
 from tests.export.tiny_exports import export_config
 
 TOLERANCE = 1e-4

@@ -1,4 +1,4 @@
-"""python -m export.onnx: config, official names, metadata, verification, fp16 and dynamic batch (model=tiny)."""
+"""python -m ditto_research.export.onnx: config, official names, metadata, verification, fp16 and dynamic batch (model=tiny)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch
 from ditto_research.backends import RENDER_NETWORKS, example_inputs, get_io
 from ditto_research.backends.onnx import graph_io, metadata
 from ditto_research.errors import ConfigError, ExportError
-from export.config import ExportConfig, resolve_output_dir
-from export.onnx import IOWrapper, build_network, export_module
-from export.verify import compare_outputs, verify_export
+from ditto_research.export.config import ExportConfig, resolve_output_dir
+from ditto_research.export.onnx import IOWrapper, build_network, export_module
+from ditto_research.export.verify import compare_outputs, verify_export
 from tests.export.tiny_exports import export_config
 from tests.helpers import max_rel_err
 
@@ -150,7 +150,7 @@ def test_output_dir_defaults(tmp_path):
 
 
 def test_missing_checkpoints_fail_before_exporting(tmp_path):
-    from export.onnx import run_export
+    from ditto_research.export.onnx import run_export
 
     cfg = export_config(tmp_path / "out", ["model=ditto", f"model.checkpoint_root={tmp_path / 'nowhere'}"])
     with pytest.raises(Exception, match="does not exist"):
@@ -161,7 +161,7 @@ def test_missing_checkpoints_fail_before_exporting(tmp_path):
 def test_hubert_export_from_a_transformers_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
     from ditto_research.backends.onnx import load_onnx_network
-    from export.onnx import run_export
+    from ditto_research.export.onnx import run_export
 
     config = transformers.HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                                        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)

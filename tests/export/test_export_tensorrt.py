@@ -1,4 +1,4 @@
-"""python -m export.tensorrt: the parts that need no TensorRT (profiles, precisions, naming, config)."""
+"""python -m ditto_research.export.tensorrt: the parts that need no TensorRT (profiles, precisions, naming, config)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 
 from ditto_research.errors import ConfigError, ExportError
-from export.config import TensorRTExportConfig
-from export.tensorrt import (
+from ditto_research.export.config import TensorRTExportConfig
+from ditto_research.export.tensorrt import (
     ShapeProfile,
     engine_graphs,
     engine_precision,
@@ -103,5 +103,5 @@ def test_bad_tensorrt_options(kwargs, match):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
 def test_build_without_tensorrt_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="python -m export.tensorrt is unavailable on this machine"):
+    with pytest.raises(ConfigError, match="python -m ditto_research.export.tensorrt is unavailable on this machine"):
         run_build(TensorRTExportConfig(onnx_dir=str(tmp_path)), log=lambda _: None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ditto_research.backends import RENDER_NETWORKS
-from export.onnx import run_export
+from ditto_research.export.onnx import run_export
 from tests.export.tiny_exports import export_config
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ import torch
 
 from ditto_research.backends.onnx import make_session
 from ditto_research.models import load_network
-from export.grid_sample import make_grid_sample
-from export.onnx import IOWrapper, export_module
+from ditto_research.export.grid_sample import make_grid_sample
+from ditto_research.export.onnx import IOWrapper, export_module
 from tests.helpers import max_abs_err, max_rel_err
 
 

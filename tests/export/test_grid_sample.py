@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from ditto_research.backends.onnx import make_session, rewrite_grid_samples
 from ditto_research.errors import CheckpointError
-from export.grid_sample import DecomposedGridSample3d, grid_sample_3d_decomposed, make_grid_sample
+from ditto_research.export.grid_sample import DecomposedGridSample3d, grid_sample_3d_decomposed, make_grid_sample
 
 
 def _native(volume: torch.Tensor, grid: torch.Tensor, align_corners: bool = False) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ditto_research.config import to_config
-from export.config import ExportConfig, register_export_configs
+from ditto_research.export.config import ExportConfig, register_export_configs
 
 
 def export_config(output_dir: Path, overrides: list[str] | None = None) -> ExportConfig:
@@ -23,7 +23,7 @@ def export_config(output_dir: Path, overrides: list[str] | None = None) -> Expor
 def tiny_export(base: Path, networks: list[str], overrides: list[str] | None = None) -> Path:
     """Export ``networks`` (verified) into a folder keyed by ``overrides``; reuses files already written."""
     from ditto_research.backends import get_io
-    from export.onnx import run_export
+    from ditto_research.export.onnx import run_export
 
     key = "_".join(o.replace("=", "-") for o in sorted(overrides or [])) or "default"
     folder = base / f"tiny_onnx_{key}"

@@ -22,7 +22,7 @@ BASE = ["model=tiny", "audio_encoder=untrained", "face=mediapipe", "sampler.step
 @pytest.fixture(scope="module")
 def onnx_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx")
-    proc = subprocess.run([sys.executable, "-m", "export.onnx", "model=tiny", f"output_dir={out}"],
+    proc = subprocess.run([sys.executable, "-m", "ditto_research.export.onnx", "model=tiny", f"output_dir={out}"],
                           check=False, cwd=out, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
@@ -31,7 +31,7 @@ def onnx_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pair_onnx_dir(onnx_dir, tmp_path_factory):
     """The same exports, with the LMDM as its cached pair instead of the official guided step."""
-    from export.onnx import run_export
+    from ditto_research.export.onnx import run_export
     from tests.export.tiny_exports import export_config
 
     out = tmp_path_factory.mktemp("onnx_pair")

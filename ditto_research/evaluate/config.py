@@ -1,0 +1,173 @@
+"""Structured config of ``python -m ditto_research.evaluate.run`` (``conf/evaluate.yaml``), registered in Hydra's ConfigStore.
+
+The evaluate app reuses every group of the infer app (model, backend, mode, sampler, face, audio_encoder,
+control) with the same schemas, and adds the keys below. ``register_evaluate_configs()`` stores
+
+- ``base_evaluate``: the root schema that ``conf/evaluate.yaml`` extends (a typo in a key fails at compose),
+- ``schema_logger``: the schema ``conf/logger/*.yaml`` extend.
+
+:meth:`EvaluateConfig.infer_config` hands the pipeline the plain :class:`InferConfig` it expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from ditto_research.config import register_configs
+from ditto_research.config.schema import (
+    AudioEncoderConfig,
+    BackendConfig,
+    ControlConfig,
+    FaceConfig,
+    InferConfig,
+    ModeConfig,
+    ModelConfig,
+    MotionConfig,
+    SamplerConfig,
+)
+from ditto_research.errors import ConfigError
+
+__all__ = [
+    "EXECUTORS",
+    "LOGGER_NAMES",
+    "METRIC_NAMES",
+    "EvaluateConfig",
+    "LightningConfig",
+    "LoggerConfig",
+    "register_evaluate_configs",
+]
+
+METRIC_NAMES = ("motion", "sync_proxy", "syncnet")
+LOGGER_NAMES = ("wandb", "csv")
+WANDB_MODES = ("offline", "online", "disabled")
+EXECUTORS = ("local", "lightning")
+
+
+def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(allowed)}")
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking (group ``logger``; ``logger=null`` logs nothing extra). The run's own
+    ``results.json`` / ``clips.csv`` / ``stages.csv`` are written whatever the logger."""
+
+    # wandb: Weights & Biases (pip install wandb); csv: one summary row per run appended to a shared CSV.
+    name: str = MISSING
+    # wandb: project, entity (null: your default), group (null: the sweep folder's name in a multirun), tags.
+    project: str = "ditto-research"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    # wandb: offline (default: nothing leaves the machine; upload later with `wandb sync DIR`) | online |
+    # disabled (the API works, nothing is written).
+    mode: str = "offline"
+    # wandb: folder of the W&B run files (null: <output_dir>, i.e. <output_dir>/wandb/...).
+    dir: str | None = None
+    # wandb: upload each clip's MP4 (wandb.Video) and a strip of sample frames.
+    log_media: bool = True
+    # csv: the shared file (null: <sweep dir>/runs.csv in a multirun, <output_dir>/runs.csv otherwise).
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("logger", self.name, LOGGER_NAMES)
+        _check_choice("logger.mode", self.mode, WANDB_MODES)
+
+
+@dataclass
+class LightningConfig:
+    """``executor=lightning``: clips sharded over devices with PyTorch Lightning ``Trainer.predict``."""
+
+    # Lightning accelerator: auto | cpu | gpu | cuda | ...
+    accelerator: str = "auto"
+    # Devices per node: an int, a list of indices, or "auto".
+    devices: Any = "auto"
+    # auto (one device) | ddp (several: one process per device, clips sharded across them) | ...
+    strategy: str = "auto"
+    # Nodes (SLURM / torchrun); the clips are sharded over nodes x devices processes.
+    num_nodes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.num_nodes < 1:
+            raise ConfigError(f"lightning.num_nodes={self.num_nodes} must be >= 1")
+
+
+@dataclass
+class EvaluateConfig:
+    """Root of ``python -m ditto_research.evaluate.run``: one pipeline configuration run over an evaluation set."""
+
+    model: ModelConfig = MISSING
+    backend: BackendConfig = MISSING
+    mode: ModeConfig = MISSING
+    sampler: SamplerConfig = MISSING
+    face: FaceConfig = MISSING
+    audio_encoder: AudioEncoderConfig = MISSING
+    control: ControlConfig = MISSING
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    logger: LoggerConfig | None = None
+    # builtin (generated locally: scikit-image faces + espeak-ng speech) | a .csv with columns source,audio
+    # (optional id) | a .yaml list of {source, audio, id}. Relative paths are relative to the dataset file.
+    dataset: str = "builtin"
+    # Evaluate only the first N clips (null: all). The built-in set is ordered shortest first.
+    max_clips: int | None = None
+    # Cut every audio to its first N seconds before generating (null: whole files).
+    max_seconds: float | None = None
+    # Metrics besides latency (always measured): motion (statistics of the generated motion), sync_proxy
+    # (MediaPipe mouth opening vs the audio envelope, no weights), syncnet (LSE-D / LSE-C; needs
+    # syncnet_weights, skipped with a note without).
+    metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
+    # syncnet_v2.model from joonson/syncnet_python (null: the syncnet metric is skipped with a note).
+    syncnet_weights: str | None = None
+    # Largest audio-video offset searched by both lip-sync metrics, in frames (SyncNet's vshift).
+    sync_max_offset: int = 15
+    # Keep each clip's MP4 under <output_dir>/videos/ (also what the W&B logger uploads).
+    save_videos: bool = True
+    # Frames per clip saved as PNG under <output_dir>/samples/ (and logged) for a quick look.
+    sample_frames: int = 4
+    # Frames handed to the lip-sync metrics are downscaled so that their longest side is at most this.
+    metrics_max_size: int = 1024
+    # Where results go (null: Hydra's run directory, or outputs/evaluate/<time> from the Python API).
+    output_dir: str | None = None
+    # local: clips one after the other in this process | lightning: Trainer.predict over devices.
+    executor: str = "local"
+    lightning: LightningConfig = field(default_factory=LightningConfig)
+    # Write report.md / report.html (python -m ditto_research.evaluate.report) after a run, or once after a sweep.
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        for name in self.metrics:
+            _check_choice("metrics entry", name, METRIC_NAMES)
+        _check_choice("executor", self.executor, EXECUTORS)
+        if self.max_clips is not None and self.max_clips < 1:
+            raise ConfigError(f"max_clips={self.max_clips} must be >= 1 (or null for all clips)")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ConfigError(f"max_seconds={self.max_seconds} must be > 0 (or null for whole files)")
+        if self.sync_max_offset < 0:
+            raise ConfigError(f"sync_max_offset={self.sync_max_offset} must be >= 0 frames")
+        if self.sample_frames < 0:
+            raise ConfigError(f"sample_frames={self.sample_frames} must be >= 0")
+        if self.metrics_max_size < 64:
+            raise ConfigError(f"metrics_max_size={self.metrics_max_size} must be >= 64 pixels")
+
+    def uses(self, metric: str) -> bool:
+        """Whether ``metric`` is selected."""
+        return metric in self.metrics
+
+    def infer_config(self) -> InferConfig:
+        """The pipeline's config: every InferConfig field this config has, progress bars off."""
+        values = {f.name: getattr(self, f.name) for f in fields(InferConfig) if hasattr(self, f.name)}
+        values.update(progress=False, overwrite=True)
+        return InferConfig(**values)
+
+
+def register_evaluate_configs() -> None:
+    """Store the infer group schemas plus ``base_evaluate`` and ``schema_logger``."""
+    register_configs()
+    cs = ConfigStore.instance()
+    cs.store(name="base_evaluate", node=EvaluateConfig)
+    cs.store(name="schema_logger", node=LoggerConfig)

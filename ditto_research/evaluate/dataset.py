@@ -1,0 +1,229 @@
+"""Evaluation sets: which (portrait, speech) pairs a run goes over.
+
+Three forms, chosen by ``dataset=``:
+
+=================  ==========================================================================================
+``builtin``        four clips generated locally on first use (nothing is downloaded): scikit-image faces (the
+                   astronaut photograph, its mirror image, two LFW faces from ``skimage.data.lfw_subset``
+                   upscaled) speaking espeak-ng sentences of 1 to 2.7 s, ordered shortest first. Without
+                   espeak-ng, speech-like synthetic audio of the same lengths is used (and logged).
+``FILE.csv``       a header row with the columns ``source,audio`` and optionally ``id``, one clip per row.
+``FILE.yaml``      a list of mappings ``{source: ..., audio: ..., id: ...}`` (``id`` optional).
+=================  ==========================================================================================
+
+Relative paths in a file are relative to the folder of that file. Every file is checked before anything
+runs: :func:`load_dataset` raises one :class:`InputError` that lists every missing file.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ditto_research.audio.io import write_wav
+from ditto_research.constants import SAMPLE_RATE
+from ditto_research.errors import InputError
+from ditto_research.examples import atomic_write
+
+__all__ = ["BUILTIN_CLIPS", "Clip", "builtin_dataset", "load_dataset", "trim_audio"]
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("id", "source", "audio")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One evaluation item: a portrait image or video and the speech it says."""
+
+    clip_id: str
+    source: Path
+    audio: Path
+
+
+@dataclass(frozen=True)
+class BuiltinClip:
+    """Recipe of a built-in clip: face name, sentence, espeak-ng voice, length of the synthetic fallback."""
+
+    clip_id: str
+    face: str
+    text: str
+    voice: str
+    fallback_s: float
+
+
+BUILTIN_CLIPS: tuple[BuiltinClip, ...] = (
+    BuiltinClip("astronaut_hello", "astronaut", "Hello there.", "en", 1.0),
+    BuiltinClip("lfw_a_weather", "lfw_a", "The weather is nice today.", "en+f3", 1.6),
+    BuiltinClip("astronaut_mirror_morning", "astronaut_mirror", "Good morning, everyone.", "en-us", 1.7),
+    BuiltinClip("lfw_b_numbers", "lfw_b", "One, two, three, four, five.", "en", 2.7),
+)
+
+
+def load_dataset(spec: str | Path, *, max_clips: int | None = None, builtin_dir: Path | None = None) -> list[Clip]:
+    """The clips of ``spec`` (``builtin``, a .csv or a .yaml file), the first ``max_clips`` of them.
+
+    Raises InputError naming the problem (unknown format, bad columns, missing files, no clips).
+    """
+    if str(spec) == "builtin":
+        clips = builtin_dataset(builtin_dir)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise InputError(f"dataset file {spec} does not exist; give dataset=builtin, a .csv with columns "
+                             "source,audio or a .yaml list of {source, audio}")
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            rows = _read_csv(path)
+        elif suffix in (".yaml", ".yml"):
+            rows = _read_yaml(path)
+        else:
+            raise InputError(f"dataset file {spec} must end in .csv, .yaml or .yml (got {suffix or 'no suffix'})")
+        clips = _clips_from_rows(rows, path)
+    if max_clips is not None:
+        clips = clips[:max_clips]
+    if not clips:
+        raise InputError(f"dataset {spec} has no clips")
+    return clips
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = [name.strip() for name in (reader.fieldnames or [])]
+        _check_columns(header, path)
+        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+
+
+def _read_yaml(path: Path) -> list[dict[str, str]]:
+    import yaml
+
+    try:
+        items = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise InputError(f"dataset file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise InputError(f"dataset file {path} must hold a YAML list of mappings with keys source and audio")
+    for item in items:
+        _check_columns([str(k) for k in item], path)
+    return [{str(k): str(v) for k, v in item.items()} for item in items]
+
+
+def _check_columns(names: list[str], path: Path) -> None:
+    unknown = sorted(set(names) - set(COLUMNS))
+    missing = [c for c in ("source", "audio") if c not in names]
+    if unknown or missing:
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(unknown)}"] if unknown else [])
+        raise InputError(f"dataset file {path}: {'; '.join(problems)}; the columns / keys are source, audio and "
+                         "optionally id")
+
+
+def _clips_from_rows(rows: list[dict[str, str]], path: Path) -> list[Clip]:
+    base = path.parent
+    clips: list[Clip] = []
+    missing: list[str] = []
+    used: set[str] = set()
+    for number, row in enumerate(rows, start=1):
+        files = {}
+        for key in ("source", "audio"):
+            value = row.get(key, "")
+            if not value:
+                raise InputError(f"dataset file {path}, clip {number}: empty {key}")
+            file = Path(value).expanduser()
+            files[key] = file if file.is_absolute() else base / file
+            if not files[key].is_file():
+                missing.append(f"clip {number} {key} {value}")
+        clip_id = _unique(_slug(row.get("id") or f"{number:03d}_{files['source'].stem}_{files['audio'].stem}"), used)
+        clips.append(Clip(clip_id, files["source"], files["audio"]))
+    if missing:
+        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InputError(f"dataset file {path} names files that do not exist (relative paths are relative to "
+                         f"the dataset file's folder): {shown}")
+    return clips
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "clip"
+
+
+def _unique(name: str, used: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate in used:
+        candidate, n = f"{name}_{n}", n + 1
+    used.add(candidate)
+    return candidate
+
+
+# ---- the built-in set -------------------------------------------------------------------------------------
+
+
+def builtin_dataset(directory: Path | None = None) -> list[Clip]:
+    """The built-in clips, generated into ``directory`` (default: the example cache) on first use."""
+    from ditto_research.examples import cache_dir
+
+    root = directory or cache_dir() / "eval_builtin"
+    root.mkdir(parents=True, exist_ok=True)
+    espeak = shutil.which("espeak-ng") or shutil.which("espeak")
+    if espeak is None:
+        log.warning("espeak-ng is not installed: the built-in clips use synthetic speech-like audio")
+    clips = []
+    for index, recipe in enumerate(BUILTIN_CLIPS):
+        source = _face_image(root, recipe.face)
+        audio = _speech(root, recipe, espeak, seed=index)
+        clips.append(Clip(recipe.clip_id, source, audio))
+    return clips
+
+
+def _face_image(root: Path, face: str) -> Path:
+    """PNG of a built-in face: the astronaut (mirrored), or an LFW face upscaled 25 -> 256 px on a plain 512 canvas."""
+    import cv2
+
+    path = root / f"{face}.png"
+    if path.is_file():
+        return path
+    from skimage import data
+
+    if face.startswith("astronaut"):
+        rgb = data.astronaut()
+        rgb = rgb[:, ::-1] if face.endswith("mirror") else rgb
+    else:
+        gray = data.lfw_subset()[{"lfw_a": 0, "lfw_b": 1}[face]]
+        big = cv2.resize((gray * 255).round().astype(np.uint8), (256, 256), interpolation=cv2.INTER_CUBIC)
+        edge = int(np.median(np.concatenate([big[0], big[-1], big[:, 0], big[:, -1]])))
+        big = cv2.copyMakeBorder(big, 128, 128, 128, 128, cv2.BORDER_CONSTANT, value=(edge,))
+        rgb = np.repeat(big[..., None], 3, axis=2)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    return atomic_write(path, lambda p: cv2.imwrite(str(p), bgr))
+
+
+def _speech(root: Path, recipe: BuiltinClip, espeak: str | None, seed: int) -> Path:
+    if espeak is None:
+        from ditto_research.examples import synthetic_speech
+
+        path = root / f"{recipe.clip_id}_synthetic.wav"
+        if not path.is_file():
+            atomic_write(path, lambda p: write_wav(p, synthetic_speech(recipe.fallback_s, seed=seed)))
+        return path
+    path = root / f"{recipe.clip_id}.wav"
+    if not path.is_file():
+        atomic_write(path, lambda p: subprocess.run([espeak, "-v", recipe.voice, "-w", str(p), recipe.text],
+                                                     check=True, capture_output=True))
+    return path
+
+
+def trim_audio(clip: Clip, seconds: float, directory: Path) -> Clip:
+    """The clip with its audio cut to the first ``seconds`` (a 16 kHz WAV in ``directory``)."""
+    from ditto_research.audio.io import load_audio
+
+    samples = load_audio(clip.audio, SAMPLE_RATE)[: max(1, round(seconds * SAMPLE_RATE))]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = write_wav(directory / f"{clip.clip_id}.wav", samples)
+    return Clip(clip.clip_id, clip.source, path)

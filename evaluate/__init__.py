@@ -1,1 +1,0 @@
-"""Evaluation of the pipeline: latency, lip-sync and motion metrics (see :mod:`evaluate.metrics`)."""
