@@ -1,7 +1,8 @@
-"""One exception family for everything a user can get wrong or a stage can break.
+"""One exception family for everything a user can get wrong, and one for a stage that broke.
 
-The CLI turns any :class:`DittoError` into a single line on stderr and a non-zero exit; everything else is a
-bug and keeps its traceback.
+The CLI turns any :class:`DittoError` into a single line on stderr and exit code 2. Everything else is a bug
+and keeps its traceback (exit 1): that includes :class:`StageError`, an unexpected exception inside a pipeline
+stage (a :class:`DittoError` raised inside a stage reaches the caller as itself, not wrapped).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ class CheckpointError(DittoError):
     """A checkpoint root or file is missing, malformed, or does not match the network it is loaded into."""
 
 
-class StageError(DittoError):
-    """A pipeline stage failed; carries the stage name and re-raises the cause."""
+class StageError(RuntimeError):
+    """An unexpected exception inside a pipeline stage (a bug, not a user error): carries the stage name and
+    the cause (also its ``__cause__``, so the traceback shows where it happened)."""
 
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"stage '{stage}' failed: {type(cause).__name__}: {cause}")

@@ -11,15 +11,25 @@ from ditto_research.checkpoints import DOWNLOAD_COMMAND
 
 def infer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ditto_research.infer", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "ditto_research.infer", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 def test_help_lists_groups_and_presets(tmp_path):
     proc = infer("--help", cwd=tmp_path)
     assert proc.returncode == 0
-    for line in ("model: ditto, tiny, untrained", "backend: onnx, pytorch, tensorrt", "sampler: ddim",
-                 "face: auto, mediapipe, official", "preset: fast, quality", "+preset=NAME"):
+    for line in (
+        "model: ditto, tiny, untrained",
+        "backend: onnx, pytorch, tensorrt",
+        "sampler: ddim",
+        "face: auto, mediapipe, official",
+        "preset: fast, quality",
+        "+preset=NAME",
+    ):
         assert line in proc.stdout, line
 
 
@@ -65,20 +75,75 @@ def test_online_mode_streams_the_file_into_the_offline_frame_count(tmp_path):
     """mode=online through the CLI, fed at 1x speed with the realtime preset: same MP4 shape as offline."""
     import math
 
+    from ditto_research.audio.io import write_wav
     from ditto_research.examples import synthetic_speech
     from ditto_research.render.writer import probe_video
-    from ditto_research.audio.io import write_wav
 
     audio = write_wav(tmp_path / "speech.wav", synthetic_speech(1.3))
     common = ("model=tiny", "audio_encoder=untrained", "face=mediapipe", "progress=false", f"audio={audio}")
-    proc = infer(*common, "+preset=realtime", "sampler.steps=2", "mode.realtime=true",
-                 f"output={tmp_path / 'online.mp4'}", cwd=tmp_path)
+    proc = infer(
+        *common,
+        "+preset=realtime",
+        "sampler.steps=2",
+        "mode.realtime=true",
+        f"output={tmp_path / 'online.mp4'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "first frame" in proc.stdout and "busy ms per frame by stage" in proc.stdout
     frames, fps, width, height, audio_s = probe_video(tmp_path / "online.mp4")
     assert frames == math.ceil(1.3 * 25) and fps == 25.0 and audio_s is not None
-    proc = infer(*common, "mode=online", "sampler=dpmpp_2m", "sampler.steps=2", f"output={tmp_path / 'fast.mp4'}",
-                 cwd=tmp_path)
+    proc = infer(
+        *common,
+        "mode=online",
+        "sampler=dpmpp_2m",
+        "sampler.steps=2",
+        f"output={tmp_path / 'fast.mp4'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "latency is measured with mode.realtime=true" in proc.stdout
     assert probe_video(tmp_path / "fast.mp4")[0] == frames
+
+
+BUGGY_DECODER = """
+import sys
+from ditto_research.pipeline import stages
+
+def process(self, item):
+    raise RuntimeError("simulated decoder bug")
+    yield
+
+stages.DecodeStage.process = process
+from ditto_research.infer import main
+sys.argv = ["ditto_research.infer", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_bug_inside_a_stage_keeps_its_traceback(tmp_path):
+    """An unexpected exception in a stage is not a user error: full traceback, a line saying it is a bug,
+    exit 1 (user errors are one line and exit 2, as above), and no output file."""
+    out = tmp_path / "bug.mp4"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BUGGY_DECODER,
+            "model=tiny",
+            "face=mediapipe",
+            "progress=false",
+            f"output={out}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "RuntimeError: simulated decoder bug" in proc.stderr
+    assert "StageError: stage 'decode' failed" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: an unexpected failure")
+    assert "this is a bug in ditto-research" in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".bug*"))

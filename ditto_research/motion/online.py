@@ -5,71 +5,53 @@ restated over absolute frame indices so it can be fed any number of feature rows
 the same motion:
 
 - The feature buffer starts with ``O = overlap_v2`` rows: the offline features of ``O * 640`` samples of
-  silence (computed by the caller with chunksize (3, 5, 2), as the reference does whatever the run's chunksize).
-  Buffer row ``b`` is audio frame ``b - O``; conditions of a window starting at row ``k`` are built with frame
-  index ``k - O`` (negative for the first window, see :class:`~ditto_research.motion.conditions.ConditionBuilder`).
-- Windows start at rows 0, V, 2V, ... (``V = valid_clip_len = S - O``) and run once their ``S`` rows are in the
-  buffer. At the end of the audio the first window that does not fit is padded by repeating its last row; it is
-  the final window.
+  silence (computed by the caller with chunksize (3, 5, 2), as the reference does whatever the run's
+  chunksize). Buffer row ``b`` is audio frame ``b - O``; conditions of a window starting at row ``k`` are
+  built with frame index ``k - O`` (negative for the first window, see
+  :class:`~ditto_research.motion.conditions.ConditionBuilder`).
+- Windows start at rows 0, V, 2V, ... (``V = valid_clip_len = S - O``) and run once their ``S`` rows are in
+  the buffer. At the end of the audio the first window that does not fit is padded by repeating its last row;
+  it is the final window.
 - Windows are fused with the online fuse length ``F = min(O, V)`` and smoothed
   (:class:`~ditto_research.motion.audio2motion.MotionWindowState`, ``fuse_mode="online"``).
 - ``d0`` (the relative-motion reference of the stitcher) is frame 0 of the first window, clipped.
 - After a window the running motion has ``L`` rows; rows ``< L - F`` can no longer change and are emitted.
 
 Which frames come out (the one deliberate difference): the reference starts emitting at row ``S - F``. That is
-row ``O`` (audio frame 0) when ``O >= V`` (the online configuration), but row ``V`` when ``O < V``: it then drops
-audio frames ``0 .. V - O - 1`` and shifts the video against the audio. At the end it emits whole windows into
-the padding, a few frames more than the audio lasts. Here emission always starts at audio frame 0 and stops
-after frame ``N - 1``, with ``N = ceil(samples / 16000 * 25)`` as offline, so the online video has the offline
-frame count and stays in sync. The motion of every emitted frame is the reference's value for that row.
+row ``O`` (audio frame 0) when ``O >= V`` (the online configuration), but row ``V`` when ``O < V``: it then
+drops audio frames ``0 .. V - O - 1`` and shifts the video against the audio. At the end it emits whole
+windows into the padding, a few frames more than the audio lasts. Here emission always starts at audio frame 0
+and stops after frame ``N - 1``, with ``N = ceil(samples / 16000 * 25)`` as offline, so the online video has
+the offline frame count and stays in sync. The motion of every emitted frame is the reference's value for that
+row.
 
 Memory is bounded: the running motion keeps its last ``2 * S`` rows (as the reference) and the feature buffer
 only the rows of windows not yet run.
 
-The two stages at the end run this on :class:`~ditto_research.pipeline.runner.PipelineRunner`::
-
-    AudioPiece ─features─► FeatureRows ... AudioEnded ─motion─► DriveReference, FrameMotion ...
+The pipeline runs it in :class:`~ditto_research.pipeline.stages.OnlineMotionStage` (this module knows
+nothing of stages or threads).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from ditto_research.audio.features import OnlineFeatureStream
-from ditto_research.audio.io import num_video_frames
-from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.errors import ConfigError, InputError
 from ditto_research.motion.audio2motion import Audio2MotionSettings, MotionWindowState, WindowSampler
-from ditto_research.motion.format import MOTION_LAYOUT, MotionInfo, clip_motion
-from ditto_research.pipeline.runner import BaseStage
-from ditto_research.pipeline.stages import FrameMotion
+from ditto_research.motion.format import MOTION_LAYOUT, clip_motion
 
-__all__ = [
-    "AudioEnded",
-    "AudioPiece",
-    "ConditionFn",
-    "DriveReference",
-    "FeatureRows",
-    "FeatureStage",
-    "MotionCallback",
-    "OnlineMotionGenerator",
-    "OnlineMotionStage",
-    "REFERENCE_PREFIX_CHUNKSIZE",
-]
+__all__ = ["ConditionFn", "OnlineMotionGenerator", "REFERENCE_PREFIX_CHUNKSIZE"]
 
 
 ConditionFn = Callable[[np.ndarray, int], np.ndarray]
 """``condition(aud_feat (S, D), first_frame_index) -> (S, cond_dim)`` (a ConditionBuilder)."""
 
-MotionCallback = Callable[[int, np.ndarray], None]
-"""``on_motion(frame_index, motion (265,))``, called on the motion thread for every emitted frame."""
-
 REFERENCE_PREFIX_CHUNKSIZE = (3, 5, 2)
-"""The chunksize of the silent prefix features (the reference's ``wav2feat`` default, whatever the run uses)."""
+"""The chunksize of the silent prefix features (the reference's ``wav2feat`` default, whatever the run
+uses)."""
 
 
 class OnlineMotionGenerator:
@@ -83,7 +65,8 @@ class OnlineMotionGenerator:
         source_motion: (265,) source motion (first kp_cond).
         settings: windowing; ``fuse_mode`` must be "online".
         prefix_features: ``(O, D)`` features of ``O * 640`` samples of silence.
-        value_range: optional (2, 265) clip range applied to emitted frames and ``d0`` (``v_min_max_for_clip``).
+        value_range: optional (2, 265) clip range applied to emitted frames and ``d0``
+            (``v_min_max_for_clip``).
         device: device of the sampler inputs.
     """
 
@@ -102,8 +85,8 @@ class OnlineMotionGenerator:
         prefix = np.asarray(prefix_features, dtype=np.float32)
         if prefix.ndim != 2 or prefix.shape[0] != settings.overlap_v2:
             raise InputError(
-                f"prefix_features must be ({settings.overlap_v2}, D) silence features (one row per overlap_v2 "
-                f"frame), got shape {prefix.shape}"
+                f"prefix_features must be ({settings.overlap_v2}, D) silence features (one row per "
+                f"overlap_v2 frame), got shape {prefix.shape}"
             )
         self.settings = settings
         self.sample_window = sample_window
@@ -156,8 +139,9 @@ class OnlineMotionGenerator:
             self._run_window(self._feat_rows(self._next_window, self._num_rows - self._next_window))
         if end > self._motion_end():
             raise InputError(
-                f"{num_frames} frames were asked for but the features cover {self._motion_end() - self.lead_rows}; "
-                "num_frames must be the frame count of the audio that produced the features"
+                f"{num_frames} frames were asked for but the features cover "
+                f"{self._motion_end() - self.lead_rows}; num_frames must be the frame count of the audio "
+                "that produced the features"
             )
         return emitted + self._emit_until(end)
 
@@ -184,7 +168,6 @@ class OnlineMotionGenerator:
         self._drop_used_rows()
         return emitted
 
-
     def _motion_end(self) -> int:
         """Buffer row just past the running motion (0 before the first window)."""
         return self._motion_start + (0 if self.state.motion is None else self.state.motion.shape[0])
@@ -201,7 +184,9 @@ class OnlineMotionGenerator:
         cond = torch.as_tensor(np.asarray(self.condition(feats, self._next_window - self.lead_rows)))
         kp_cond = torch.from_numpy(self.state.kp_cond[None].copy())
         window = self.sample_window(kp_cond.to(self.device), cond[None].to(self.device))
-        window_np = window.detach().float().cpu().numpy() if isinstance(window, torch.Tensor) else np.asarray(window)
+        window_np = (
+            window.detach().float().cpu().numpy() if isinstance(window, torch.Tensor) else np.asarray(window)
+        )
         expected = (1, seq, MOTION_LAYOUT.motion_dim)
         if window_np.shape != expected:
             raise ConfigError(f"sample_window returned shape {window_np.shape}; expected {expected}")
@@ -228,80 +213,3 @@ class OnlineMotionGenerator:
         self._next_emit += rows.shape[0]
         clipped = clip_motion(rows.copy(), self.value_range)
         return list(clipped.astype(np.float32, copy=False))
-
-
-# ---- pipeline stages --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AudioPiece:
-    """Samples as pushed: (n,) float32 at 16 kHz."""
-
-    samples: np.ndarray
-
-
-@dataclass(frozen=True)
-class FeatureRows:
-    """(n, D) audio-feature rows of consecutive frames (one HuBERT chunk's ``current`` frames)."""
-
-    rows: np.ndarray
-
-
-@dataclass(frozen=True)
-class AudioEnded:
-    """The stream's audio is complete: ``num_samples`` in all; ``tail`` = (n, D) rows of the zero-padded
-    last chunks (they may cover frames past the audio, so they go to ``finish``, never to ``push``)."""
-
-    num_samples: int
-    tail: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class DriveReference:
-    """d0, the first generated frame: the stitcher drives relative to it (``{key: (1, width)}``)."""
-
-    x_d_info: dict[str, np.ndarray]
-
-
-class FeatureStage(BaseStage):
-    """Pushed samples -> HuBERT feature rows (the reference online chunks: lead-in zeros, 6480-sample windows)."""
-
-    name = "features"
-
-    def __init__(self, encoder: Callable[[np.ndarray], np.ndarray], chunksize: tuple[int, int, int]) -> None:
-        self.stream = OnlineFeatureStream(encoder, chunksize)
-        self.num_samples = 0
-
-    def process(self, item: AudioPiece) -> Iterator[FeatureRows]:
-        self.num_samples += item.samples.shape[0]
-        for rows in self.stream.push(item.samples):
-            yield FeatureRows(rows)
-
-    def flush(self) -> Iterator[AudioEnded]:
-        tail = self.stream.flush() if self.num_samples else []
-        yield AudioEnded(self.num_samples, np.concatenate(tail) if tail else None)
-
-
-class OnlineMotionStage(BaseStage):
-    """Feature rows -> per-frame generated motion, first sending d0 to the stitcher."""
-
-    name = "motion"
-
-    def __init__(self, generator: OnlineMotionGenerator, on_motion: MotionCallback | None = None) -> None:
-        self.generator = generator
-        self.on_motion = on_motion
-        self._sent_d0 = False
-
-    def process(self, item: FeatureRows | AudioEnded) -> Iterator[FrameMotion | DriveReference]:
-        first = self.generator.frames_emitted
-        if isinstance(item, AudioEnded):
-            rows = self.generator.finish(num_video_frames(item.num_samples, SAMPLE_RATE, FPS), item.tail)
-        else:
-            rows = self.generator.push(item.rows)
-        if not self._sent_d0 and self.generator.d0 is not None:
-            self._sent_d0 = True
-            yield DriveReference(MotionInfo.from_array(self.generator.d0).frame(0))
-        for offset, row in enumerate(rows):
-            if self.on_motion is not None:
-                self.on_motion(first + offset, row)
-            yield FrameMotion(first + offset, MotionInfo.from_array(row).frame(0))

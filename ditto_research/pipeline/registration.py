@@ -1,4 +1,5 @@
-"""Source registration: portrait image or video -> per-frame keypoint info, crop transform, eye state, appearance.
+"""Source registration: portrait image or video -> per-frame keypoint info, crop transform, eye state,
+appearance.
 
 Per source frame, as the reference ``Source2Info`` does::
 
@@ -41,13 +42,18 @@ NET_SIZE = 256
 
 def to_network_input(crop_rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """(512, 512, 3) uint8 crop -> (1, 3, 256, 256) float32 in [0, 1] (INTER_AREA, as the reference)."""
-    rgb = crop_rgb if crop_rgb.shape[0] == NET_SIZE else cv2.resize(crop_rgb, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA)
+    rgb = (
+        crop_rgb
+        if crop_rgb.shape[0] == NET_SIZE
+        else cv2.resize(crop_rgb, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA)
+    )
     return torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255.0)
 
 
 @torch.no_grad()
 def motion_info(motion_extractor: nn.Module, image: torch.Tensor) -> dict[str, np.ndarray]:
-    """Motion-extractor outputs as the reference's x_s_info dict: (1, 66) bins, t (1, 3), exp/kp (1, 63), scale (1, 1)."""
+    """Motion-extractor outputs as the reference's x_s_info dict: (1, 66) bins, t (1, 3), exp/kp (1, 63),
+    scale (1, 1)."""
     outputs = motion_extractor(image)
     info = {name: out.detach().float().cpu().numpy() for name, out in zip(MOTION_OUTPUT_NAMES, outputs)}
     info["exp"] = info["exp"].reshape(1, -1)
@@ -56,9 +62,12 @@ def motion_info(motion_extractor: nn.Module, image: torch.Tensor) -> dict[str, n
 
 
 def mean_filter(values: np.ndarray, kernel: int) -> np.ndarray:
-    """Centred moving average over axis 0, the window clipped at both ends (the reference ``_mean_filter``)."""
+    """Centred moving average over axis 0, the window clipped at both ends (the reference
+    ``_mean_filter``)."""
     n, half = values.shape[0], kernel // 2
-    cumsum = np.concatenate([np.zeros_like(values[:1], dtype=np.float64), np.cumsum(values, axis=0, dtype=np.float64)])
+    cumsum = np.concatenate(
+        [np.zeros_like(values[:1], dtype=np.float64), np.cumsum(values, axis=0, dtype=np.float64)]
+    )
     starts = np.maximum(np.arange(n) - half, 0)
     stops = np.minimum(np.arange(n) + half + 1, n)
     shape = (-1,) + (1,) * (values.ndim - 1)
@@ -79,7 +88,13 @@ class SourceFrame:
 class AppearanceCache:
     """f_s of source frame i, computed on demand and kept for the last ``capacity`` frames (thread-safe)."""
 
-    def __init__(self, appearance_extractor: nn.Module, crops: list[np.ndarray], capacity: int, device: torch.device | str) -> None:
+    def __init__(
+        self,
+        appearance_extractor: nn.Module,
+        crops: list[np.ndarray],
+        capacity: int,
+        device: torch.device | str,
+    ) -> None:
         self.net = appearance_extractor
         self.crops = crops
         self.capacity = max(1, capacity)
@@ -139,19 +154,35 @@ def register_source(
     frames: list[SourceFrame] = []
     previous: FaceLandmarks | None = None
     faces_seen = 1
-    for i in tqdm(range(media.num_frames), desc="register", disable=not progress or media.is_image, unit="frame"):
+    for i in tqdm(
+        range(media.num_frames), desc="register", disable=not progress or media.is_image, unit="frame"
+    ):
         rgb = media.frame(i, mirror=False)
         label = what if media.is_image else f"frame {i} of {what}"
         located = frontend.locate(rgb, previous, what=label)
         if i == 0:
             faces_seen = located.num_faces  # the front-end logs when it picks the largest of several
-        crop = crop_face(rgb, located, CROP_SIZE, face.crop_scale, face.crop_vx_ratio, face.crop_vy_ratio,
-                         face.crop_flag_do_rot)
+        crop = crop_face(
+            rgb,
+            located,
+            CROP_SIZE,
+            face.crop_scale,
+            face.crop_vx_ratio,
+            face.crop_vy_ratio,
+            face.crop_flag_do_rot,
+        )
         lmk478 = frontend.landmarks478(crop.img_crop, what=label)
         crop256 = cv2.resize(crop.img_crop, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA)
         info = motion_info(motion_extractor, to_network_input(crop256, device))
-        frames.append(SourceFrame(info, crop.M_c2o.astype(np.float32), eye_open(lmk478).reshape(1, 2),
-                                  eye_ball_move(lmk478).reshape(1, 6), crop256))
+        frames.append(
+            SourceFrame(
+                info,
+                crop.M_c2o.astype(np.float32),
+                eye_open(lmk478).reshape(1, 2),
+                eye_ball_move(lmk478).reshape(1, 6),
+                crop256,
+            )
+        )
         previous = located
     if len(frames) > 1 and face.smo_k_s > 1:
         for key in MOTION_OUTPUT_NAMES:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def required_checkpoint_parts(cfg: InferConfig) -> tuple[str, ...]:
     """Which parts of the checkpoint root this configuration reads."""
     parts: list[str] = []
-    if cfg.model.name == "ditto":
+    if cfg.model.name == "ditto" and cfg.backend.name == "pytorch":  # onnx / tensorrt report their own files
         parts.append("models")
     if cfg.audio_encoder_name == "hubert_onnx" and cfg.audio_encoder.path is None:
         parts.append("hubert")
@@ -28,7 +28,8 @@ def required_checkpoint_parts(cfg: InferConfig) -> tuple[str, ...]:
 
 
 def check_inputs(cfg: InferConfig) -> None:
-    """Fail before any model loads: missing inputs, an output that would overwrite an input or an existing file."""
+    """Fail before any model loads: missing inputs, an output that would overwrite an input or an existing
+    file."""
     for label, value in (("source", cfg.source), ("audio", cfg.audio)):
         if value is not None and not Path(value).is_file():
             raise InputError(f"{label} file {value} does not exist; pass {label}=PATH to an existing file")
@@ -41,12 +42,16 @@ def check_inputs(cfg: InferConfig) -> None:
     if out.exists() and not cfg.overwrite:
         raise ConfigError(f"output {cfg.output} already exists; pass overwrite=true or choose another path")
     if not out.parent.is_dir():
-        raise ConfigError(f"output folder {out.parent} does not exist; create it or choose another output path")
+        raise ConfigError(
+            f"output folder {out.parent} does not exist; create it or choose another output path"
+        )
     try:
         with tempfile.TemporaryFile(dir=out.parent):
             pass
     except OSError as e:
-        raise ConfigError(f"output folder {out.parent} is not writable ({e.strerror}); choose another output path") from e
+        raise ConfigError(
+            f"output folder {out.parent} is not writable ({e.strerror}); choose another output path"
+        ) from e
 
 
 def validate(cfg: DictConfig) -> InferConfig:
@@ -88,7 +93,8 @@ def run(cfg: DictConfig) -> Path:
 
 
 def _run_online(cfg: InferConfig, source: Path, audio: Path) -> Path:
-    """mode=online: stream the audio file through the online pipeline (at 1x speed with mode.realtime=true)."""
+    """mode=online: stream the audio file through the online pipeline (at 1x speed with
+    mode.realtime=true)."""
     from ditto_research.pipeline.online import StreamingSession
 
     session = StreamingSession(cfg)

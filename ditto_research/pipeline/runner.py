@@ -15,6 +15,8 @@ Semantics (pipecat-like, on bounded thread queues):
   :class:`StageError` carrying the stage name and the cause (a :class:`DittoError` cause is re-raised as is,
   so users see its message). Nothing is swallowed and no thread is left running.
 - Every queue ``put``/``get`` times out and re-checks the stop event, so no neighbour can deadlock a stage.
+- Whoever wants per-call timings registers an observer (``on_stage_call(stage, seconds)``, called on the
+  stage's thread); the runner itself keeps only bounded counters (:class:`StageStats`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ditto_research.errors import DittoError, StageError
@@ -73,12 +75,17 @@ class _Stopped(Exception):
     """Internal: the stop event was set while waiting on a queue."""
 
 
+class StageCallObserver(Protocol):
+    def on_stage_call(self, stage: str, seconds: float) -> None: ...
+
+
 @dataclass
 class StageStats:
-    """Wall time of every ``process`` call of one stage (seconds) and the number of items it emitted."""
+    """Counters of one stage: ``process`` calls, their total wall time (s), items emitted, setup time (s)."""
 
     name: str
-    process_s: list[float] = field(default_factory=list)
+    calls: int = 0
+    busy_s: float = 0.0
     emitted: int = 0
     setup_s: float = 0.0
 
@@ -90,9 +97,16 @@ class PipelineRunner:
         stages: stage objects, in order.
         queue_size: capacity of every queue between stages (memory bound of the pipeline).
         poll_s: how often a blocked thread re-checks the stop event.
+        observers: told the wall time of every ``process`` call (:class:`StageCallObserver`).
     """
 
-    def __init__(self, stages: Sequence[Stage], queue_size: int = 4, poll_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        queue_size: int = 4,
+        poll_s: float = 0.05,
+        observers: Sequence[StageCallObserver] = (),
+    ) -> None:
         if not stages:
             raise ValueError("PipelineRunner needs at least one stage")
         names = [s.name for s in stages]
@@ -102,6 +116,7 @@ class PipelineRunner:
         self.queue_size = queue_size
         self.poll_s = poll_s
         self.stats = {s.name: StageStats(s.name) for s in stages}
+        self.observers = list(observers)
         self._stop = threading.Event()
         self._error: tuple[str, BaseException] | None = None
         self._error_lock = threading.Lock()
@@ -112,6 +127,11 @@ class PipelineRunner:
     def cancel(self) -> None:
         """Stop every stage as soon as possible (items in flight are dropped)."""
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once the run was cancelled, failed or ended (a live source uses it to stop waiting)."""
+        return self._stop.is_set()
 
     def run(self, source: Iterable[Any], sink: Callable[[Any], None] | None = None) -> None:
         """Run to the end, handing every output to ``sink`` (in the caller's thread)."""
@@ -130,7 +150,10 @@ class PipelineRunner:
         for i, stage in enumerate(self.stages):
             self._threads.append(
                 threading.Thread(
-                    target=self._work, args=(stage, queues[i], queues[i + 1]), name=f"stage-{stage.name}", daemon=True
+                    target=self._work,
+                    args=(stage, queues[i], queues[i + 1]),
+                    name=f"stage-{stage.name}",
+                    daemon=True,
                 )
             )
         for t in self._threads:
@@ -212,7 +235,11 @@ class PipelineRunner:
                     return
                 t0 = time.perf_counter()
                 results = list(stage.process(item))
-                stats.process_s.append(time.perf_counter() - t0)
+                seconds = time.perf_counter() - t0
+                stats.calls += 1
+                stats.busy_s += seconds
+                for observer in self.observers:
+                    observer.on_stage_call(stage.name, seconds)
                 for result in results:
                     self._put(out, result)
                     stats.emitted += 1

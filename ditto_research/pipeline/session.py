@@ -5,7 +5,8 @@
     result = session.generate("face.png", "speech.wav", "out.mp4")
     print(result.summary())
 
-Stages (one thread each, bounded queues, see :mod:`ditto_research.pipeline.runner`)::
+Stages (one thread each, bounded queues, see :mod:`ditto_research.pipeline.runner`; assembled by the
+:class:`~ditto_research.pipeline.engine.Engine`)::
 
     audio ─► motion (HuBERT windows, conditions, LMDM windows, fuse, smooth) ─► stitch ─► warp ─► decode
           ─► paste back ─► writer (main thread: H.264 + AAC, temporary file renamed at the end)
@@ -13,47 +14,29 @@ Stages (one thread each, bounded queues, see :mod:`ditto_research.pipeline.runne
 
 from __future__ import annotations
 
-import logging
-import math
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
-from tqdm import tqdm
 
-from ditto_research.audio.encoders import make_encoder
-from ditto_research.audio.features import offline_features
-from ditto_research.audio.io import load_audio
-from ditto_research.checkpoints import HUBERT_FILE, CheckpointRoot
-from ditto_research.config import InferConfig, compose, to_config
+from ditto_research.audio.io import load_audio, num_video_frames
+from ditto_research.config import InferConfig, compose
 from ditto_research.constants import FPS, SAMPLE_RATE
-from ditto_research.errors import ConfigError, InputError
-from ditto_research.face.frontend import make_frontend
-from ditto_research.motion.audio2motion import Audio2MotionSettings, generate_motion_offline
-from ditto_research.motion.conditions import ConditionBuilder, ConditionFlags
-from ditto_research.motion.format import MotionInfo, clip_motion, source_motion_vector
-from ditto_research.pipeline.controls import build_frame_controls, build_stitcher
-from ditto_research.pipeline.networks import Networks, build_networks, build_window_sampler
-from ditto_research.pipeline.registration import RegisteredSource, register_source
-from ditto_research.pipeline.runner import BaseStage, PipelineRunner
-from ditto_research.pipeline.stages import (
-    DecodeStage,
-    FrameImage,
-    FrameMotion,
-    PasteStage,
-    StitchStage,
-    WarpStage,
-)
-from ditto_research.render.source_io import load_source
-from ditto_research.render.writer import VideoWriter
-
-log = logging.getLogger(__name__)
+from ditto_research.errors import ConfigError
+from ditto_research.motion.audio2motion import Audio2MotionSettings
+from ditto_research.motion.conditions import ConditionBuilder
+from ditto_research.pipeline.engine import Engine
+from ditto_research.pipeline.networks import Networks
+from ditto_research.pipeline.observers import PipelineObserver, StageTimer
+from ditto_research.pipeline.output import write_frames
+from ditto_research.pipeline.registration import RegisteredSource
+from ditto_research.pipeline.runner import PipelineRunner
+from ditto_research.pipeline.stages import FrameImage
 
 
 @dataclass
@@ -82,180 +65,119 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-class MotionStage(BaseStage):
-    """Whole-clip audio -> per-frame generated motion (offline: every window is known up front)."""
-
-    name = "motion"
-
-    def __init__(self, session: TalkingHeadSession, source: RegisteredSource) -> None:
-        self.session, self.source = session, source
-
-    def process(self, audio: np.ndarray) -> Iterator[FrameMotion]:
-        motion = self.session.generate_motion(audio, self.source)
-        info = MotionInfo.from_array(motion)
-        for i in range(len(info)):
-            yield FrameMotion(i, info.frame(i))
-
-
 class TalkingHeadSession:
-    """Networks, speech encoder and face front-end for one configuration; generate as many videos as you like."""
+    """Offline generation on an :class:`~ditto_research.pipeline.engine.Engine`: as many videos as you like.
 
-    def __init__(self, cfg: InferConfig | DictConfig) -> None:
-        self.cfg: InferConfig = cfg if isinstance(cfg, InferConfig) else to_config(cfg)
-        if self.cfg.mode.name != "offline":
-            raise ConfigError("TalkingHeadSession runs mode=offline; use the streaming API for mode=online")
-        if self.cfg.backend.device == "cuda" and self.cfg.backend.name == "pytorch" and not torch.cuda.is_available():
-            raise ConfigError("backend.device=cuda but no CUDA device is available; use backend.device=cpu")
-        self.device = torch.device(self.cfg.backend.device)
-        self.root = CheckpointRoot(Path(self.cfg.model.checkpoint_root))
-        self._networks: Networks | None = None
-        self._encoder = None
-        self._frontend = None
+    Args:
+        cfg: a composed config with ``mode=offline``, or an engine to share (any mode: the engine does not
+            depend on it; e.g. the streaming session's).
+    """
+
+    def __init__(self, cfg: InferConfig | DictConfig | Engine) -> None:
+        if not isinstance(cfg, Engine):
+            engine = Engine(cfg)
+            if engine.cfg.mode.name != "offline":
+                raise ConfigError(
+                    "TalkingHeadSession runs mode=offline; use the streaming API for mode=online"
+                )
+            cfg = engine
+        self.engine = cfg
+        self.cfg: InferConfig = cfg.cfg
 
     @classmethod
     def from_overrides(cls, overrides: list[str] | None = None) -> TalkingHeadSession:
         """Compose ``conf/infer.yaml`` with command-line style overrides (e.g. ``["model=tiny"]``)."""
         return cls(compose("infer", overrides))
 
-    # ------------------------------------------------------------------------------------------ components
+    # ---- the engine's components (kept as attributes of the session for the documented API) -------------
+
+    @property
+    def device(self):
+        return self.engine.device
 
     @property
     def networks(self) -> Networks:
-        if self._networks is None:
-            self._networks = build_networks(self.cfg.model, self.cfg.motion, self.device, self.cfg.backend)
-        return self._networks
+        return self.engine.networks
 
     @property
     def encoder(self):
-        if self._encoder is None:
-            enc, name = self.cfg.audio_encoder, self.cfg.audio_encoder_name
-            path = enc.path
-            if name == "hubert_onnx" and path is None:
-                path = str(self.root.aux_path(HUBERT_FILE))
-            self._encoder = make_encoder(name, path, enc.seed, self.cfg.backend.device)
-        return self._encoder
+        return self.engine.encoder
 
     @property
     def frontend(self):
-        if self._frontend is None:
-            self._frontend = make_frontend(self.cfg.face.name, self.root.aux_dir, self.cfg.face.min_face_size)
-        return self._frontend
+        return self.engine.frontend
 
     def close(self) -> None:
-        if self._frontend is not None:
-            self._frontend.close()
-            self._frontend = None
-
-    # ----------------------------------------------------------------------------------------------- steps
+        self.engine.close()
 
     def register(self, source_path: str | Path) -> RegisteredSource:
         """Load and register a portrait image or video (see :mod:`ditto_research.pipeline.registration`)."""
-        face = self.cfg.face
-        media = load_source(source_path, max_size=face.max_size, n_frames=face.template_n_frames)
-        nets = self.networks
-        try:
-            return register_source(media, self.frontend, nets.motion_extractor, nets.appearance_extractor, face,
-                                   self.device, what=Path(source_path).name, progress=self.cfg.progress)
-        except BaseException:
-            media.close()
-            raise
+        return self.engine.register(source_path)
 
     def generate_motion(self, audio: np.ndarray, source: RegisteredSource) -> np.ndarray:
-        """(N, 265) motion for 16 kHz mono ``audio`` (N = ceil(seconds * 25)), as the reference computes it."""
-        cfg = self.cfg
-        num_frames = math.ceil(len(audio) / SAMPLE_RATE * FPS)
-        feats = offline_features(audio, self.encoder, tuple(cfg.mode.chunksize))[:num_frames]
-        conds = self.condition_builder(source)(feats, 0)
-        sampler = build_window_sampler(self.networks.lmdm, cfg.sampler, cfg.control.seed, self.device)
-        source_motion = source_motion_vector(source.frames[0].x_s_info)
-        motion = generate_motion_offline(torch.from_numpy(conds), sampler, source_motion, self.motion_settings(),
-                                         self.device)
-        return clip_motion(motion, self.motion_value_range())
+        """(N, 265) motion for 16 kHz mono ``audio`` (N = ceil(seconds * 25)), as the reference computes
+        it."""
+        return self.engine.generate_motion(audio, source)
 
     def condition_builder(self, source: RegisteredSource) -> ConditionBuilder:
-        """The LMDM condition builder for ``source``: the config's condition flags, emotion and eye settings."""
-        motion, control = self.cfg.motion, self.cfg.control
-        builder = ConditionBuilder(ConditionFlags(motion.use_emo, motion.use_sc, motion.use_eye_open, motion.use_eye_ball))
-        builder.setup(
-            sc=source.sc,
-            eye_open=np.concatenate([f.eye_open for f in source.frames]),
-            eye_ball=np.concatenate([f.eye_ball for f in source.frames]),
-            emotion=load_emotion(control.emo),
-            eye_f0_mode=control.eye_f0_mode,
-        )
-        return builder
+        return self.engine.condition_builder(source)
 
     def motion_settings(self, fuse_mode: Literal["offline", "online"] = "offline") -> Audio2MotionSettings:
-        """LMDM windowing, fusing and smoothing from ``cfg.motion`` (``fuse_mode="online"`` for streams)."""
-        motion = self.cfg.motion
-        return Audio2MotionSettings(
-            seq_frames=motion.seq_frames,
-            overlap_v2=motion.overlap_v2,
-            fix_kp_cond=motion.fix_kp_cond,
-            fix_kp_cond_dim=tuple(motion.fix_kp_cond_dim) if motion.fix_kp_cond_dim else None,
-            smo_k_d=motion.smo_k_d,
-            fuse_mode=fuse_mode,
-        )
+        return self.engine.motion_settings(fuse_mode)
 
     def motion_value_range(self) -> np.ndarray | None:
-        """(2, 265) clip range of generated motion (``motion.v_min_max_for_clip``), or None."""
-        path = self.cfg.motion.v_min_max_for_clip
-        return np.load(path) if path else None
+        return self.engine.motion_value_range()
 
-    def frames(self, source: RegisteredSource, audio: np.ndarray, stats: dict | None = None) -> Iterator[FrameImage]:
-        """Rendered output frames in order, streamed through the threaded stages."""
-        num_frames = math.ceil(len(audio) / SAMPLE_RATE * FPS)
-        nets = self.networks
-        stitcher = build_stitcher(self.cfg.control, nets.stitch_network, source, num_frames)
-        controls = build_frame_controls(self.cfg.control, num_frames)
-        threads = self.cfg.backend.num_threads
-        stages = [
-            MotionStage(self, source),
-            StitchStage(stitcher, source, controls, self.device),
-            WarpStage(nets.warp_network, source, threads),
-            DecodeStage(nets.decoder, threads),
-            PasteStage(source),
-        ]
-        runner = PipelineRunner(stages, queue_size=4)
-        if stats is not None:
-            stats["runner"] = runner
+    # ---- generation ------------------------------------------------------------------------------------
+
+    def frames(
+        self, source: RegisteredSource, audio: np.ndarray, observers: Sequence[PipelineObserver] = ()
+    ) -> Iterator[FrameImage]:
+        """Rendered output frames in order, streamed through the threaded stages.
+
+        ``observers`` see every generated motion row (``on_motion``) and every stage call (``on_stage_call``).
+        Leaving the loop early cancels the run.
+        """
+        num_frames = num_video_frames(len(audio), SAMPLE_RATE, FPS)
+        stages = self.engine.offline_stages(source, num_frames, observers)
+        runner = PipelineRunner(stages, queue_size=4, observers=observers)
         yield from runner.iterate([audio])
 
-    def generate(self, source_path: str | Path, audio_path: str | Path, output: str | Path,
-                 overwrite: bool | None = None) -> RunResult:
-        """Write the talking-head MP4 of ``source_path`` speaking ``audio_path`` to ``output``."""
+    def generate(
+        self,
+        source_path: str | Path,
+        audio_path: str | Path,
+        output: str | Path | None,
+        overwrite: bool | None = None,
+        observers: Sequence[PipelineObserver] = (),
+    ) -> RunResult:
+        """Write the talking-head MP4 of ``source_path`` speaking ``audio_path`` to ``output`` (None: render
+        without writing, e.g. to watch the frames through ``observers``)."""
         t0 = time.perf_counter()
         load_s = self.networks.load_s
         audio = load_audio(audio_path, SAMPLE_RATE)
         t_reg = time.perf_counter()
         source = self.register(source_path)
         register_s = time.perf_counter() - t_reg
-        num_frames = math.ceil(len(audio) / SAMPLE_RATE * FPS)
-        writer = VideoWriter(output, fps=FPS, overwrite=self.cfg.overwrite if overwrite is None else overwrite)
-        stats: dict = {}
+        num_frames = num_video_frames(len(audio), SAMPLE_RATE, FPS)
+        timer = StageTimer()
         try:
-            with tqdm(total=num_frames, desc="render", unit="frame", disable=not self.cfg.progress) as bar:
-                for item in self.frames(source, audio, stats):
-                    writer.write(item.image)
-                    bar.update()
-            path = writer.close(audio_path)
-        except BaseException:
-            writer.abort()
-            raise
+            path, _ = write_frames(
+                self.frames(source, audio, [timer, *observers]),
+                output,
+                audio_path,
+                num_frames=num_frames,
+                overwrite=self.cfg.overwrite if overwrite is None else overwrite,
+                progress=self.cfg.progress,
+            )
         finally:
             source.media.close()
-        runner = stats["runner"]
-        per_stage = {
-            name: 1000.0 * float(np.sum(s.process_s)) / max(num_frames, 1) for name, s in runner.stats.items()
-        }
-        return RunResult(path, num_frames, time.perf_counter() - t0, load_s, register_s, per_stage, peak_rss_mb())
-
-
-def load_emotion(emo: object) -> object:
-    """The control.emo value: an int / list as is, or a path to an (N, 8) .npy array."""
-    if isinstance(emo, str) and emo.endswith(".npy"):
-        path = Path(emo)
-        if not path.is_file():
-            raise InputError(f"control.emo file {emo} does not exist; give an int 0..7, a list, or an (N, 8) .npy")
-        return np.load(path)
-    return emo
+        return RunResult(
+            path,
+            num_frames,
+            time.perf_counter() - t0,
+            load_s,
+            register_s,
+            timer.ms_per_frame(num_frames),
+            peak_rss_mb(),
+        )

@@ -1,27 +1,66 @@
-"""The per-frame render stages and the items that flow between them.
+"""Every pipeline stage and the items that flow between them (the engine assembles them per mode).
 
-    FrameMotion ─stitch─► FrameKeypoints ─warp─► FrameFeature ─decode─► FrameRender ─paste─► FrameImage
+    offline:  audio ─motion─► FrameMotion ...
+    online:   AudioPiece ─features─► FeatureRows ... AudioEnded ─motion─► DriveReference, FrameMotion ...
+    both:     FrameMotion ─stitch─► FrameKeypoints ─warp─► FrameFeature ─decode─► FrameRender
+                ─paste─► FrameImage
 
 Each stage is a plain object (setup / process / flush / close) run by
-:class:`~ditto_research.pipeline.runner.PipelineRunner`; items are small frozen dataclasses carrying the output
-frame index, its timestamp and the source frame it is rendered from.
+:class:`~ditto_research.pipeline.runner.PipelineRunner`; items are small frozen dataclasses carrying the
+output frame index, its timestamp and the source frame it is rendered from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from ditto_research.constants import FPS
+from ditto_research.audio.features import OnlineFeatureStream
+from ditto_research.audio.io import num_video_frames
+from ditto_research.constants import FPS, SAMPLE_RATE
+from ditto_research.motion.format import MotionInfo
+from ditto_research.motion.online import OnlineMotionGenerator
 from ditto_research.motion.stitch import FrameControls, MotionStitcher
+from ditto_research.pipeline.observers import PipelineObserver, notify_motion
 from ditto_research.pipeline.registration import RegisteredSource
 from ditto_research.pipeline.runner import BaseStage
 from ditto_research.render.putback import PasteBack
 
+# ---- items ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AudioPiece:
+    """Samples as pushed: (n,) float32 at 16 kHz."""
+
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """(n, D) audio-feature rows of consecutive frames (one HuBERT chunk's ``current`` frames)."""
+
+    rows: np.ndarray
+
+
+@dataclass(frozen=True)
+class AudioEnded:
+    """The stream's audio is complete: ``num_samples`` in all; ``tail`` = (n, D) rows of the zero-padded
+    last chunks (they may cover frames past the audio, so they go to ``finish``, never to ``push``)."""
+
+    num_samples: int
+    tail: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class DriveReference:
+    """d0, the first generated frame: the stitcher drives relative to it (``{key: (1, width)}``)."""
+
+    x_d_info: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -87,21 +126,105 @@ class _TorchStage(BaseStage):
             torch.set_num_threads(self.num_threads)
 
 
+# ---- motion -----------------------------------------------------------------------------------------------
+
+
+class MotionStage(BaseStage):
+    """Offline: the whole clip's audio -> per-frame generated motion (every window is known up front)."""
+
+    name = "motion"
+
+    def __init__(
+        self, generate: Callable[[np.ndarray], np.ndarray], observers: Sequence[PipelineObserver] = ()
+    ) -> None:
+        self.generate, self.observers = generate, observers
+
+    def process(self, audio: np.ndarray) -> Iterator[FrameMotion]:
+        motion = self.generate(audio)
+        info = MotionInfo.from_array(motion)
+        for i in range(len(info)):
+            notify_motion(self.observers, i, motion[i])
+            yield FrameMotion(i, info.frame(i))
+
+
+class FeatureStage(BaseStage):
+    """Online: pushed samples -> HuBERT feature rows (the reference chunks: lead-in zeros, 6480-sample
+    windows)."""
+
+    name = "features"
+
+    def __init__(self, encoder: Callable[[np.ndarray], np.ndarray], chunksize: tuple[int, int, int]) -> None:
+        self.stream = OnlineFeatureStream(encoder, chunksize)
+        self.num_samples = 0
+
+    def process(self, item: AudioPiece) -> Iterator[FeatureRows]:
+        self.num_samples += item.samples.shape[0]
+        for rows in self.stream.push(item.samples):
+            yield FeatureRows(rows)
+
+    def flush(self) -> Iterator[AudioEnded]:
+        tail = self.stream.flush() if self.num_samples else []
+        yield AudioEnded(self.num_samples, np.concatenate(tail) if tail else None)
+
+
+class OnlineMotionStage(BaseStage):
+    """Online: feature rows -> per-frame generated motion, first sending d0 to the stitcher."""
+
+    name = "motion"
+
+    def __init__(self, generator: OnlineMotionGenerator, observers: Sequence[PipelineObserver] = ()) -> None:
+        self.generator, self.observers = generator, observers
+        self._sent_d0 = False
+
+    def process(self, item: FeatureRows | AudioEnded) -> Iterator[FrameMotion | DriveReference]:
+        first = self.generator.frames_emitted
+        if isinstance(item, AudioEnded):
+            rows = self.generator.finish(num_video_frames(item.num_samples, SAMPLE_RATE, FPS), item.tail)
+        else:
+            rows = self.generator.push(item.rows)
+        if not self._sent_d0 and self.generator.d0 is not None:
+            self._sent_d0 = True
+            yield DriveReference(MotionInfo.from_array(self.generator.d0).frame(0))
+        for offset, row in enumerate(rows):
+            notify_motion(self.observers, first + offset, row)
+            yield FrameMotion(first + offset, MotionInfo.from_array(row).frame(0))
+
+
+# ---- render -----------------------------------------------------------------------------------------------
+
+
 class StitchStage(_TorchStage):
-    """Generated motion + source keypoint info + controls -> the warp's (x_s, x_d)."""
+    """Generated motion + source keypoint info + controls -> the warp's (x_s, x_d).
+
+    A :class:`DriveReference` (online streams) sets the stitcher's d0 (the reference sets
+    ``motion_stitch.d0``); offline the stitcher takes d0 from the first frame itself.
+    """
 
     name = "stitch"
 
-    def __init__(self, stitcher: MotionStitcher, source: RegisteredSource,
-                 controls: Mapping[int, FrameControls], device: torch.device | str = "cpu", num_threads: int = 0) -> None:
+    def __init__(
+        self,
+        stitcher: MotionStitcher,
+        source: RegisteredSource,
+        controls: Mapping[int, FrameControls],
+        device: torch.device | str = "cpu",
+        num_threads: int = 0,
+    ) -> None:
         super().__init__(num_threads)
         self.stitcher, self.source, self.controls, self.device = stitcher, source, controls, device
 
-    def process(self, item: FrameMotion) -> Iterator[FrameKeypoints]:
+    def process(self, item: FrameMotion | DriveReference) -> Iterator[FrameKeypoints]:
+        if isinstance(item, DriveReference):
+            self.stitcher.set_d0(item.x_d_info)
+            return
         src = source_index(item.index, len(self.source))
         with torch.no_grad():
-            x_s, x_d = self.stitcher(self.source.frames[src].x_s_info, item.x_d_info, self.controls.get(item.index))
-        yield FrameKeypoints(item.index, src, torch.from_numpy(x_s).to(self.device), torch.from_numpy(x_d).to(self.device))
+            x_s, x_d = self.stitcher(
+                self.source.frames[src].x_s_info, item.x_d_info, self.controls.get(item.index)
+            )
+        yield FrameKeypoints(
+            item.index, src, torch.from_numpy(x_s).to(self.device), torch.from_numpy(x_d).to(self.device)
+        )
 
 
 class WarpStage(_TorchStage):
@@ -145,4 +268,6 @@ class PasteStage(BaseStage):
 
     def process(self, item: FrameRender) -> Iterable[FrameImage]:
         frame = self.source.media.frame(item.source_index)
-        yield FrameImage(item.index, self.paste(frame, item.image, self.source.frames[item.source_index].M_c2o))
+        yield FrameImage(
+            item.index, self.paste(frame, item.image, self.source.frames[item.source_index].M_c2o)
+        )

@@ -22,8 +22,14 @@ BASE = ["model=tiny", "audio_encoder=untrained", "face=mediapipe", "sampler.step
 @pytest.fixture(scope="module")
 def onnx_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx")
-    proc = subprocess.run([sys.executable, "-m", "ditto_research.export.onnx", "model=tiny", f"output_dir={out}"],
-                          check=False, cwd=out, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ditto_research.export.onnx", "model=tiny", f"output_dir={out}"],
+        check=False,
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from skimage import data
 
+from ditto_research.audio.io import write_wav
 from ditto_research.errors import ConfigError, InputError, StageError
 from ditto_research.examples import synthetic_speech
 from ditto_research.pipeline import TalkingHeadSession
 from ditto_research.pipeline.run import check_inputs
-from ditto_research.audio.io import write_wav
 from ditto_research.render.writer import VideoWriter, probe_video
 
 OVERRIDES = ["model=tiny", "audio_encoder=untrained", "face=mediapipe", "sampler.steps=2", "progress=false"]
@@ -42,7 +42,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
         "face": write_rgb(d / "face.png", face),
         "odd": write_rgb(d / "odd.png", cv2.resize(face, (301, 257))),
         "camera": write_rgb(d / "camera.png", np.repeat(data.camera()[..., None], 3, axis=2)),
-        "tiny_face": write_rgb(d / "tiny.png", np.pad(cv2.resize(face, (128, 128)), ((100, 100), (100, 100), (0, 0)))),
+        "tiny_face": write_rgb(
+            d / "tiny.png", np.pad(cv2.resize(face, (128, 128)), ((100, 100), (100, 100), (0, 0)))
+        ),
         "speech": write_wav(d / "speech.wav", synthetic_speech(0.9)),
         "silence": write_wav(d / "silence.wav", np.zeros(12000, np.float32)),
         "empty": write_wav(d / "empty.wav", np.zeros(0, np.float32)),
@@ -112,7 +114,7 @@ def test_several_faces_use_the_largest(session, tmp_path, caplog):
     small = cv2.resize(head, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
     canvas = np.zeros((head.shape[0], small.shape[1] + head.shape[1], 3), dtype=np.uint8)
     canvas[: small.shape[0], : small.shape[1]] = small
-    canvas[:, small.shape[1]:] = head
+    canvas[:, small.shape[1] :] = head
     path = write_rgb(tmp_path / "two.png", canvas)
     with caplog.at_level(logging.WARNING):
         source = session.register(path)
@@ -141,13 +143,10 @@ def test_video_source_keeps_appearance_bounded(session, media, tmp_path):
 def test_stage_failure_stops_cleanly_with_the_stage_name(media, tmp_path):
     s = TalkingHeadSession.from_overrides(OVERRIDES)
 
-    class Broken(type(s.networks.decoder)):
-        pass
-
     def explode(*args, **kwargs):
         raise RuntimeError("decoder blew up")
 
-    s.networks.decoder.forward = explode
+    s.networks.decoder.module.forward = explode
     out = tmp_path / "fail.mp4"
     with pytest.raises(StageError) as info:
         s.generate(media["face"], media["speech"], out)
@@ -160,8 +159,9 @@ def test_stage_failure_stops_cleanly_with_the_stage_name(media, tmp_path):
 def test_per_frame_controls_file_and_unknown_control(media, tmp_path):
     ctrl = tmp_path / "ctrl.yaml"
     ctrl.write_text("0: {delta_yaw: 10}\n5: {delta_pitch: -5, vad_alpha: 0.5}\n")
-    s = TalkingHeadSession.from_overrides(OVERRIDES + [f"control.ctrl_info_file={ctrl}", "control.fade_in=3",
-                                                       "control.fade_type=s"])
+    s = TalkingHeadSession.from_overrides(
+        OVERRIDES + [f"control.ctrl_info_file={ctrl}", "control.fade_in=3", "control.fade_type=s"]
+    )
     out = tmp_path / "ctrl.mp4"
     assert s.generate(media["face"], media["speech"], out).frames == 23
     ctrl.write_text("0: {delta_yaww: 10}\n")
@@ -194,9 +194,21 @@ def test_full_size_untrained_cli_end_to_end(media, tmp_path):
     audio = write_wav(tmp_path / "short.wav", synthetic_speech(0.2))
     out = tmp_path / "full.mp4"
     proc = subprocess.run(
-        [sys.executable, "-m", "ditto_research.infer", "model=untrained", f"source={media['face']}",
-         f"audio={audio}", f"output={out}", "face=mediapipe", "progress=false"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "ditto_research.infer",
+            "model=untrained",
+            f"source={media['face']}",
+            f"audio={audio}",
+            f"output={out}",
+            "face=mediapipe",
+            "progress=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     frames, fps, width, height, audio_s = probe_video(out)

@@ -1,8 +1,9 @@
-"""Online (streaming) mode: reference window semantics, chunk-size invariance, frame counts, bad input, failures.
+"""Online (streaming) mode: reference window semantics, chunk-size invariance, frame counts, bad input,
+failures.
 
 The reference semantics are checked against ``_reference_worker``, a restatement of the index logic of the
-original ``stream_pipeline_online._audio2motion_worker`` (item buffer, prefix rows, local/global indices, first
-window, emission window, trimming) driving a stub sampler.
+original ``stream_pipeline_online._audio2motion_worker`` (item buffer, prefix rows, local/global indices,
+first window, emission window, trimming) driving a stub sampler.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from ditto_research.examples import example_source, synthetic_speech
 from ditto_research.motion.audio2motion import Audio2MotionSettings, MotionWindowState
 from ditto_research.motion.format import clip_motion
 from ditto_research.motion.online import REFERENCE_PREFIX_CHUNKSIZE, OnlineMotionGenerator
-from ditto_research.pipeline.online import LatencyTracker, StreamingSession, as_mono_16k
+from ditto_research.pipeline.engine import Engine
+from ditto_research.pipeline.observers import PipelineObserver
+from ditto_research.pipeline.online import StreamingSession
 from ditto_research.pipeline.stages import FrameImage
+from ditto_research.pipeline.streaming import LatencyTracker, as_mono_16k
 from ditto_research.render.writer import probe_video
 
 OVERRIDES = ["model=tiny", "audio_encoder=untrained", "face=mediapipe", "sampler.steps=2", "progress=false"]
 D_FEAT, D_MOTION = 6, 265
 
 
-# ---- the reference index logic, with a stub sampler ------------------------------------------------------------
+#  the reference index logic, with a stub sampler ------------------------------------------------------------
 
 
 class StubSampler:
@@ -52,7 +56,8 @@ def stub_condition(feats: np.ndarray, idx: int) -> np.ndarray:
 
 
 def _reference_worker(items, prefix, settings, value_range=None):
-    """Emitted (buffer row, motion row) pairs, d0 and the first window's motion, as the reference computes them."""
+    """Emitted (buffer row, motion row) pairs, d0 and the first window's motion, as the reference computes
+    them."""
     seq, valid = settings.seq_frames, settings.valid_clip_len
     sample = StubSampler(seq, D_FEAT + 1)
     state = MotionWindowState(np.linspace(-1, 1, D_MOTION, dtype=np.float32), settings)
@@ -103,8 +108,14 @@ def _reference_worker(items, prefix, settings, value_range=None):
 
 
 def _ours(groups, prefix, settings, num_frames, value_range=None, tail=None):
-    gen = OnlineMotionGenerator(StubSampler(settings.seq_frames, D_FEAT + 1), stub_condition,
-                                np.linspace(-1, 1, D_MOTION, dtype=np.float32), settings, prefix, value_range)
+    gen = OnlineMotionGenerator(
+        StubSampler(settings.seq_frames, D_FEAT + 1),
+        stub_condition,
+        np.linspace(-1, 1, D_MOTION, dtype=np.float32),
+        settings,
+        prefix,
+        value_range,
+    )
     rows = [row for group in groups for row in gen.push(group)]
     return np.array(rows + gen.finish(num_frames, tail)), gen.d0
 
@@ -121,7 +132,9 @@ def test_generator_follows_the_reference_online_worker(seq, overlap, num_frames)
     feats = rng.standard_normal((5 * math.ceil((num_frames + 3) / 5), D_FEAT)).astype(np.float32)
     prefix = rng.standard_normal((overlap, D_FEAT)).astype(np.float32)
     value_range = np.stack([np.full(D_MOTION, -1.2, np.float32), np.full(D_MOTION, 1.3, np.float32)])
-    ref, ref_d0, ref_first = _reference_worker(_split(feats, [5] * (len(feats) // 5)), prefix, settings, value_range)
+    ref, ref_d0, ref_first = _reference_worker(
+        _split(feats, [5] * (len(feats) // 5)), prefix, settings, value_range
+    )
 
     # Rows of frames whose audio has arrived go to push() in random groups; the padded tail goes to finish().
     arrived = num_frames - rng.randint(0, min(num_frames, 3) + 1)
@@ -153,8 +166,9 @@ def test_generator_is_invariant_to_row_grouping_and_bounded():
     whole, _ = _ours([feats[:397]], prefix, settings, 397, tail=feats[397:])
     ones, _ = _ours(list(feats[:397, None]), prefix, settings, 397, tail=feats[397:])
     np.testing.assert_array_equal(whole, ones)
-    gen = OnlineMotionGenerator(StubSampler(20, D_FEAT + 1), stub_condition, np.zeros(D_MOTION, np.float32),
-                                settings, prefix)
+    gen = OnlineMotionGenerator(
+        StubSampler(20, D_FEAT + 1), stub_condition, np.zeros(D_MOTION, np.float32), settings, prefix
+    )
     for row in feats:
         gen.push(row[None])
         assert gen.state.motion is None or gen.state.motion.shape[0] <= 2 * 20 + settings.valid_clip_len
@@ -164,7 +178,7 @@ def test_generator_is_invariant_to_row_grouping_and_bounded():
         gen.push(feats[:1])
 
 
-# ---- the streaming session ----------------------------------------------------------------------------------
+# --- the streaming session ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +190,21 @@ def session() -> StreamingSession:
 
 @pytest.fixture(scope="module")
 def source(session):
-    return session.components.register(example_source())
+    return session.engine.register(example_source())
+
+
+class KeepMotion(PipelineObserver):
+    def __init__(self) -> None:
+        self.rows: dict[int, np.ndarray] = {}
+
+    def on_motion(self, index, motion):
+        self.rows[index] = motion
 
 
 def stream_motion(session: StreamingSession, source, audio: np.ndarray, sizes) -> np.ndarray:
-    motion: dict[int, np.ndarray] = {}
-    session.start(source, on_motion=lambda i, row: motion.__setitem__(i, row))
+    keep = KeepMotion()
+    motion = keep.rows
+    session.start(source, observers=[keep])
     first = 0
     for size in sizes:
         session.push(audio[first : first + size])
@@ -200,7 +223,7 @@ def _threads() -> set[str]:
 @pytest.mark.parametrize(("overlap", "seconds"), [(70, 2.3), (10, 4.5)])
 def test_motion_is_identical_whatever_the_chunking(session, source, overlap, seconds):
     cfg = replace(session.cfg, motion=replace(session.cfg.motion, overlap_v2=overlap))
-    session = StreamingSession(cfg, session.components, render=False)
+    session = StreamingSession(Engine(cfg), render=False)
     audio = synthetic_speech(seconds)
     n = math.ceil(audio.shape[0] / 16000 * 25)
     reference = stream_motion(session, source, audio, [audio.shape[0]])
@@ -230,8 +253,10 @@ def test_online_frame_count_is_the_offline_count(session, source, num_samples):
 
 
 def test_prefix_is_silence_features_with_the_reference_chunksize(session):
-    feats = session._silence_features(70)
-    expected = offline_features(np.zeros(70 * 640, np.float32), session.components.encoder, REFERENCE_PREFIX_CHUNKSIZE)
+    feats = session.engine.silence_features(70)
+    expected = offline_features(
+        np.zeros(70 * 640, np.float32), session.engine.encoder, REFERENCE_PREFIX_CHUNKSIZE
+    )
     np.testing.assert_array_equal(feats, expected[:70])
 
 
@@ -271,7 +296,7 @@ def test_bad_chunks_are_input_errors(chunk, kwargs, message):
 
 def test_bad_chunk_leaves_the_stream_usable_and_push_after_close_fails(session, source):
     with pytest.raises(InputError, match="before start"):
-        StreamingSession(session.cfg, session.components, render=False).push(np.zeros(10, np.float32))
+        StreamingSession(session.engine, render=False).push(np.zeros(10, np.float32))
     session.start(source)
     with pytest.raises(InputError, match="int16"):
         session.push(np.zeros(10, np.int64))
@@ -285,10 +310,10 @@ def test_bad_chunk_leaves_the_stream_usable_and_push_after_close_fails(session, 
 
 
 def test_stage_failure_mid_stream_stops_cleanly(session, source, monkeypatch):
-    import ditto_research.pipeline.online as online
+    import ditto_research.pipeline.engine as engine_module
 
     calls = {"n": 0}
-    build = online.build_window_sampler
+    build = engine_module.build_window_sampler
 
     def build_failing(*args, **kwargs):
         sample = build(*args, **kwargs)
@@ -301,12 +326,14 @@ def test_stage_failure_mid_stream_stops_cleanly(session, source, monkeypatch):
 
         return failing
 
-    monkeypatch.setattr(online, "build_window_sampler", build_failing)
+    monkeypatch.setattr(engine_module, "build_window_sampler", build_failing)
     session.start(source)
     session.push(synthetic_speech(3.0))
     session.close()
     got = []
-    with pytest.raises(StageError, match="stage 'motion' failed: RuntimeError: simulated LMDM failure") as info:
+    with pytest.raises(
+        StageError, match="stage 'motion' failed: RuntimeError: simulated LMDM failure"
+    ) as info:
         for item in session.frames():
             got.append(item.index)
     assert info.value.stage == "motion"
@@ -357,10 +384,12 @@ def test_latency_tracker_percentiles_and_deadlines():
 
 def test_streamed_frames_and_mp4_match_offline(session, source, tmp_path):
     """Rendered online: FrameImage items in order, the offline frame count, and a muxed MP4 in real time."""
-    render = StreamingSession(session.cfg, session.components)
+    render = StreamingSession(session.engine)
     audio = synthetic_speech(0.25)
     render.start(source)
-    feeder = threading.Thread(target=lambda: (render.push(audio[:1000]), render.push(audio[1000:]), render.close()))
+    feeder = threading.Thread(
+        target=lambda: (render.push(audio[:1000]), render.push(audio[1000:]), render.close())
+    )
     feeder.start()
     got = list(render.frames())
     feeder.join()
@@ -383,8 +412,8 @@ def test_streamed_frames_and_mp4_match_offline(session, source, tmp_path):
 
 
 def test_render_failure_keeps_emitted_frames_and_callback_close_raises(session, source, monkeypatch):
-    render = StreamingSession(session.cfg, session.components)
-    warp = session.components.networks.warp_network
+    render = StreamingSession(session.engine)
+    warp = session.engine.networks.warp_network.module
     calls = {"n": 0}
     original = type(warp).forward
 
@@ -434,7 +463,7 @@ def test_memory_is_bounded_on_a_long_stream(session, source):
 
 
 def test_ring_buffer_keeps_the_last_values_and_the_total():
-    from ditto_research.pipeline.online import RingBuffer
+    from ditto_research.pipeline.streaming import RingBuffer
 
     ring = RingBuffer(3)
     assert len(ring) == 0 and ring.values().shape == (0,)

@@ -1,4 +1,5 @@
-"""The generic stage runner: order, flush, bounded memory, errors with stage names, cancel, no leftover threads."""
+"""The generic stage runner: order, flush, bounded memory, errors with stage names, cancel, no leftover
+threads."""
 
 from __future__ import annotations
 
@@ -82,10 +83,22 @@ def test_order_flush_and_close():
 
 
 def test_stats_count_items():
-    runner = PipelineRunner([Double(), Batch()])
+    calls = []
+
+    class Watch:
+        def on_stage_call(self, stage, seconds):
+            calls.append((stage, threading.current_thread().name, seconds))
+
+    runner = PipelineRunner([Double(), Batch()], observers=[Watch()])
     runner.run(range(6))
-    assert len(runner.stats["double"].process_s) == 6
-    assert runner.stats["batch"].emitted == 3
+    assert runner.stats["double"].calls == 6 and runner.stats["batch"].calls == 6
+    assert runner.stats["double"].emitted == 6 and runner.stats["batch"].emitted == 3
+    assert sorted({(stage, thread) for stage, thread, _ in calls}) == [
+        ("batch", "stage-batch"),
+        ("double", "stage-double"),
+    ]
+    assert len(calls) == 12 and all(seconds >= 0 for *_, seconds in calls)
+    assert runner.stats["double"].busy_s == pytest.approx(sum(s for st, _, s in calls if st == "double"))
 
 
 def test_stage_error_carries_stage_name_and_stops_everything():

@@ -1,0 +1,270 @@
+"""The engine: everything one configuration needs, built once; every session is a thin client of it.
+
+    engine = Engine.from_overrides(["model=tiny"])
+    TalkingHeadSession(engine)      # offline: whole clips to MP4 / frames
+    StreamingSession(engine)        # online: pushed audio chunks to frames
+    # the evaluation app and the live server hold one engine and open sessions on it
+
+It owns the networks (always through the backend layer), the speech encoder, the face front-end, the
+LMDM condition builder, the motion settings, and the stages of each mode (built here and nowhere else).
+Networks, encoder and front-end are built lazily on first use (or all at once by :meth:`Engine.load`), under a
+lock, so several sessions on several threads share one copy. Per-stream state (samplers and their noise, the
+stitcher, the online motion state) is made fresh for each run from ``control.seed``: two runs of the same
+inputs give the same frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ditto_research.audio.encoders import SpeechEncoder, make_encoder
+from ditto_research.audio.features import offline_features
+from ditto_research.audio.io import num_video_frames
+from ditto_research.checkpoints import HUBERT_FILE, CheckpointRoot
+from ditto_research.config import InferConfig, compose, to_config
+from ditto_research.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ditto_research.errors import ConfigError
+from ditto_research.face.frontend import FaceFrontend, make_frontend
+from ditto_research.motion.audio2motion import Audio2MotionSettings, generate_motion_offline
+from ditto_research.motion.conditions import ConditionBuilder, ConditionFlags
+from ditto_research.motion.controls import load_emotion
+from ditto_research.motion.format import clip_motion, source_motion_vector
+from ditto_research.motion.online import REFERENCE_PREFIX_CHUNKSIZE, OnlineMotionGenerator
+from ditto_research.pipeline.controls import build_frame_controls, build_stitcher
+from ditto_research.pipeline.networks import Networks, build_networks, build_window_sampler
+from ditto_research.pipeline.observers import PipelineObserver
+from ditto_research.pipeline.registration import RegisteredSource, register_source
+from ditto_research.pipeline.runner import BaseStage
+from ditto_research.pipeline.stages import (
+    DecodeStage,
+    FeatureStage,
+    MotionStage,
+    OnlineMotionStage,
+    PasteStage,
+    StitchStage,
+    WarpStage,
+)
+from ditto_research.render.source_io import load_source
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """Networks, speech encoder, face front-end and stage assembly for one configuration.
+
+    Args:
+        cfg: the composed config (any ``mode``; the sessions decide how to run).
+    """
+
+    def __init__(self, cfg: InferConfig | DictConfig) -> None:
+        self.cfg: InferConfig = cfg if isinstance(cfg, InferConfig) else to_config(cfg)
+        backend = self.cfg.backend
+        if backend.device == "cuda" and backend.name == "pytorch" and not torch.cuda.is_available():
+            raise ConfigError("backend.device=cuda but no CUDA device is available; use backend.device=cpu")
+        self.device = torch.device(backend.device)
+        self.root = CheckpointRoot(Path(self.cfg.model.checkpoint_root))
+        self._lock = threading.Lock()  # lazy building
+        self._frontend_lock = (
+            threading.Lock()
+        )  # one registration at a time (the front-end is not thread-safe)
+        self._networks: Networks | None = None
+        self._encoder: SpeechEncoder | None = None
+        self._frontend: FaceFrontend | None = None
+
+    @classmethod
+    def from_overrides(cls, overrides: list[str] | None = None) -> Engine:
+        """Compose ``conf/infer.yaml`` with command-line style overrides (e.g. ``["model=tiny"]``)."""
+        return cls(compose("infer", overrides))
+
+    # ---- components (built once, shared) -----------------------------------------------------------------
+
+    @property
+    def networks(self) -> Networks:
+        if self._networks is None:
+            with self._lock:
+                if self._networks is None:
+                    cfg = self.cfg
+                    self._networks = build_networks(cfg.model, cfg.motion, cfg.backend)
+        return self._networks
+
+    @property
+    def encoder(self) -> SpeechEncoder:
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    enc, name = self.cfg.audio_encoder, self.cfg.audio_encoder_name
+                    path = enc.path
+                    if name == "hubert_onnx" and path is None:
+                        path = str(self.root.aux_path(HUBERT_FILE))
+                    self._encoder = make_encoder(name, path, enc.seed, self.cfg.backend.device)
+        return self._encoder
+
+    @property
+    def frontend(self) -> FaceFrontend:
+        if self._frontend is None:
+            with self._lock:
+                if self._frontend is None:
+                    face = self.cfg.face
+                    self._frontend = make_frontend(
+                        face.name, self.root.aux_dir, face.min_face_size, verbose=self.cfg.verbose
+                    )
+        return self._frontend
+
+    def load(self) -> float:
+        """Build networks, speech encoder and face front-end now; returns the seconds it took."""
+        t0 = time.perf_counter()
+        _ = self.networks, self.encoder, self.frontend
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Free the face front-end (its native graph); networks are released with the engine."""
+        with self._frontend_lock, self._lock:
+            if self._frontend is not None:
+                self._frontend.close()
+                self._frontend = None
+
+    # ---- source --------------------------------------------------------------------------------------------
+
+    def register(self, source_path: str | Path) -> RegisteredSource:
+        """Load and register a portrait image or video (see :mod:`ditto_research.pipeline.registration`).
+
+        The caller owns the result: close ``source.media`` when done with it.
+        """
+        face = self.cfg.face
+        media = load_source(source_path, max_size=face.max_size, n_frames=face.template_n_frames)
+        nets = self.networks
+        try:
+            with self._frontend_lock:
+                return register_source(
+                    media,
+                    self.frontend,
+                    nets.motion_extractor,
+                    nets.appearance_extractor,
+                    face,
+                    self.device,
+                    what=Path(source_path).name,
+                    progress=self.cfg.progress,
+                )
+        except BaseException:
+            media.close()
+            raise
+
+    # ---- motion --------------------------------------------------------------------------------------------
+
+    def motion_settings(self, fuse_mode: Literal["offline", "online"] = "offline") -> Audio2MotionSettings:
+        """LMDM windowing, fusing and smoothing from ``cfg.motion`` (``fuse_mode="online"`` for streams)."""
+        motion = self.cfg.motion
+        return Audio2MotionSettings(
+            seq_frames=motion.seq_frames,
+            overlap_v2=motion.overlap_v2,
+            fix_kp_cond=motion.fix_kp_cond,
+            fix_kp_cond_dim=tuple(motion.fix_kp_cond_dim) if motion.fix_kp_cond_dim else None,
+            smo_k_d=motion.smo_k_d,
+            fuse_mode=fuse_mode,
+        )
+
+    def motion_value_range(self) -> np.ndarray | None:
+        """(2, 265) clip range of generated motion (``motion.v_min_max_for_clip``), or None."""
+        path = self.cfg.motion.v_min_max_for_clip
+        return np.load(path) if path else None
+
+    def condition_builder(self, source: RegisteredSource) -> ConditionBuilder:
+        """The LMDM condition builder for ``source``: the config's condition flags, emotion and eye
+        settings."""
+        motion, control = self.cfg.motion, self.cfg.control
+        flags = ConditionFlags(motion.use_emo, motion.use_sc, motion.use_eye_open, motion.use_eye_ball)
+        builder = ConditionBuilder(flags)
+        builder.setup(
+            sc=source.sc,
+            eye_open=np.concatenate([f.eye_open for f in source.frames]),
+            eye_ball=np.concatenate([f.eye_ball for f in source.frames]),
+            emotion=load_emotion(control.emo),
+            eye_f0_mode=control.eye_f0_mode,
+        )
+        return builder
+
+    def window_sampler(self):
+        """A fresh LMDM window sampler (its noise from ``control.seed``): one per run."""
+        return build_window_sampler(self.networks.lmdm, self.cfg.sampler, self.cfg.control.seed, self.device)
+
+    def generate_motion(self, audio: np.ndarray, source: RegisteredSource) -> np.ndarray:
+        """(N, 265) motion for 16 kHz mono ``audio`` (N = ceil(seconds * 25)), as the reference computes
+        it."""
+        num_frames = num_video_frames(len(audio), SAMPLE_RATE, FPS)
+        feats = offline_features(audio, self.encoder, tuple(self.cfg.mode.chunksize))[:num_frames]
+        conds = self.condition_builder(source)(feats, 0)
+        source_motion = source_motion_vector(source.frames[0].x_s_info)
+        motion = generate_motion_offline(
+            torch.from_numpy(conds), self.window_sampler(), source_motion, self.motion_settings(), self.device
+        )
+        return clip_motion(motion, self.motion_value_range())
+
+    def online_motion_generator(self, source: RegisteredSource) -> OnlineMotionGenerator:
+        """The online audio-to-motion state of one stream (fresh sampler noise from ``control.seed``)."""
+        settings = self.motion_settings(fuse_mode="online")
+        return OnlineMotionGenerator(
+            self.window_sampler(),
+            self.condition_builder(source),
+            source_motion_vector(source.frames[0].x_s_info),
+            settings,
+            self.silence_features(settings.overlap_v2),
+            self.motion_value_range(),
+            self.device,
+        )
+
+    def silence_features(self, num_frames: int) -> np.ndarray:
+        """(O, D) features of O * 640 zero samples, with the reference's default chunksize (its wav2feat
+        call)."""
+        silence = np.zeros(max(num_frames, 1) * SAMPLES_PER_FRAME, np.float32)
+        return offline_features(silence, self.encoder, REFERENCE_PREFIX_CHUNKSIZE)[:num_frames]
+
+    # ---- stages (assembled here only) ---------------------------------------------------------------------
+
+    def render_stages(self, source: RegisteredSource, num_frames: int) -> list[BaseStage]:
+        """stitch -> warp -> decode -> paste for ``source``; ``num_frames < 0``: an open-ended stream."""
+        cfg, nets = self.cfg, self.networks
+        if num_frames < 0 and cfg.control.fade_out > 0:
+            log.warning("control.fade_out needs the stream length; it is off for an open-ended stream")
+        threads = cfg.backend.num_threads
+        stitcher = build_stitcher(cfg.control, nets.stitch_network, source, num_frames)
+        controls = build_frame_controls(cfg.control, max(num_frames, 0))
+        return [
+            StitchStage(stitcher, source, controls, self.device),
+            WarpStage(nets.warp_network, source, threads),
+            DecodeStage(nets.decoder, threads),
+            PasteStage(source),
+        ]
+
+    def offline_stages(
+        self, source: RegisteredSource, num_frames: int, observers: Sequence[PipelineObserver] = ()
+    ) -> list[BaseStage]:
+        """The offline pipeline: the whole clip's audio in, :class:`FrameImage` out."""
+        motion = MotionStage(lambda audio: self.generate_motion(audio, source), observers)
+        return [motion, *self.render_stages(source, num_frames)]
+
+    def stream_stages(
+        self,
+        source: RegisteredSource,
+        num_frames: int | None,
+        observers: Sequence[PipelineObserver] = (),
+        render: bool = True,
+    ) -> list[BaseStage]:
+        """The online pipeline: :class:`AudioPiece` in; :class:`FrameImage` out (``render=False``: motion)."""
+        stages: list[BaseStage] = [
+            FeatureStage(self.encoder, tuple(self.cfg.mode.chunksize)),  # type: ignore[arg-type]
+            OnlineMotionStage(self.online_motion_generator(source), observers),
+        ]
+        if render:
+            stages += self.render_stages(source, -1 if num_frames is None else int(num_frames))
+        return stages
