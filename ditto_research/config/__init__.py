@@ -1,27 +1,35 @@
 """Config schemas (registered in Hydra's ConfigStore) and helpers to compose and validate them.
 
-``register_configs()`` must run before Hydra composes ``conf/``; ``to_config`` turns a composed DictConfig into
-the typed dataclasses (running every cross-field check) and converts failures into :class:`ConfigError`.
+``register_configs()`` must run before Hydra composes ``conf/``; ``to_config`` turns a composed DictConfig
+into the typed dataclasses (running every value check) and converts failures into :class:`ConfigError`.
+``compose`` (the Python API) and ``check_command_line`` (the CLIs, before Hydra's own composition) turn
+composition errors into one ConfigError line; an unknown key names the keys its schema has.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ditto_research.config.schema import (
+    SAMPLER_SCHEMAS,
     AudioEncoderConfig,
     BackendConfig,
     ControlConfig,
+    DDIMSamplerConfig,
     FaceConfig,
     InferConfig,
     ModeConfig,
     ModelConfig,
     MotionConfig,
+    ODESamplerConfig,
     SamplerConfig,
 )
 from ditto_research.errors import ConfigError
@@ -42,15 +50,19 @@ T = TypeVar("T")
 
 
 def register_configs() -> None:
-    """Store each group schema as ``schema_<group>`` (group YAMLs extend it via ``/schema_<group>@_here_``)."""
+    """Store each group schema as ``schema_<group>`` and each sampler's as ``schema_sampler_<name>`` (group
+    YAMLs extend them via ``/schema_<group>@_here_``), and the root as ``base_infer``."""
     cs = ConfigStore.instance()
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(name=f"schema_{group}", node=schema)
+    for name, schema in SAMPLER_SCHEMAS.items():
+        cs.store(name=f"schema_sampler_{name}", node=schema)
     cs.store(name="base_infer", node=InferConfig)
 
 
 def to_config(cfg: DictConfig, schema: type[T] = InferConfig) -> T:
     """Validate a composed config and return the typed object (raises ConfigError with one clear line)."""
+    check_known_keys(cfg)
     try:
         obj = OmegaConf.to_object(cfg)
     except ConfigError:
@@ -65,14 +77,133 @@ def to_config(cfg: DictConfig, schema: type[T] = InferConfig) -> T:
     return obj
 
 
+def check_known_keys(cfg: DictConfig, path: str = "") -> None:
+    """Every key of every schema-typed node is a field of its schema (``+group.key=...`` adds keys Hydra lets
+    through; the schema would otherwise fail later with a bare TypeError/AttributeError)."""
+    schema = OmegaConf.get_type(cfg)
+    names = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key, value in cfg.items_ex(resolve=False):
+        full_key = f"{path}.{key}" if path else str(key)
+        if names is not None and key not in names:
+            raise ConfigError(unknown_key_message(full_key, schema, cfg))
+        if isinstance(value, DictConfig) and not OmegaConf.is_missing(cfg, key) and cfg.get(key) is not None:
+            check_known_keys(value, full_key)
+
+
+def unknown_key_message(full_key: str, schema: type, node: Any = None) -> str:
+    """``sampler.eta is not a key of sampler=dpmpp_2m; valid keys: name, steps, guidance_scale (...)``."""
+    parent, _, key = full_key.rpartition(".")
+    name = _node_name(node)
+    where = f"{parent}={name}" if parent and name else (parent or "the root config")
+    valid = ", ".join(f.name for f in dataclasses.fields(schema))
+    message = f"{full_key} is not a key of {where}; valid keys: {valid}"
+    if parent == "sampler":
+        takers = sorted(
+            {n for n, s in SAMPLER_SCHEMAS.items() if key in {f.name for f in dataclasses.fields(s)}}
+        )
+        if takers:
+            message += f" ({key} is an option of sampler={', '.join(takers)})"
+    return message
+
+
+def _node_name(node: Any) -> str | None:
+    try:
+        name = node.get("name") if isinstance(node, DictConfig) else None
+    except OmegaConfBaseException:
+        return None
+    return name if isinstance(name, str) else None
+
+
+def composition_error(error: Exception) -> ConfigError:
+    """One ConfigError line for a Hydra composition failure (unknown keys name their schema's keys)."""
+    for cause in _chain(error):
+        schema = getattr(cause, "object_type", None)
+        full_key = getattr(cause, "full_key", None)
+        if isinstance(cause, OmegaConfBaseException) and full_key and dataclasses.is_dataclass(schema):
+            key = full_key.rpartition(".")[2]
+            if key not in {f.name for f in dataclasses.fields(schema)}:
+                return ConfigError(unknown_key_message(full_key, schema, getattr(cause, "parent_node", None)))
+    text = str(error)
+    if isinstance(error, MissingConfigException) and "Available options in " in text:
+        head, _, options = text.partition("Available options in ")
+        group, _, listing = options.partition(":")
+        choices = []
+        for line in listing.splitlines()[1:]:
+            if not line.startswith("\t"):
+                break
+            choices.append(line.strip())
+        return ConfigError(f"{head.strip()}; available options in {group}: {', '.join(choices)}")
+    lines = [line.strip() for cause in _chain(error) for line in str(cause).splitlines() if line.strip()]
+    return ConfigError("; ".join(dict.fromkeys(lines[:3])) or type(error).__name__)
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
 def compose(config_name: str = "infer", overrides: list[str] | None = None) -> DictConfig:
-    """Compose ``conf/<config_name>.yaml`` with command-line style overrides (for the Python API and tests)."""
+    """Compose ``conf/<config_name>.yaml`` with command-line style overrides (for the Python API and tests);
+    composition errors become one ConfigError line."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+        try:
+            return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+        except (HydraException, OmegaConfBaseException) as e:
+            raise composition_error(e) from e
+
+
+# Hydra command-line flags that take a value, and those after which there is nothing for us to check.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p"}
+_FLAGS_HYDRA_HANDLES = {
+    "-m",
+    "--multirun",
+    "-h",
+    "--help",
+    "--hydra-help",
+    "--version",
+    "-i",
+    "--info",
+    "-sc",
+    "--shell-completion",
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-cd",
+    "--config-dir",
+    "--experimental-rerun",
+}
+
+
+def check_command_line(config_name: str, args: Sequence[str]) -> None:
+    """Compose ``args`` (a CLI's ``sys.argv[1:]``) once before Hydra does, so a bad override is one
+    ConfigError line naming the allowed keys or options instead of Hydra's multi-line report. Multirun, help
+    and config-path flags are left to Hydra."""
+    overrides: list[str] = []
+    skip_value = False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in _FLAGS_HYDRA_HANDLES:
+            return
+        if flag in _FLAGS_WITH_VALUE:
+            skip_value = "=" not in arg
+            continue
+        if arg.startswith("-") and not arg.startswith("--"):
+            continue
+        if not arg.startswith("-") and not arg.lstrip("+~").startswith("hydra"):
+            overrides.append(arg)
+    compose(config_name, overrides)
 
 
 __all__ = [
@@ -80,14 +211,20 @@ __all__ = [
     "BackendConfig",
     "CONF_DIR",
     "ControlConfig",
+    "DDIMSamplerConfig",
     "FaceConfig",
     "GROUP_SCHEMAS",
     "InferConfig",
     "ModeConfig",
     "ModelConfig",
     "MotionConfig",
+    "ODESamplerConfig",
+    "SAMPLER_SCHEMAS",
     "SamplerConfig",
+    "check_command_line",
+    "check_known_keys",
     "compose",
+    "composition_error",
     "register_configs",
     "to_config",
 ]

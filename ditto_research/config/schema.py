@@ -1,19 +1,38 @@
 """Structured-config schemas: every knob, its default and what it does, written once.
 
-Each Hydra group (``conf/<group>/*.yaml``) starts with ``defaults: [base_<group>]`` so that a YAML file or a
-command-line override naming a key that is not declared here fails at compose time. Cross-field checks run in
-``__post_init__``, i.e. when :func:`ditto_research.config.to_config` turns the composed tree into these objects,
-before any model is loaded.
+Each Hydra group (``conf/<group>/*.yaml``) starts with ``defaults: [/schema_<group>@_here_]`` (samplers:
+``/schema_sampler_<name>@_here_``, one schema per sampler) so that a YAML file or a command-line override
+naming a key that is not declared here fails at compose time. Value checks run in ``__post_init__``, i.e. when
+:func:`ditto_research.config.to_config` turns the composed tree into these objects, before any model is
+loaded: they read the files a value names (emotion and blink arrays, per-frame controls, clip ranges) with the
+same parsers the run uses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import MISSING
 
+from ditto_research.constants import (
+    AUDIO_FEATURE_DIM,
+    EMOTION_DIM,
+    EYE_BALL_DIM,
+    EYE_OPEN_DIM,
+    MOTION_DIM,
+    SOURCE_KP_DIM,
+)
 from ditto_research.errors import ConfigError
+from ditto_research.motion.controls import (
+    MOTION_KEYS,
+    load_ctrl_info_file,
+    load_emotion,
+    parse_ctrl_info,
+    parse_overall_ctrl_info,
+)
 
 MODEL_NAMES = ("ditto", "untrained", "tiny")
 BACKEND_NAMES = ("pytorch", "onnx", "tensorrt")
@@ -24,12 +43,34 @@ SAMPLER_NAMES = ("ddim", "dpmpp_2m", "unipc", "euler", "heun")
 FACE_NAMES = ("auto", "official", "mediapipe")
 AUDIO_ENCODER_NAMES = ("auto", "hubert_onnx", "hubert_torch", "untrained")
 FADE_TYPES = ("", "d0", "s")
-MOTION_KEYS = ("scale", "pitch", "yaw", "roll", "t", "exp")
 
 
 def _check_choice(group: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{group}={value!r} is not valid; choose one of: {', '.join(allowed)}")
+
+
+def load_npy(path: str, name: str, shape: str, width: int, rows: int | None = None) -> np.ndarray:
+    """A finite float array of shape (rows or any, width) from ``path`` (ConfigError naming ``name``)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{name}={path} does not exist; give a {shape} .npy file")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"{name}={path} is not a .npy array ({e}); give a {shape} .npy file") from e
+    if (
+        array.ndim != 2
+        or array.shape[1] != width
+        or (rows is not None and array.shape[0] != rows)
+        or not len(array)
+        or array.dtype.kind not in "fiu"
+    ):
+        raise ConfigError(
+            f"{name}={path} holds a {array.dtype} array of shape {array.shape}; it must be {shape}"
+        )
+    if not np.isfinite(array).all():
+        raise ConfigError(f"{name}={path} holds NaN or infinite values")
+    return array
 
 
 def _check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
@@ -42,13 +83,13 @@ def _check_range(name: str, value: float, low: float | None = None, high: float 
 class ModelConfig:
     """Which weights the networks get (group ``model``)."""
 
-    # ditto: the official checkpoints under `checkpoint_root`; untrained: full-size networks with seeded random
-    # weights (benchmarks; the output is not a face); tiny: narrow random networks (fast tests and CI).
+    # ditto: the official checkpoints under `checkpoint_root`; untrained: full-size networks with seeded
+    # random weights (benchmarks; the output is not a face); tiny: narrow random networks (fast tests and CI).
     name: str = MISSING
     # Root of the Hugging Face layout of digital-avatar/ditto-talkinghead (ditto_cfg/, ditto_pytorch/, ...).
     checkpoint_root: str = "checkpoints"
-    # Official config pickle (relative to checkpoint_root) whose audio2motion_cfg/default_kwargs seed the defaults;
-    # null = use this schema's defaults (which equal the official v0.4 values).
+    # Official config pickle (relative to checkpoint_root) whose audio2motion_cfg/default_kwargs seed the
+    # defaults; null = use this schema's defaults (which equal the official v0.4 values).
     cfg_pkl: str | None = None
     # LMDM checkpoint file name under ditto_pytorch/models/.
     lmdm_file: str = "lmdm_v0.4_hubert.pth"
@@ -99,14 +140,19 @@ class ModeConfig:
         _check_choice("mode", self.name, MODE_NAMES)
         if len(self.chunksize) != 3 or min(self.chunksize) < 0 or self.chunksize[1] < 1:
             raise ConfigError(
-                f"mode.chunksize={list(self.chunksize)} is invalid; give three frame counts [left, new, right] "
-                "with new >= 1 (default [3, 5, 2])"
+                f"mode.chunksize={list(self.chunksize)} is invalid; give three frame counts [left, new, "
+                "right] with new >= 1 (default [3, 5, 2])"
             )
 
 
 @dataclass
 class SamplerConfig:
-    """Diffusion sampler of the LMDM (group ``sampler``); see ditto_research/diffusion/samplers.py."""
+    """Diffusion sampler of the LMDM (group ``sampler``): the options every sampler takes.
+
+    Each sampler has its own schema below (``SAMPLER_SCHEMAS``), stored as ``schema_sampler_<name>``, so an
+    option another sampler takes (``sampler=dpmpp_2m sampler.eta=0.5``) is an unknown key. See
+    diffusion/samplers.py.
+    """
 
     # ddim: the reference stochastic DDIM (its timestep pairs, per-step noises drawn once per run);
     # dpmpp_2m | unipc | euler | heun: deterministic ODE solvers (diffusers schedulers on the cosine betas).
@@ -114,25 +160,57 @@ class SamplerConfig:
     # Number of denoising steps in [1, 1000] (the original uses 50). heun evaluates the network 2 * steps - 1
     # times, the others once per step.
     steps: int = 50
-    # DDIM eta in [0, 1]: 1.0 = the reference (fully stochastic), 0.0 = deterministic DDIM. ddim only;
-    # null = the sampler's default (ddim: 1.0). Setting it for another sampler is an error.
-    eta: float | None = None
     # Classifier-free guidance weight w: x0 = uncond + w * (cond - uncond). 1.0 skips the unconditional pass.
     guidance_scale: float = 2.0
 
+    @property
+    def eta(self) -> float | None:
+        """DDIM's eta; None for samplers without one (only :class:`DDIMSamplerConfig` declares it)."""
+        return None
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The keys of this schema, in order."""
+        return tuple(f.name for f in fields(cls))
+
     def __post_init__(self) -> None:
         _check_choice("sampler", self.name, SAMPLER_NAMES)
+        schema = SAMPLER_SCHEMAS[self.name]
+        if type(self) is not SamplerConfig and type(self) is not schema:  # the base: Python callers, tests
+            raise ConfigError(
+                f"sampler.name={self.name} does not match this sampler's options "
+                f"({', '.join(type(self).option_names())}); choose the sampler with sampler={self.name}"
+            )
         _check_range("sampler.steps", self.steps, low=1, high=1000)
         _check_range("sampler.guidance_scale", self.guidance_scale, low=0.0)
-        if self.eta is not None and self.name != "ddim":
-            raise ConfigError(
-                f"sampler.eta is not an option of sampler={self.name} (a deterministic ODE solver); only ddim "
-                "takes eta: remove sampler.eta or choose sampler=ddim"
-            )
-        if self.name == "ddim":
-            if self.eta is None:
-                self.eta = 1.0
-            _check_range("sampler.eta", self.eta, low=0.0, high=1.0)
+
+
+@dataclass
+class DDIMSamplerConfig(SamplerConfig):
+    """``sampler=ddim``: the reference stochastic DDIM (Song et al. 2021)."""
+
+    # DDIM eta in [0, 1]: 1.0 = the reference (fully stochastic), 0.0 = deterministic DDIM (same x_T draws).
+    eta: float = 1.0  # type: ignore[assignment]  # a field here; the base's property returns None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range("sampler.eta", self.eta, low=0.0, high=1.0)
+
+
+@dataclass
+class ODESamplerConfig(SamplerConfig):
+    """``sampler=dpmpp_2m | unipc | euler | heun``: deterministic ODE solvers; no options beyond the common
+    ones (their solver order and time grid are fixed in diffusion/samplers.py)."""
+
+
+# Schema of each sampler (stored as schema_sampler_<name>; conf/sampler/<name>.yaml extends it).
+SAMPLER_SCHEMAS: dict[str, type[SamplerConfig]] = {
+    "ddim": DDIMSamplerConfig,
+    "dpmpp_2m": ODESamplerConfig,
+    "unipc": ODESamplerConfig,
+    "euler": ODESamplerConfig,
+    "heun": ODESamplerConfig,
+}
 
 
 @dataclass
@@ -145,9 +223,10 @@ class MotionConfig:
     overlap_v2: int = 10
     # Reset the motion condition to the source pose every k windows (0 = never).
     fix_kp_cond: int = 0
-    # Restrict that reset to motion dims [start, end) (null = all 265 dims).
+    # Restrict that reset to motion dims [start, end) (null = all 265 dims, constants.MOTION_DIM).
     fix_kp_cond_dim: list[int] | None = None
-    # Clip the generated motion to per-dim [min, max] ranges from this .npy file of shape (2, 265) (null = off).
+    # Clip the generated motion to per-dim [min, max] ranges from this .npy file of shape (2, 265) (null =
+    # off).
     v_min_max_for_clip: str | None = None
     # Temporal mean-filter width for pose/translation of the generated motion (1 = off).
     smo_k_d: int = 3
@@ -163,14 +242,27 @@ class MotionConfig:
         _check_range("motion.fix_kp_cond", self.fix_kp_cond, low=0)
         _check_range("motion.smo_k_d", self.smo_k_d, low=1)
         if self.fix_kp_cond_dim is not None and (
-            len(self.fix_kp_cond_dim) != 2 or not 0 <= self.fix_kp_cond_dim[0] < self.fix_kp_cond_dim[1] <= 265
+            len(self.fix_kp_cond_dim) != 2
+            or not 0 <= self.fix_kp_cond_dim[0] < self.fix_kp_cond_dim[1] <= MOTION_DIM
         ):
-            raise ConfigError(f"motion.fix_kp_cond_dim={self.fix_kp_cond_dim} must be [start, end] with 0<=start<end<=265")
+            raise ConfigError(
+                f"motion.fix_kp_cond_dim={list(self.fix_kp_cond_dim)} must be [start, end] with "
+                f"0 <= start < end <= {MOTION_DIM}"
+            )
+        if self.v_min_max_for_clip is not None:
+            shape = f"(2, {MOTION_DIM}) [min; max]"
+            load_npy(self.v_min_max_for_clip, "motion.v_min_max_for_clip", shape, MOTION_DIM, rows=2)
 
     @property
     def cond_dim(self) -> int:
         """Width of the LMDM condition these flags produce (1103 with all flags, HuBERT 1024)."""
-        return 1024 + 8 * self.use_emo + 2 * self.use_eye_open + 6 * self.use_eye_ball + 63 * self.use_sc
+        return (
+            AUDIO_FEATURE_DIM
+            + EMOTION_DIM * self.use_emo
+            + EYE_OPEN_DIM * self.use_eye_open
+            + EYE_BALL_DIM * self.use_eye_ball
+            + SOURCE_KP_DIM * self.use_sc
+        )
 
 
 @dataclass
@@ -202,15 +294,16 @@ class FaceConfig:
         _check_range("face.crop_scale", self.crop_scale, low=0.5, high=10.0)
         _check_range("face.max_size", self.max_size, low=64)
         _check_range("face.smo_k_s", self.smo_k_s, low=1)
+        _check_range("face.min_face_size", self.min_face_size, low=0)
 
 
 @dataclass
 class AudioEncoderConfig:
     """Speech features (group ``audio_encoder``)."""
 
-    # auto: hubert_onnx with model=ditto, untrained with the random-weight models (their LMDM is random anyway);
-    # hubert_onnx: the official hubert_streaming_fix_kv.onnx; hubert_torch: a local transformers HuBERT-large
-    # directory; untrained: seeded random encoder (tests, benchmarks).
+    # auto: hubert_onnx with model=ditto, untrained with the random-weight models (their LMDM is random
+    # anyway); hubert_onnx: the official hubert_streaming_fix_kv.onnx; hubert_torch: a local transformers
+    # HuBERT-large directory; untrained: seeded random encoder (tests, benchmarks).
     name: str = MISSING
     # hubert_onnx: file (null = <checkpoint_root>/ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx);
     # hubert_torch: model directory.
@@ -230,7 +323,9 @@ class AudioEncoderConfig:
 class ControlConfig:
     """Expression, eye, pose and fade controls (group ``control``)."""
 
-    # Emotion: an int 0..7, a list of ints (mixed), a per-frame list of lists, or a path to an (N, 8) .npy.
+    # Emotion: a label 0..7 or its name (0 angry, 1 disgust, 2 fear, 3 happy, 4 neutral, 5 sad, 6 surprise,
+    # 7 contempt); a list of labels (mixed: [3, 4]); a per-frame list of label lists ([[4], [3, 4], ...],
+    # cycled); or a path to an (N, 8) .npy of per-frame emotion weights (cycled).
     emo: Any = 4
     # Video sources: use the first frame's eye state for every frame.
     eye_f0_mode: bool = False
@@ -253,11 +348,15 @@ class ControlConfig:
     fade_out: int = -1
     # Run the stitching network (keeps the shoulders/face border consistent with the source).
     flag_stitching: bool = True
-    # Controls for every frame (keys of FrameControls: vad_alpha, delta_pitch, alpha_yaw, delta_exp, ...).
+    # Controls for every frame, {control: value}; the controls are the fields of
+    # motion.controls.FrameControls: fade_alpha, fade_out_keys, delta_pitch/yaw/roll (degrees),
+    # alpha_pitch/yaw/roll, delta_exp (a number or 63 numbers), vad_alpha.
     overall_ctrl_info: dict[str, Any] = field(default_factory=dict)
-    # Per-frame controls, {frame_index: {control: value}}; merged over overall_ctrl_info.
+    # Per-frame controls, {frame_index: {control: value}} (frame >= 0); a frame's controls override overall
+    # ones.
     ctrl_info: dict[str, Any] = field(default_factory=dict)
-    # YAML/JSON file with per-frame controls in the same form (merged over ctrl_info).
+    # YAML/JSON file with per-frame controls in the same form ({frame: {control: value}} or a list by frame);
+    # its frames replace those of ctrl_info.
     ctrl_info_file: str | None = None
     # Seed for the random blink schedule and diffusion noise.
     seed: int = 0
@@ -267,6 +366,15 @@ class ControlConfig:
         for key in list(self.fade_out_keys) + list(self.use_d_keys or []):
             _check_choice("control motion key", key, MOTION_KEYS)
         _check_range("control.delta_eye_open_n", self.delta_eye_open_n, low=-1)
+        _check_range("control.fade_in", self.fade_in, low=-1)
+        _check_range("control.fade_out", self.fade_out, low=-1)
+        load_emotion(self.emo)
+        if self.delta_eye_arr is not None:
+            load_npy(self.delta_eye_arr, "control.delta_eye_arr", f"(K, {SOURCE_KP_DIM})", SOURCE_KP_DIM)
+        parse_overall_ctrl_info(dict(self.overall_ctrl_info))
+        parse_ctrl_info(dict(self.ctrl_info), source="control.ctrl_info")
+        if self.ctrl_info_file:
+            load_ctrl_info_file(self.ctrl_info_file)
 
 
 @dataclass
@@ -291,6 +399,8 @@ class InferConfig:
     overwrite: bool = False
     # Show a progress bar.
     progress: bool = True
+    # Show the third-party libraries' own logging (mediapipe / absl / TensorFlow Lite) and debug messages.
+    verbose: bool = False
 
     @property
     def audio_encoder_name(self) -> str:

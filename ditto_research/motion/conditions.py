@@ -29,7 +29,14 @@ from ditto_research.errors import ConfigError, InputError
 
 # Label order of the emotion vector (index = label), as listed in the reference.
 EMOTION_LABELS: tuple[str, ...] = (
-    "angry", "disgust", "fear", "happy", "neutral", "sad", "surprise", "contempt"
+    "angry",
+    "disgust",
+    "fear",
+    "happy",
+    "neutral",
+    "sad",
+    "surprise",
+    "contempt",
 )
 NUM_EMOTIONS = len(EMOTION_LABELS)
 EMOTION_LOGIT = 8.0  # the chosen labels get logit 8, the others 0, before the softmax
@@ -50,6 +57,9 @@ class ConditionFlags:
     use_sc: bool = True
     use_eye_open: bool = True
     use_eye_ball: bool = True
+
+
+_DEFAULT_FLAGS = ConditionFlags()
 
 
 def cond_dim(flags: ConditionFlags, audio_dim: int = AUDIO_FEAT_DIM) -> int:
@@ -161,7 +171,7 @@ class ConditionBuilder:
     each window of audio features and the global index of its first frame.
     """
 
-    def __init__(self, flags: ConditionFlags = ConditionFlags()) -> None:
+    def __init__(self, flags: ConditionFlags = _DEFAULT_FLAGS) -> None:
         self.flags = flags
         self._emotion: np.ndarray | None = None  # (m, 8)
         self._eye_open: np.ndarray | None = None  # (n, 2)

@@ -14,7 +14,9 @@ This is the reference ``MotionStitch`` (core/atomic_components/motion_stitch.py)
 Motion records are per-frame dicts ``{key: (1, width)}`` as described in
 :mod:`ditto_research.motion.keypoints` (``MotionInfo.frame(i)`` of :mod:`ditto_research.motion.format` gives
 them; the source record also has ``kp``).
-Per-frame controls are :class:`FrameControls`, merged over the run-wide ``overall_controls`` key by key.
+Per-frame controls are :class:`FrameControls`, merged over the run-wide ``overall_controls`` key by key; they
+and ``parse_ctrl_info`` live in the torch-free :mod:`ditto_research.motion.controls` (re-exported here), so
+the config schema validates with the same code.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from torch import nn
 
 from ditto_research.errors import ConfigError, InputError
 from ditto_research.models.stitching import StitchingNetwork
-from ditto_research.motion.format import MOTION_LAYOUT
+from ditto_research.motion.controls import MOTION_KEYS, FrameControls, parse_ctrl_info  # noqa: F401
 from ditto_research.motion.keypoints import NUM_KEYPOINTS, is_pose_logits, to_degrees, transform_keypoint
 
 MotionDict = Mapping[str, np.ndarray]
@@ -40,7 +41,6 @@ StitchFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 BlinkRng = random.Random | np.random.Generator
 
 FADE_TYPES: tuple[str, ...] = ("", "d0", "s")
-MOTION_KEYS: tuple[str, ...] = MOTION_LAYOUT.motion_keys  # scale, pitch, yaw, roll, t, exp
 LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)
 EYE_KEYPOINTS = (11, 13, 15, 16, 18)
 # Random blink schedule: frames the eyes stay open between blinks, drawn uniformly (inclusive).
@@ -54,111 +54,6 @@ GAZE_X_COLS, GAZE_Y_COLS = (33, 45), (34, 46)
 
 
 # ---- controls ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FrameControls:
-    """User controls for one frame (per-frame ``ctrl_info``) or for all frames (``overall_ctrl_info``).
-
-    Every field defaults to None, meaning "not given": a frame's given fields override the overall ones,
-    key by key, exactly like the reference merges its kwargs. Build from a plain mapping (YAML, JSON) with
-    :meth:`from_mapping`, which rejects unknown names.
-
-    Attributes:
-        fade_alpha: weight of the driven motion in the fade, usually in [0, 1]: 1 = fully driven, 0 = the fade
-            target (the source motion for ``fade_type="s"``, the first frame for ``"d0"``). Only acts when the
-            stitcher's ``fade_type`` is "s" or "d0". Not given: no fade.
-        fade_out_keys: motion keys the fade blends (from scale, pitch, yaw, roll, t, exp). Not given: the
-            stitcher's ``fade_out_keys`` (default ``("exp",)``). Fading a pose key ends at the target's pose.
-        delta_pitch, delta_yaw, delta_roll: degrees added to that head angle (pitch: nod, about the x axis;
-            yaw: turn, about y; roll: tilt, about z). Giving one, even 0, converts that angle from the 66-bin
-            logits to degrees for the rest of the frame.
-        alpha_pitch, alpha_yaw, alpha_roll: factor on that angle. With ``delta_<angle>`` on the same frame
-            it scales degrees (after the delta); without, it scales the 66-bin logits as the reference does,
-            which flattens (< 1) or sharpens (> 1) the pose distribution and pulls the angle toward 0 deg as
-            it nears 0.
-        delta_exp: offsets added to the 63 expression values (a scalar, or 63 values as 21 keypoints x xyz).
-        vad_alpha: weight of the driven expression; < 1 blends the whole expression toward the source's
-            (e.g. to close the mouth during silence). Not given: 1 (off).
-    """
-
-    fade_alpha: float | None = None
-    fade_out_keys: tuple[str, ...] | None = None
-    delta_pitch: float | None = None
-    delta_yaw: float | None = None
-    delta_roll: float | None = None
-    alpha_pitch: float | None = None
-    alpha_yaw: float | None = None
-    alpha_roll: float | None = None
-    delta_exp: float | tuple[float, ...] | None = None
-    vad_alpha: float | None = None
-
-    def __post_init__(self) -> None:
-        for key in self.fade_out_keys or ():
-            if key not in MOTION_KEYS:
-                raise ConfigError(f"fade_out_keys: {key!r} is not a motion key; choose from {MOTION_KEYS}")
-        if isinstance(self.delta_exp, tuple) and len(self.delta_exp) != 3 * NUM_KEYPOINTS:
-            raise ConfigError(f"delta_exp needs 1 or 63 values, got {len(self.delta_exp)}")
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> FrameControls:
-        """``{"delta_yaw": 10, ...}`` -> FrameControls; unknown names or non-numbers raise ConfigError."""
-        unknown = sorted(set(values) - set(cls.names()))
-        if unknown:
-            raise ConfigError(f"unknown frame control(s) {unknown}; valid controls: {', '.join(cls.names())}")
-        parsed: dict[str, Any] = {}
-        for name, value in values.items():
-            if value is None:
-                continue
-            try:
-                if name == "fade_out_keys":
-                    parsed[name] = (value,) if isinstance(value, str) else tuple(str(k) for k in value)
-                elif name == "delta_exp" and np.ndim(value) > 0:
-                    flat = np.asarray(value, dtype=np.float64).reshape(-1)
-                    parsed[name] = float(flat[0]) if flat.size == 1 else tuple(float(v) for v in flat)
-                else:
-                    parsed[name] = float(value)
-            except (TypeError, ValueError) as e:
-                raise ConfigError(
-                    f"frame control {name}={value!r} is not a number (or list of numbers)"
-                ) from e
-        return cls(**parsed)
-
-    @classmethod
-    def coerce(cls, value: FrameControls | Mapping[str, Any] | None) -> FrameControls:
-        """FrameControls as is, a mapping via :meth:`from_mapping`, None as "no controls"."""
-        if value is None:
-            return cls()
-        if isinstance(value, FrameControls):
-            return value
-        return cls.from_mapping(value)
-
-    def merged_over(self, base: FrameControls) -> FrameControls:
-        """These controls where given, ``base`` elsewhere."""
-        given = {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
-        return dataclasses.replace(base, **given)
-
-
-def parse_ctrl_info(
-    ctrl_info: Mapping[int | str, FrameControls | Mapping[str, Any]] | Sequence[Mapping[str, Any]] | None,
-) -> dict[int, FrameControls]:
-    """Per-frame controls ``{frame: {control: value}}`` (keys may be digit strings, as YAML gives) or a list
-    indexed by frame -> ``{frame: FrameControls}``."""
-    if ctrl_info is None:
-        return {}
-    items = ctrl_info.items() if isinstance(ctrl_info, Mapping) else enumerate(ctrl_info)
-    parsed: dict[int, FrameControls] = {}
-    for key, value in items:
-        try:
-            frame = int(key)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"ctrl_info key {key!r} is not a frame index") from e
-        parsed[frame] = FrameControls.coerce(value)
-    return parsed
 
 
 def with_fade_in_out(

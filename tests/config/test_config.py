@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
-from ditto_research.config import CONF_DIR, GROUP_SCHEMAS, InferConfig, compose, to_config
+from ditto_research.config import (
+    CONF_DIR,
+    GROUP_SCHEMAS,
+    SAMPLER_SCHEMAS,
+    DDIMSamplerConfig,
+    InferConfig,
+    ODESamplerConfig,
+    SamplerConfig,
+    check_command_line,
+    compose,
+    to_config,
+)
+from ditto_research.constants import MOTION_DIM
 from ditto_research.errors import ConfigError
 
-OPTIONS = sorted(
-    (group, path.stem) for group in GROUP_SCHEMAS for path in (CONF_DIR / group).glob("*.yaml")
-)
+OPTIONS = sorted((group, path.stem) for group in GROUP_SCHEMAS for path in (CONF_DIR / group).glob("*.yaml"))
 PRESETS = sorted(path.stem for path in (CONF_DIR / "preset").glob("*.yaml"))
+
+
+def config_error(overrides: list[str]) -> str:
+    """The one-line ConfigError message that composing + validating ``overrides`` raises."""
+    with pytest.raises(ConfigError) as info:
+        to_config(compose("infer", overrides))
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
 
 
 def test_every_group_has_options():
@@ -19,15 +40,36 @@ def test_every_group_has_options():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS)
-def test_every_option_composes_and_validates(group, option):
+def test_every_option_composes_and_validates(group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if (group, option) == ("audio_encoder", "hubert_torch"):
-        overrides.append("audio_encoder.path=/some/hubert-large")
+        overrides.append(f"audio_encoder.path={tmp_path}")
     cfg = to_config(compose("infer", overrides))
     assert isinstance(cfg, InferConfig)
     node = getattr(cfg, group)
+    assert isinstance(node, GROUP_SCHEMAS[group])
     if hasattr(node, "name") and group != "control":
         assert node.name == option
+
+
+@pytest.mark.parametrize("option", sorted(path.stem for path in (CONF_DIR / "sampler").glob("*.yaml")))
+def test_each_sampler_option_has_its_own_schema(option):
+    assert f"/schema_sampler_{option}@_here_" in (CONF_DIR / "sampler" / f"{option}.yaml").read_text()
+    cfg = to_config(compose("infer", [f"sampler={option}"]))
+    assert type(cfg.sampler) is SAMPLER_SCHEMAS[option]
+    assert OmegaConf.get_type(compose("infer", [f"sampler={option}"]).sampler) is SAMPLER_SCHEMAS[option]
+
+
+def test_sampler_schemas_cover_every_sampler_and_only_ddim_takes_eta():
+    from ditto_research.diffusion.samplers import SAMPLERS
+
+    assert set(SAMPLER_SCHEMAS) == set(SAMPLERS)
+    for name, schema in SAMPLER_SCHEMAS.items():
+        assert ("eta" in schema.option_names()) == SAMPLERS[name].takes_eta, name
+    assert DDIMSamplerConfig.option_names() == ("name", "steps", "guidance_scale", "eta")
+    assert ODESamplerConfig.option_names() == ("name", "steps", "guidance_scale")
+    assert to_config(compose("infer", ["sampler=heun"])).sampler.eta is None
+    assert SamplerConfig(name="unipc", steps=3).eta is None  # the base stays usable from Python
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -38,7 +80,12 @@ def test_every_preset_composes(preset):
 
 def test_quality_preset_is_the_reference_setting():
     cfg = to_config(compose("infer", ["+preset=quality"]))
-    assert (cfg.sampler.name, cfg.sampler.steps, cfg.sampler.eta, cfg.sampler.guidance_scale) == ("ddim", 50, 1.0, 2.0)
+    assert (cfg.sampler.name, cfg.sampler.steps, cfg.sampler.eta, cfg.sampler.guidance_scale) == (
+        "ddim",
+        50,
+        1.0,
+        2.0,
+    )
     assert (cfg.motion.overlap_v2, cfg.motion.smo_k_d) == (10, 3)
 
 
@@ -47,9 +94,37 @@ def test_command_line_beats_preset():
     assert cfg.sampler.steps == 7
 
 
-def test_typo_fails_at_compose_time():
-    with pytest.raises(Exception, match="stepz"):
-        compose("infer", ["sampler.stepz=3"])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["sampler.stepz=3"],
+            "sampler.stepz is not a key of sampler=ddim; valid keys: name, steps, guidance_scale, eta",
+        ),
+        (
+            ["sampler=dpmpp_2m", "sampler.eta=0.5"],
+            "sampler.eta is not a key of sampler=dpmpp_2m; valid keys: name, steps, guidance_scale "
+            "(eta is an option of sampler=ddim)",
+        ),
+        (
+            ["sampler=euler", "+sampler.eta=0"],
+            "sampler.eta is not a key of sampler=euler; valid keys: name, steps",
+        ),
+        (["control.emoo=3"], "control.emoo is not a key of control; valid keys: emo, eye_f0_mode"),
+        (["+motion.smooth=3"], "motion.smooth is not a key of motion; valid keys: seq_frames"),
+        (["sorce=a.png"], "sorce is not a key of the root config; valid keys: model, backend"),
+        (
+            ["sampler=plms"],
+            "Could not find 'sampler/plms'; available options in 'sampler': ddim, dpmpp_2m, euler",
+        ),
+    ],
+)
+def test_unknown_keys_and_options_name_the_valid_ones(overrides, message):
+    assert message in config_error(overrides)
+
+
+def test_sampler_name_must_match_the_sampler_group_option():
+    assert "choose the sampler with sampler=unipc" in config_error(["sampler=ddim", "sampler.name=unipc"])
 
 
 @pytest.mark.parametrize(
@@ -58,25 +133,65 @@ def test_typo_fails_at_compose_time():
         ("sampler.steps=0", "sampler.steps"),
         ("sampler.steps=1001", "sampler.steps"),
         ("sampler.guidance_scale=-1", "guidance_scale"),
+        ("sampler.eta=1.5", "sampler.eta=1.5 is out of range"),
         ("motion.overlap_v2=80", "overlap_v2"),
+        ("motion.fix_kp_cond_dim=[0,300]", f"0 <= start < end <= {MOTION_DIM}"),
         ("control.fade_type=x", "fade_type"),
         ("control.fade_out_keys=[nose]", "nose"),
+        ("control.fade_in=-2", "control.fade_in=-2 is out of range"),
+        ("control.fade_out=-5", "control.fade_out=-5 is out of range"),
+        ("control.delta_eye_open_n=-2", "control.delta_eye_open_n"),
+        ("face.min_face_size=-1", "face.min_face_size"),
         ("backend.device=tpu", "cpu, cuda"),
         ("mode.chunksize=[3,0,2]", "chunksize"),
         ("model.name=huge", "ditto, untrained, tiny"),
     ],
 )
 def test_bad_values_are_config_errors(override, message):
-    with pytest.raises(ConfigError, match=message):
-        to_config(compose("infer", [override]))
+    assert message in config_error([override])
 
 
 def test_hubert_torch_needs_a_path():
-    with pytest.raises(ConfigError, match="audio_encoder.path"):
-        to_config(compose("infer", ["audio_encoder=hubert_torch"]))
+    assert "audio_encoder.path" in config_error(["audio_encoder=hubert_torch"])
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (None, "does not exist; give a (2, 265) [min; max] .npy file"),
+        (np.zeros((3, MOTION_DIM)), "shape (3, 265); it must be (2, 265)"),
+        (np.zeros((2, 63)), "shape (2, 63); it must be (2, 265)"),
+        (np.full((2, MOTION_DIM), np.nan), "NaN or infinite"),
+    ],
+)
+def test_clip_range_file_is_checked(tmp_path, array, message):
+    path = tmp_path / "range.npy"
+    if array is not None:
+        np.save(path, array)
+    error = config_error([f"motion.v_min_max_for_clip={path}"])
+    assert f"motion.v_min_max_for_clip={path}" in error and message in error
+
+
+def test_good_clip_range_file_validates(tmp_path):
+    path = tmp_path / "range.npy"
+    np.save(path, np.stack([-np.ones(MOTION_DIM), np.ones(MOTION_DIM)]))
+    assert to_config(
+        compose("infer", [f"motion.v_min_max_for_clip={path}"])
+    ).motion.v_min_max_for_clip == str(path)
 
 
 def test_cond_dim_follows_flags():
     assert to_config(compose("infer", [])).motion.cond_dim == 1103
     cfg = to_config(compose("infer", ["motion.use_eye_open=false", "motion.use_sc=false"]))
     assert cfg.motion.cond_dim == 1024 + 8 + 6
+
+
+def test_command_line_check_reports_hydra_errors_as_one_line():
+    check_command_line("infer", ["model=tiny", "sampler=unipc", "--cfg", "job"])  # a good line passes
+    with pytest.raises(ConfigError, match=r"valid keys: name, steps, guidance_scale \(eta is an option"):
+        check_command_line("infer", ["model=tiny", "sampler=dpmpp_2m", "sampler.eta=0.5"])
+    with pytest.raises(ConfigError, match="sampler.stepz is not a key"):
+        check_command_line("infer", ["-c", "job", "sampler.stepz=3", "hydra.run.dir=/tmp/x"])
+    # Sweeps and help are Hydra's to report.
+    check_command_line("infer", ["-m", "sampler=ddim,unipc", "sampler.stepz=1"])
+    check_command_line("infer", ["--help"])
