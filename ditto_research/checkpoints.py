@@ -10,8 +10,12 @@
 
 CLI::
 
+    python -m ditto_research.checkpoints download [DIR] [--parts pytorch|onnx|trt|all]   # then checks DIR
     python -m ditto_research.checkpoints check DIR            # every problem in one report, exit 1 if any
     python -m ditto_research.checkpoints convert-cfg FILE.pkl [-o conf/preset/official.yaml]
+
+Exit status: 0 fine, 1 the check found problems, 2 one-line error (no checkpoint root there, Hub unreachable,
+unusable destination, refused pickle).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from __future__ import annotations
 import argparse
 import io
 import pickle
+import shlex
 import sys
+import tempfile
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +38,8 @@ import yaml
 from ditto_research.errors import CheckpointError, DittoError
 
 HF_REPO = "digital-avatar/ditto-talkinghead"
-DOWNLOAD_COMMAND = f"huggingface-cli download {HF_REPO} --local-dir checkpoints"
+# Our downloader; every hint also spells out the `hf download` equivalent (download_hint).
+DOWNLOAD_COMMAND = "python -m ditto_research.checkpoints download"
 
 MODEL_FILES: dict[str, str] = {
     "appearance_extractor": "appearance_extractor.pth",
@@ -48,7 +56,18 @@ CFG_FILES: tuple[str, ...] = (
     "v0.4_hubert_cfg_trt.pkl",
     "v0.4_hubert_cfg_trt_online.pkl",
 )
+# What the PyTorch path reads: the default of check and check_root. onnx / trt: the official ditto_onnx/ and
+# ditto_trt_*/ folders, checked only on request.
 PARTS = ("models", "face", "hubert", "cfg")
+CHECK_PARTS = (*PARTS, "onnx", "trt")
+_PART_FOLDERS = {
+    "models": "ditto_pytorch",
+    "face": "ditto_pytorch",
+    "hubert": "ditto_pytorch",
+    "cfg": "ditto_cfg",
+    "onnx": "ditto_onnx",
+    "trt": "ditto_trt_*",
+}
 
 
 @dataclass(frozen=True)
@@ -92,49 +111,45 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
+def root_problem(root: str | Path, parts: Iterable[str] = PARTS) -> str | None:
+    """None when ``root`` is a folder holding at least one official top folder, else why it is no checkpoint
+    root."""
+    root = Path(root)
+    if not root.exists():
+        return f"checkpoint root {root} does not exist"
+    if not root.is_dir():
+        return f"checkpoint root {root} is a file, not a folder"
+    if any(any(root.glob(folder)) for folder in set(_PART_FOLDERS.values())):
+        return None
+    expected = " and ".join(f"{f}/" for f in sorted({_PART_FOLDERS[p] for p in parts}))
+    return f"{root} is not a checkpoint root: expected {expected} of {HF_REPO} in it"
+
+
 def find_problems(
     root: str | Path,
     parts: Iterable[str] = PARTS,
     deep: bool = True,
     lmdm_file: str = MODEL_FILES["lmdm"],
 ) -> list[str]:
-    """Every missing or malformed file of the requested ``parts`` (models, face, hubert, cfg), one line each.
+    """Every missing or malformed file of the requested ``parts`` (models, face, hubert, cfg, onnx, trt), one
+    line each.
 
-    With ``deep`` the ``.pth`` files are loaded (weights only) and checked key by key against the networks, the
-    config pickle is read with the restricted unpickler, and ONNX files must parse.
+    A folder that is no checkpoint root at all gives the one line of :func:`root_problem`. With ``deep`` the
+    ``.pth`` files are loaded (weights only) and checked key by key against the networks, the config pickle is
+    read with the restricted unpickler, and ONNX files must parse. Engines are only checked to exist.
     """
-    from ditto_research.models.registry import (  # local: keeps `checkpoints --help` fast
-        describe_mismatch,
-        get_spec,
-        lmdm_cond_dim,
-        state_dict_from_file,
-    )
-
-    ckpt = CheckpointRoot(Path(root))
-    if not ckpt.root.is_dir():
-        return [f"checkpoint root {ckpt.root} does not exist"]
     parts = tuple(parts)
-    unknown = set(parts) - set(PARTS)
+    unknown = set(parts) - set(CHECK_PARTS)
     if unknown:
-        raise ValueError(f"unknown checkpoint parts {sorted(unknown)}; choose from {PARTS}")
-    problems: list[str] = []
-    if "models" in parts:
-        for name in MODEL_FILES:
-            path = ckpt.model_path(name, lmdm_file if name == "lmdm" else None)
-            problem = _file_problem(path)
-            if problem is None and deep:
-                try:
-                    state = state_dict_from_file(name, path)
-                    kwargs = {"cond_dim": lmdm_cond_dim(state)} if name == "lmdm" else {}
-                    problem = describe_mismatch(_meta_module(get_spec(name), kwargs), state)
-                    problem = f"{path} does not fit {name}: {problem}" if problem else None
-                except CheckpointError as e:
-                    problem = str(e)
-            if problem:
-                problems.append(problem)
+        raise ValueError(f"unknown checkpoint parts {sorted(unknown)}; choose from {CHECK_PARTS}")
+    problem = root_problem(root, parts)
+    if problem:
+        return [problem]
+    ckpt = CheckpointRoot(Path(root))
+    problems = _model_problems(ckpt, deep, lmdm_file) if "models" in parts else []
     aux = [*FACE_FILES] * ("face" in parts) + [HUBERT_FILE] * ("hubert" in parts)
-    for filename in aux:
-        path = ckpt.aux_path(filename)
+    onnx_files = [ckpt.aux_path(f) for f in aux] + (_official_onnx_files(ckpt) if "onnx" in parts else [])
+    for path in onnx_files:
         problem = _file_problem(path) or (_onnx_problem(path) if deep and path.suffix == ".onnx" else None)
         if problem:
             problems.append(problem)
@@ -148,7 +163,41 @@ def find_problems(
                 problem = str(e)
         if problem:
             problems.append(problem)
+    if "trt" in parts and not any(ckpt.root.glob(f"{_PART_FOLDERS['trt']}/*.engine")):
+        problems.append(f"no TensorRT engines: nothing matches {ckpt.root / _PART_FOLDERS['trt']}/*.engine")
     return problems
+
+
+def _model_problems(ckpt: CheckpointRoot, deep: bool, lmdm_file: str) -> list[str]:
+    from ditto_research.models.registry import (  # local: keeps `checkpoints --help` fast
+        describe_mismatch,
+        get_spec,
+        lmdm_cond_dim,
+        state_dict_from_file,
+    )
+
+    problems = []
+    for name in MODEL_FILES:
+        path = ckpt.model_path(name, lmdm_file if name == "lmdm" else None)
+        problem = _file_problem(path)
+        if problem is None and deep:
+            try:
+                state = state_dict_from_file(name, path)
+                kwargs = {"cond_dim": lmdm_cond_dim(state)} if name == "lmdm" else {}
+                problem = describe_mismatch(_meta_module(get_spec(name), kwargs), state)
+                problem = f"{path} does not fit {name}: {problem}" if problem else None
+            except CheckpointError as e:
+                problem = str(e)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _official_onnx_files(ckpt: CheckpointRoot) -> list[Path]:
+    """The network files of ditto_onnx/ (not its hubert.onnx: speech features come from aux_models/)."""
+    from ditto_research.backends.base import NETWORK_IO
+
+    return [ckpt.onnx_dir / io.onnx_file for name, io in NETWORK_IO.items() if name != "hubert"]
 
 
 def _meta_module(spec: Any, kwargs: dict[str, Any]) -> Any:
@@ -168,20 +217,28 @@ def _onnx_problem(path: Path) -> str | None:
     return None
 
 
-def check_root(root: str | Path, parts: Iterable[str] = PARTS, deep: bool = False, **kwargs: Any) -> CheckpointRoot:
-    """Return the root if the requested parts are complete, else raise one CheckpointError listing every problem."""
-    problems = find_problems(root, parts, deep=deep, **kwargs)
-    if problems:
-        listed = "; ".join(problems)
+def check_root(
+    root: str | Path, parts: Iterable[str] = PARTS, deep: bool = False, **kwargs: Any
+) -> CheckpointRoot:
+    """Return the root if the requested parts are complete, else raise one CheckpointError listing every
+    problem."""
+    parts = tuple(parts)
+    problem = root_problem(root, parts)
+    if problem is None:
+        problems = find_problems(root, parts, deep=deep, **kwargs)
+        if problems:
+            problem = (
+                f"checkpoint root {root} is incomplete ({len(problems)} problem(s)): {'; '.join(problems)}"
+            )
+    if problem:
         raise CheckpointError(
-            f"checkpoint root {root} is incomplete ({len(problems)} problem(s)): {listed}. "
-            f"Get the official files with: {DOWNLOAD_COMMAND} (or pass model.checkpoint_root=DIR; "
-            "model=untrained / model=tiny need no files)"
+            f"{problem}. Get the official files with: {download_hint(root, parts)}; or pass "
+            "model.checkpoint_root=DIR (model=untrained / model=tiny need no files)"
         )
     return CheckpointRoot(Path(root))
 
 
-# ---------------------------------------------------------------------------------------------- config pickles
+# --------------------------------------------------------------------------------------------- config pickles
 
 _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"),
@@ -221,11 +278,13 @@ def load_cfg_pkl(path: str | Path) -> dict[str, Any]:
             obj = _RestrictedUnpickler(io.BufferedReader(f)).load()
     except _RefusedImport as e:
         raise CheckpointError(
-            f"config pickle {path} was refused: {e} (only containers, numbers, strings and numpy arrays are allowed; "
-            "a pickle that imports code is unsafe)"
+            f"config pickle {path} was refused: {e} (only containers, numbers, strings and numpy arrays are "
+            "allowed; a pickle that imports code is unsafe)"
         ) from e
     except Exception as e:
-        raise CheckpointError(f"config pickle {path} is truncated or not a pickle ({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"config pickle {path} is truncated or not a pickle ({type(e).__name__}: {e})"
+        ) from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"config pickle {path} holds a {type(obj).__name__}, expected a dict")
     return obj
@@ -273,7 +332,8 @@ _A2M_TO_KEY = {
 
 
 def _plain_value(value: Any, key: str, array_dir: Path | None, arrays: dict[str, np.ndarray]) -> Any:
-    """YAML-safe form of a pickle value; arrays become .npy files next to the YAML (their path is the value)."""
+    """YAML-safe form of a pickle value; arrays become .npy files next to the YAML (their path is the
+    value)."""
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             return value.item()
@@ -288,10 +348,13 @@ def _plain_value(value: Any, key: str, array_dir: Path | None, arrays: dict[str,
     return value
 
 
-def convert_cfg(cfg: dict[str, Any], array_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], list[str]]:
+def convert_cfg(
+    cfg: dict[str, Any], array_dir: Path | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray], list[str]]:
     """Map an official config dict to our config values.
 
-    Returns (nested dict of our keys, arrays to save as .npy keyed by config key, notes about skipped entries).
+    Returns (nested dict of our keys, arrays to save as .npy keyed by config key, notes about skipped
+    entries).
     """
     values: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
@@ -311,7 +374,9 @@ def convert_cfg(cfg: dict[str, Any], array_dir: Path | None = None) -> tuple[dic
         elif k == "motion_feat_dim" and int(v) != 265:
             notes.append(f"audio2motion_cfg.motion_feat_dim={v} (this framework expects 265)")
         elif k == "audio_feat_dim":
-            notes.append(f"audio2motion_cfg.audio_feat_dim={v}: the LMDM width is read from the checkpoint instead")
+            notes.append(
+                f"audio2motion_cfg.audio_feat_dim={v}: the LMDM width is read from the checkpoint instead"
+            )
         elif k not in ("model_path", "device", "motion_feat_dim", "w2f_type"):
             notes.append(f"audio2motion_cfg.{k} has no equivalent here (skipped)")
     if a2m.get("w2f_type", "hubert") != "hubert":
@@ -332,7 +397,10 @@ def write_cfg_yaml(pkl: str | Path, out: str | Path | None) -> str:
     cfg = load_cfg_pkl(pkl)
     out_path = Path(out) if out else None
     values, arrays, notes = convert_cfg(cfg, out_path.parent if out_path else None)
-    lines = ["# @package _global_", f"# Converted from {Path(pkl).name} by `python -m ditto_research.checkpoints convert-cfg`."]
+    lines = [
+        "# @package _global_",
+        f"# Converted from {Path(pkl).name} by `python -m ditto_research.checkpoints convert-cfg`.",
+    ]
     lines += [f"# note: {n}" for n in notes]
     text = "\n".join(lines) + "\n" + yaml.safe_dump(values, sort_keys=True)
     if out_path is not None:
@@ -345,28 +413,256 @@ def write_cfg_yaml(pkl: str | Path, out: str | Path | None) -> str:
     return text
 
 
+# --------------------------------------------------------------------------------------------------- download
+
+
+@dataclass(frozen=True)
+class DownloadPart:
+    """One ``download --parts`` choice: the repository files it fetches and the check parts validated
+    afterwards."""
+
+    # Allow-patterns (fnmatch: "*" also crosses "/"); None: the whole repository.
+    patterns: tuple[str, ...] | None
+    checks: tuple[str, ...]
+    about: str
+
+
+_AUX_PATTERN = "ditto_pytorch/aux_models/*"  # the face and HuBERT models every backend reads
+DOWNLOAD_PARTS: dict[str, DownloadPart] = {
+    "pytorch": DownloadPart(
+        ("ditto_cfg/*", "ditto_pytorch/*"),
+        PARTS,
+        "ditto_cfg/ + ditto_pytorch/ (networks + aux models), ~2.3 GB; the default",
+    ),
+    "onnx": DownloadPart(
+        ("ditto_cfg/*", "ditto_onnx/*", _AUX_PATTERN),
+        ("onnx", "face", "hubert", "cfg"),
+        "ditto_cfg/ + ditto_onnx/ + ditto_pytorch/aux_models/, for backend=onnx",
+    ),
+    "trt": DownloadPart(
+        ("ditto_cfg/*", "ditto_trt*/*", _AUX_PATTERN),
+        ("trt", "face", "hubert", "cfg"),
+        "ditto_cfg/ + ditto_trt_*/ + ditto_pytorch/aux_models/ (official TensorRT 8.6 engines, "
+        "which backend=tensorrt refuses: build yours from onnx, see docs/backends.md)",
+    ),
+    "all": DownloadPart(None, CHECK_PARTS, "the whole repository, ~6.9 GB"),
+}
+
+
+def download_selection(parts: Iterable[str]) -> tuple[list[str] | None, tuple[str, ...]]:
+    """(allow-patterns, None meaning everything; check parts) of a set of download parts."""
+    chosen = [DOWNLOAD_PARTS[p] for p in dict.fromkeys(parts)]
+    if not chosen:
+        raise ValueError(f"no download parts given; choose from {tuple(DOWNLOAD_PARTS)}")
+    patterns = (
+        None
+        if any(c.patterns is None for c in chosen)
+        else [*dict.fromkeys(p for c in chosen for p in c.patterns)]
+    )
+    return patterns, tuple(p for p in CHECK_PARTS if any(p in c.checks for c in chosen))
+
+
+def hf_download_command(root: str | Path = "checkpoints", parts: Iterable[str] = ("pytorch",)) -> str:
+    """The ``hf download`` command line (huggingface_hub's CLI) that fetches the same files as
+    ``download``."""
+    patterns, _ = download_selection(parts)
+    include = "".join(f' --include "{p}"' for p in patterns or ())
+    return f"hf download {HF_REPO}{include} --local-dir {shlex.quote(str(root))}"
+
+
+def download_hint(root: str | Path, checks: Iterable[str] = PARTS) -> str:
+    """How to get the files that check parts ``checks`` read into ``root``: our command, then the hf
+    equivalent."""
+    checks = tuple(checks)
+    parts = tuple(p for p in ("onnx", "trt") if p in checks)
+    if "models" in checks or not parts:
+        parts = ("pytorch", *parts)
+    flag = "" if parts == ("pytorch",) else f" --parts {','.join(parts)}"
+    return f"{DOWNLOAD_COMMAND} {shlex.quote(str(root))}{flag} (or: {hf_download_command(root, parts)})"
+
+
+def _check_destination(root: Path) -> None:
+    """One clear error when ``root`` cannot become a writable folder; nothing is created here."""
+    if root.exists() and not root.is_dir():
+        raise CheckpointError(f"download destination {root} is a file; pass a folder (default: checkpoints)")
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        raise CheckpointError(f"download destination {root} cannot be created: {existing} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise CheckpointError(
+            f"download destination {existing} is not writable ({e.strerror}); choose another folder or fix "
+            "its permissions"
+        ) from e
+
+
+def _hub_errors() -> tuple[type[Exception], ...]:
+    """What huggingface_hub raises when the Hub cannot be asked or a transfer breaks off."""
+    from huggingface_hub.errors import EntryNotFoundError, OfflineModeIsEnabled
+
+    # huggingface_hub's HTTP stack: httpx2 from 2.0, httpx in 1.x; HfHubHTTPError derives from its
+    # HTTPError
+    try:
+        from httpx2 import HTTPError
+    except ImportError:
+        from httpx import HTTPError
+    return HTTPError, OfflineModeIsEnabled, EntryNotFoundError
+
+
+def _describe_hub_error(e: Exception) -> str:
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
+
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, OfflineModeIsEnabled):
+        return "could not reach the Hugging Face Hub (offline mode: HF_HUB_OFFLINE is set)"
+    if isinstance(e, HfHubHTTPError):
+        return f"the Hugging Face Hub refused {HF_REPO} ({first_line})"
+    if isinstance(e, EntryNotFoundError):
+        return f"the download from the Hugging Face Hub broke off ({type(e).__name__})"
+    return f"could not reach the Hugging Face Hub ({type(e).__name__}: {first_line})"
+
+
+def download(root: str | Path = "checkpoints", parts: Iterable[str] = ("pytorch",)) -> Path:
+    """Fetch download ``parts`` of the official repository into ``root`` (files already there are kept: it
+    resumes).
+
+    Raises one CheckpointError naming the ``hf download`` command to run elsewhere when the Hub cannot be
+    reached.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    root, parts = Path(root), tuple(parts)
+    patterns, _ = download_selection(parts)
+    _check_destination(root)
+    try:
+        # Resolve the commit first: one request, no retries, HF_HUB_ETAG_TIMEOUT (10 s) at most, so offline it
+        # fails at once; snapshot_download would instead fall back to whatever is in root. It then fetches
+        # that commit.
+        info = huggingface_hub.HfApi().repo_info(HF_REPO, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+        huggingface_hub.snapshot_download(
+            repo_id=HF_REPO, revision=info.sha, local_dir=root, allow_patterns=patterns
+        )
+    except _hub_errors() as e:
+        raise CheckpointError(
+            f"{_describe_hub_error(e)}; on a machine with network run: {hf_download_command(root, parts)}"
+        ) from e
+    except OSError as e:
+        raise CheckpointError(
+            f"could not write the download to {root} ({e}); free some space or choose another folder"
+        ) from e
+    return root
+
+
+def _parts_list(text: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in DOWNLOAD_PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(
+            f"invalid part {','.join(unknown) or text!r}; choose from {', '.join(DOWNLOAD_PARTS)}"
+        )
+    return parts
+
+
+def _report(root: Path, parts: tuple[str, ...], deep: bool) -> int:
+    """The ``check`` report on stdout / stderr: 0 when complete, 1 listing every problem; no checkpoint root
+    raises."""
+    problem = root_problem(root, parts)
+    if problem:
+        raise CheckpointError(f"{problem}; get the official files with: {download_hint(root, parts)}")
+    problems = find_problems(root, parts, deep=deep)
+    if problems:
+        print(f"{root}: {len(problems)} problem(s):", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        print(f"Get the official files with: {download_hint(root, parts)}", file=sys.stderr)
+        return 1
+    print(f"{root}: OK ({', '.join(parts)})")
+    return 0
+
+
+def _download_epilog() -> str:
+    width = max(map(len, DOWNLOAD_PARTS))
+    lines = [
+        textwrap.fill(
+            part.about, 100, initial_indent=f"  {name:<{width}}  ", subsequent_indent=" " * (width + 4)
+        )
+        for name, part in DOWNLOAD_PARTS.items()
+    ]
+    notes = textwrap.fill(
+        "Files already in DIR are kept, so a second run resumes. Afterwards DIR is checked as `check` does "
+        "(exit 0 only if it passes, 1 listing the problems). Without network (or with HF_HUB_OFFLINE=1) it "
+        "stops at once with one line (exit 2) naming the command to run on a machine with network, e.g.:",
+        100,
+    )
+    return "\n".join(
+        [
+            "parts (comma-separated or repeated: --parts pytorch,onnx):",
+            *lines,
+            "",
+            notes,
+            f"  {hf_download_command()}",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ditto_research.checkpoints", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ditto_research.checkpoints", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p_check = sub.add_parser("check", help="validate a checkpoint root; lists every missing or malformed file")
+    p_down = sub.add_parser(
+        "download",
+        help=f"fetch {HF_REPO} from the Hugging Face Hub, then check it",
+        description=(
+            f"Download {HF_REPO} (or parts of it) from the Hugging Face Hub into DIR, then check DIR."
+        ),
+        epilog=_download_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p_down.add_argument(
+        "root",
+        metavar="DIR",
+        nargs="?",
+        type=Path,
+        default=Path("checkpoints"),
+        help="checkpoint root to fill (default: checkpoints)",
+    )
+    p_down.add_argument(
+        "--parts",
+        type=_parts_list,
+        action="extend",
+        metavar="PART[,PART]",
+        help=f"what to fetch: {', '.join(DOWNLOAD_PARTS)} (default: pytorch)",
+    )
+    p_down.add_argument(
+        "--quick", action="store_true", help="afterwards only check that files exist (no loading)"
+    )
+    p_check = sub.add_parser(
+        "check", help="validate a checkpoint root; lists every missing or malformed file"
+    )
     p_check.add_argument("root", type=Path)
-    p_check.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to check (default: all)")
+    p_check.add_argument(
+        "--parts",
+        nargs="+",
+        default=list(PARTS),
+        choices=CHECK_PARTS,
+        help=f"what to check (default: {' '.join(PARTS)}, what backend=pytorch reads)",
+    )
     p_check.add_argument("--quick", action="store_true", help="only check that files exist (no loading)")
     p_conv = sub.add_parser("convert-cfg", help="official ditto_cfg/*.pkl -> YAML config delta for conf/")
     p_conv.add_argument("pkl", type=Path)
     p_conv.add_argument("-o", "--output", type=Path, default=None, help="YAML file to write (default: print)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "download":
+            parts = tuple(args.parts or ("pytorch",))
+            root = download(args.root, parts)
+            return _report(root, download_selection(parts)[1], deep=not args.quick)
         if args.command == "check":
-            problems = find_problems(args.root, args.parts, deep=not args.quick)
-            if problems:
-                print(f"{args.root}: {len(problems)} problem(s):", file=sys.stderr)
-                for p in problems:
-                    print(f"  - {p}", file=sys.stderr)
-                print(f"Get the official files with: {DOWNLOAD_COMMAND}", file=sys.stderr)
-                return 1
-            print(f"{args.root}: OK ({', '.join(args.parts)})")
-            return 0
+            return _report(args.root, tuple(args.parts), deep=not args.quick)
         text = write_cfg_yaml(args.pkl, args.output)
         print(f"wrote {args.output}" if args.output else text, end="\n" if args.output else "")
         return 0
