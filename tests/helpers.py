@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -23,8 +25,18 @@ def max_rel_err(ours: torch.Tensor | np.ndarray, ref: np.ndarray) -> float:
     return max_abs_err(ours, ref) / scale
 
 
+def keys_table_seed(golden_dir) -> int:
+    """The det_init seed whose fill sums ``state_dict_keys.tsv`` lists (its last header:
+    ``sum_of_fill_seed0``)."""
+    header = (golden_dir / "state_dict_keys.tsv").read_text().splitlines()[0].split("\t")
+    match = re.fullmatch(r"sum_of_fill_seed(\d+)", header[-1])
+    assert match, f"state_dict_keys.tsv: last column {header[-1]!r} does not name the fill seed"
+    return int(match.group(1))
+
+
 def official_rows(golden_dir, module: str) -> dict[str, tuple[list[int], str, float]]:
-    """``state_dict_keys.tsv`` rows of one module: key -> (shape, dtype, sum of the seed-0 fill)."""
+    """``state_dict_keys.tsv`` rows of one module: key -> (shape, dtype, sum of the fill, see
+    keys_table_seed)."""
     rows = {}
     for line in (golden_dir / "state_dict_keys.tsv").read_text().splitlines()[1:]:
         name, key, shape, dtype, fill_sum = line.split("\t")

@@ -4,10 +4,10 @@
     warp = backend.load("warp_network")
     out = warp(feature_3d, kp_source, kp_driving)            # official ONNX input order, torch or numpy
 
-Every backend's runners follow :mod:`ditto_research.backends.base` (names, order, array kinds); the LMDM runner
-also offers ``sampling_fn`` / ``alphas_cumprod`` for the DDIM sampler. Heavy imports (onnxruntime, tensorrt)
-happen inside the chosen backend only. An unavailable backend, device or provider is a ConfigError, never a
-silent fallback; missing or mismatched files are CheckpointErrors that name the export command.
+Every backend's runners follow :mod:`ditto_research.backends.base` (names, order, array kinds); the LMDM
+runner also offers ``guided_denoiser`` / ``alphas_cumprod`` for the samplers. Heavy imports (onnxruntime,
+tensorrt) happen inside the chosen backend only. An unavailable backend, device or provider is a ConfigError,
+never a silent fallback; missing or mismatched files are CheckpointErrors that name the export command.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ _PRECISIONS = {"pytorch": ("fp32", "fp16", "bf16"), "onnx": ("fp32", "fp16"), "t
 class Backend:
     """Hands out runners of one backend; each network is built on first use and then kept."""
 
-    def __init__(self, name: str, device: str, precision: str, loader: Callable[[str], NetworkRunner], source: str) -> None:
+    def __init__(
+        self, name: str, device: str, precision: str, loader: Callable[[str], NetworkRunner], source: str
+    ) -> None:
         self.name = name
         self.device = device
         self.precision = precision
@@ -87,13 +89,15 @@ def make_backend(
     cond_dim: int | None = None,
     seq_frames: int = 80,
 ) -> Backend:
-    """Build backend ``name`` (pytorch | onnx | tensorrt); device and precision are checked here, files on load.
+    """Build backend ``name`` (pytorch | onnx | tensorrt); device and precision are checked here, files on
+    load.
 
     Args:
         onnx_dir: ONNX folder laid out like ditto_onnx/ (None: <checkpoint_root>/ditto_onnx).
         engine_dir: TensorRT engine folder (None: <checkpoint_root>/ditto_trt_<gpu>).
-        model_name, seed, tiny: pytorch only: ditto = official checkpoints under ``checkpoint_root``; untrained /
-            tiny = random weights, network i seeded ``seed + i`` (tiny defaults to model_name == "tiny").
+        model_name, seed, tiny: pytorch only: ditto = official checkpoints under ``checkpoint_root``;
+            untrained / tiny = random weights, network i seeded ``seed + i`` (tiny defaults to model_name ==
+            "tiny").
         num_threads: onnxruntime intra-op threads (0: onnxruntime's default).
         cond_dim, seq_frames: the LMDM condition width / window the configured flags give (checked against a
             checkpoint; used to size a random LMDM).
@@ -103,15 +107,27 @@ def make_backend(
     check_precision(name, precision, _PRECISIONS[name])
     root = Path(checkpoint_root)
     if name == "pytorch":
-        return _torch_backend(device, precision, root, model_name, seed, model_name == "tiny" if tiny is None else tiny,
-                              lmdm_file, cond_dim, seq_frames)
+        return _torch_backend(
+            device,
+            precision,
+            root,
+            model_name,
+            seed,
+            model_name == "tiny" if tiny is None else tiny,
+            lmdm_file,
+            cond_dim,
+            seq_frames,
+        )
     if name == "onnx":
-        return _onnx_backend(device, precision, Path(onnx_dir) if onnx_dir else root / "ditto_onnx", num_threads, model_name)
+        return _onnx_backend(
+            device, precision, Path(onnx_dir) if onnx_dir else root / "ditto_onnx", num_threads, model_name
+        )
     return _tensorrt_backend(device, precision, engine_dir, root, onnx_dir)
 
 
 def make_backend_from_config(backend: object, model: object, motion: object | None = None) -> Backend:
-    """:func:`make_backend` from the typed ``BackendConfig``, ``ModelConfig`` and (optional) ``MotionConfig``."""
+    """:func:`make_backend` from the typed ``BackendConfig``, ``ModelConfig`` and (optional)
+    ``MotionConfig``."""
     return make_backend(
         backend.name,  # type: ignore[attr-defined]
         device=backend.device,  # type: ignore[attr-defined]
@@ -128,8 +144,17 @@ def make_backend_from_config(backend: object, model: object, motion: object | No
     )
 
 
-def _torch_backend(device: str, precision: str, root: Path, model_name: str, seed: int, tiny: bool,
-                   lmdm_file: str, cond_dim: int | None, seq_frames: int) -> Backend:
+def _torch_backend(
+    device: str,
+    precision: str,
+    root: Path,
+    model_name: str,
+    seed: int,
+    tiny: bool,
+    lmdm_file: str,
+    cond_dim: int | None,
+    seq_frames: int,
+) -> Backend:
     from ditto_research.backends.pytorch import load_torch_network, resolve_torch_device
     from ditto_research.checkpoints import CheckpointRoot
     from ditto_research.models import NETWORK_NAMES
@@ -138,14 +163,18 @@ def _torch_backend(device: str, precision: str, root: Path, model_name: str, see
 
     def load(network: str) -> NetworkRunner:
         if network not in NETWORK_NAMES:
-            raise ConfigError(f"backend=pytorch has no {network} network (speech features come from audio_encoder)")
+            raise ConfigError(
+                f"backend=pytorch has no {network} network (speech features come from audio_encoder)"
+            )
         if model_name == "ditto":
             path = CheckpointRoot(root).model_path(network, lmdm_file if network == "lmdm" else None)
-            return load_torch_network(network, device, precision, path,
-                                      expected_cond_dim=cond_dim if network == "lmdm" else None)
+            return load_torch_network(
+                network, device, precision, path, expected_cond_dim=cond_dim if network == "lmdm" else None
+            )
         extra = {"cond_dim": cond_dim or 1103, "seq_frames": seq_frames} if network == "lmdm" else {}
-        return load_torch_network(network, device, precision, None, seed=seed + NETWORK_NAMES.index(network),
-                                  tiny=tiny, **extra)
+        return load_torch_network(
+            network, device, precision, None, seed=seed + NETWORK_NAMES.index(network), tiny=tiny, **extra
+        )
 
     source = f"checkpoints in {root}" if model_name == "ditto" else f"{model_name} weights, seed {seed}"
     return Backend("pytorch", device, precision, load, source)
@@ -157,8 +186,8 @@ def _onnx_backend(device: str, precision: str, onnx_dir: Path, num_threads: int,
     check_onnx_device(device)
     if not onnx_dir.is_dir():
         raise CheckpointError(
-            f"ONNX folder {onnx_dir} does not exist; write it with: {export_command(onnx_dir, model=model_name)} "
-            "(or set backend.onnx_dir=DIR)"
+            f"ONNX folder {onnx_dir} does not exist; write it with: "
+            f"{export_command(onnx_dir, model=model_name)} (or set backend.onnx_dir=DIR)"
         )
 
     def load(network: str) -> NetworkRunner:
@@ -167,8 +196,9 @@ def _onnx_backend(device: str, precision: str, onnx_dir: Path, num_threads: int,
     return Backend("onnx", device, precision, load, f"ONNX files in {onnx_dir}")
 
 
-def _tensorrt_backend(device: str, precision: str, engine_dir: str | Path | None, root: Path,
-                      onnx_dir: str | Path | None) -> Backend:
+def _tensorrt_backend(
+    device: str, precision: str, engine_dir: str | Path | None, root: Path, onnx_dir: str | Path | None
+) -> Backend:
     import torch
 
     from ditto_research.backends.tensorrt import (
@@ -181,7 +211,11 @@ def _tensorrt_backend(device: str, precision: str, engine_dir: str | Path | None
     import_tensorrt()
     if not device.startswith("cuda"):
         raise ConfigError(f"backend=tensorrt runs on CUDA only; set backend.device=cuda (got {device})")
-    folder = Path(engine_dir) if engine_dir else root / f"ditto_trt_{gpu_slug(current_gpu_name(torch.device(device)))}"
+    folder = (
+        Path(engine_dir)
+        if engine_dir
+        else root / f"ditto_trt_{gpu_slug(current_gpu_name(torch.device(device)))}"
+    )
 
     def load(network: str) -> NetworkRunner:
         return load_tensorrt_network(network, folder, device, precision, onnx_dir)

@@ -61,7 +61,9 @@ RENDER_NETWORKS = (
 # Kept in float32 whatever the requested precision (as the original's TensorRT build does for the motion
 # extractor, HuBERT and the LMDM; the stitching MLP is tiny and feeds geometry, so fp16 buys nothing).
 # The LMDM's cached pair (lmdm_memory, lmdm_step) is the LMDM too.
-FP32_NETWORKS = frozenset({"motion_extractor", "stitch_network", "lmdm", "hubert", "lmdm_memory", "lmdm_step"})
+FP32_NETWORKS = frozenset(
+    {"motion_extractor", "stitch_network", "lmdm", "hubert", "lmdm_memory", "lmdm_step"}
+)
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,9 @@ class NetworkIO:
         outs = ", ".join(spec.describe() for spec in self.outputs)
         return f"inputs [{ins}] -> outputs [{outs}]"
 
-    def mismatch(self, inputs: Sequence[tuple[str, int | None]], outputs: Sequence[tuple[str, int | None]]) -> str | None:
+    def mismatch(
+        self, inputs: Sequence[tuple[str, int | None]], outputs: Sequence[tuple[str, int | None]]
+    ) -> str | None:
         """None when (name, rank) lists fit this interface, else a one-line description of the difference."""
         problems = []
         for kind, specs, found in (("inputs", self.inputs, inputs), ("outputs", self.outputs, outputs)):
@@ -130,12 +134,18 @@ def _f(name: str, *ranks: int, aliases: tuple[str, ...] = ()) -> TensorSpec:
 NETWORK_IO: dict[str, NetworkIO] = {
     io.name: io
     for io in (
-        NetworkIO("appearance_extractor", "appearance_extractor", (_f("image", 4),), (_f("pred", 5, aliases=("feature_3d",)),)),
+        NetworkIO(
+            "appearance_extractor",
+            "appearance_extractor",
+            (_f("image", 4),),
+            (_f("pred", 5, aliases=("feature_3d",)),),
+        ),
         NetworkIO(
             "motion_extractor",
             "motion_extractor",
             (_f("image", 4),),
-            tuple(_f(n, 2) for n in ("pitch", "yaw", "roll", "t")) + (_f("exp", 2, 3), _f("scale", 2), _f("kp", 2, 3)),
+            tuple(_f(n, 2) for n in ("pitch", "yaw", "roll", "t"))
+            + (_f("exp", 2, 3), _f("scale", 2), _f("kp", 2, 3)),
         ),
         NetworkIO(
             "warp_network",
@@ -144,7 +154,9 @@ NETWORK_IO: dict[str, NetworkIO] = {
             (_f("out", 4),),
         ),
         NetworkIO("decoder", "decoder", (_f("feature", 4),), (_f("output", 4),)),
-        NetworkIO("stitch_network", "stitch_network", (_f("kp_source", 3), _f("kp_driving", 3)), (_f("out", 3),)),
+        NetworkIO(
+            "stitch_network", "stitch_network", (_f("kp_source", 3), _f("kp_driving", 3)), (_f("out", 3),)
+        ),
         NetworkIO(
             "lmdm",
             "lmdm_v0.4_hubert",
@@ -156,10 +168,10 @@ NETWORK_IO: dict[str, NetworkIO] = {
 }
 
 
-# The LMDM as two graphs (python -m ditto_research.export.onnx lmdm_form=cached): the condition memory of one window, computed
-# once per window, and the guided step over it, run once per sampler step. Shapes: B batch, N frames (80),
-# F motion (265), C condition (1103), L decoder layers (8), H heads (8), D/H head width (64); the 2 is the
-# guidance branches [unconditional, conditional]. Written next to lmdm_v0.4_hubert.onnx.
+# The LMDM as two graphs (python -m ditto_research.export.onnx lmdm_form=cached): the condition memory of one
+# window, computed once per window, and the guided step over it, run once per sampler step. Shapes: B batch, N
+# frames (80), F motion (265), C condition (1103), L decoder layers (8), H heads (8), D/H head width (64); the
+# 2 is the guidance branches [unconditional, conditional]. Written next to lmdm_v0.4_hubert.onnx.
 LMDM_PAIR_IO: dict[str, NetworkIO] = {
     io.name: io
     for io in (
@@ -167,7 +179,11 @@ LMDM_PAIR_IO: dict[str, NetworkIO] = {
             "lmdm_memory",
             f"{NETWORK_IO['lmdm'].stem}_memory",
             (_f("cond", 3),),  # (B, N, C)
-            (_f("cond_hidden", 3), _f("cond_keys", 6), _f("cond_values", 6)),  # (B, 2, D), (B, L, 2, H, N, D/H) x2
+            (
+                _f("cond_hidden", 3),
+                _f("cond_keys", 6),
+                _f("cond_values", 6),
+            ),  # (B, 2, D), (B, L, 2, H, N, D/H) x2
         ),
         NetworkIO(
             "lmdm_step",
@@ -194,7 +210,8 @@ def get_io(name: str) -> NetworkIO:
 
 
 def get_graph_io(name: str) -> NetworkIO:
-    """The interface of a network (:data:`NETWORK_IO`) or of one graph of the LMDM pair (:data:`LMDM_PAIR_IO`)."""
+    """The interface of a network (:data:`NETWORK_IO`) or of one graph of the LMDM pair
+    (:data:`LMDM_PAIR_IO`)."""
     if name in LMDM_PAIR_IO:
         return LMDM_PAIR_IO[name]
     return get_io(name)
@@ -203,7 +220,8 @@ def get_graph_io(name: str) -> NetworkIO:
 def check_precision(backend: str, precision: str, allowed: tuple[str, ...]) -> None:
     if precision not in allowed:
         raise ConfigError(
-            f"backend.precision={precision!r} is not available with backend={backend}; choose one of: {', '.join(allowed)}"
+            f"backend.precision={precision!r} is not available with backend={backend}; "
+            f"choose one of: {', '.join(allowed)}"
         )
 
 
@@ -246,7 +264,8 @@ class LmdmSampling:
 
     Every sampler runs over it (each evaluation is one call of the whole guided step, condition encoder
     included) as long as its times are integers and its guidance weight is the baked one; the cached pair
-    (:class:`~ditto_research.backends.lmdm_pair.CachedPairLmdm`) lifts both limits and encodes once per window.
+    (:class:`~ditto_research.backends.lmdm_pair.CachedPairLmdm`) lifts both limits and encodes once per
+    window.
 
     The subclass provides ``__call__(x, cond_frame, cond, time_cond) -> (pred_noise, x_start)`` and sets
     ``seq_frames``, ``motion_dim``, ``cond_dim`` and ``baked_guidance_weight``.
@@ -274,13 +293,16 @@ class LmdmSampling:
             raise ConfigError(
                 f"{self.file_label} has guidance weight {self.baked_guidance_weight:g} baked in, but "
                 f"sampler.guidance_scale={float(value):g}; re-export it with "
-                f"`python -m ditto_research.export.onnx networks=[lmdm] lmdm_guidance_weight={float(value):g}`, or export the "
-                "cached LMDM pair, which takes any weight (`python -m ditto_research.export.onnx networks=[lmdm] lmdm_form=cached`), "
+                "`python -m ditto_research.export.onnx networks=[lmdm] "
+                f"lmdm_guidance_weight={float(value):g}`, or export the "
+                "cached LMDM pair, which takes any weight "
+                "(`python -m ditto_research.export.onnx networks=[lmdm] lmdm_form=cached`), "
                 "or use backend=pytorch"
             )
 
     def check_sampler(self, guidance_scale: float, times: torch.Tensor) -> None:
-        """ConfigError now, before any window, when a sampler's weight or time grid cannot run on this LMDM."""
+        """ConfigError now, before any window, when a sampler's weight or time grid cannot run on this
+        LMDM."""
         self._check_guidance(guidance_scale)
         self._check_integer_times(times)
 
@@ -288,25 +310,18 @@ class LmdmSampling:
         if guidance_scale is not None:
             self.guidance_weight = guidance_scale  # the setter refuses a weight other than the baked one
 
-    def sampling_fn(
-        self, cond_frame: torch.Tensor, cond: torch.Tensor, guidance_scale: float | None = None
-    ) -> Callable[[torch.Tensor, int], tuple[Any, Any]]:
-        """model_fn(x_t, t) -> (pred_noise, x_start) for a DDIM sampler; cond_frame (B, F), cond (B, N, C)."""
-        self._check_guidance(guidance_scale)
-
-        def model_fn(x: torch.Tensor, t: int) -> tuple[Any, Any]:
-            times = torch.full((x.shape[0],), int(t), dtype=torch.int64)
-            return self(x, cond_frame, cond, times)  # type: ignore[operator]
-
-        return model_fn
-
     def guided_denoiser(
-        self, cond_frame: torch.Tensor, cond: torch.Tensor, guidance_scale: float | None = None,
+        self,
+        cond_frame: torch.Tensor,
+        cond: torch.Tensor,
+        guidance_scale: float | None = None,
         times: torch.Tensor | None = None,
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """D(x_t (B, N, F), t (B,)) -> guided x_0, for the samplers of :mod:`ditto_research.diffusion.samplers`.
+        """D(x_t (B, N, F), t (B,)) -> guided x_0, for the samplers of
+        :mod:`ditto_research.diffusion.samplers`.
 
-        The exported graph takes integer times only; ``times`` (the planned evaluation times) is checked up front.
+        The exported graph takes integer times only; ``times`` (the planned evaluation times) is checked up
+        front.
         """
         self._check_guidance(guidance_scale)
         if times is not None:
@@ -323,23 +338,27 @@ class LmdmSampling:
     def _check_integer_times(self, times: torch.Tensor) -> None:
         if times.is_floating_point() and not bool(torch.all(times == torch.round(times))):
             raise ConfigError(
-                f"{self.file_label} takes integer diffusion times, but the sampler evaluates fractional ones; "
-                "export the cached LMDM pair, which takes any time (`python -m ditto_research.export.onnx networks=[lmdm] "
-                "lmdm_form=cached`), use sampler=ddim, or use backend=pytorch"
+                f"{self.file_label} takes integer diffusion times, but the sampler evaluates fractional "
+                "ones; export the cached LMDM pair, which takes any time "
+                "(`python -m ditto_research.export.onnx networks=[lmdm] lmdm_form=cached`), "
+                "use sampler=ddim, or use backend=pytorch"
             )
 
-    def predict_noise_from_start(self, x: torch.Tensor, t: torch.Tensor, x_start: torch.Tensor) -> torch.Tensor:
+    def predict_noise_from_start(
+        self, x: torch.Tensor, t: torch.Tensor, x_start: torch.Tensor
+    ) -> torch.Tensor:
         """eps = x_t / sqrt(1 - a_t) - x_0 / sqrt(1 / a_t - 1), a = alphas_cumprod; t (B,) integer times."""
         alphas = self.alphas_cumprod.to(x.device)
         alpha = alphas[torch.as_tensor(t, device=x.device).long()].reshape(-1, *([1] * (x.dim() - 1)))
         return torch.sqrt(1.0 / (1.0 - alpha)) * x - x_start / torch.sqrt(1.0 / alpha - 1)
 
 
-# ---------------------------------------------------------------------------------------------- example inputs
+# --------------------------------------------------------------------------------------------- example inputs
 
 
-def example_inputs(name: str, module: torch.nn.Module | None = None, batch: int = 1, seed: int = 0,
-                   image_size: int = 256) -> tuple[torch.Tensor, ...]:
+def example_inputs(
+    name: str, module: torch.nn.Module | None = None, batch: int = 1, seed: int = 0, image_size: int = 256
+) -> tuple[torch.Tensor, ...]:
     """Random inputs in the value ranges the pipeline feeds (for export tracing, verification, benchmarks).
 
     Sizes come from ``module`` when given (so narrow ``tiny`` variants work), else the official ones. Images
@@ -353,13 +372,19 @@ def example_inputs(name: str, module: torch.nn.Module | None = None, batch: int 
     def keypoints(num_kp: int) -> torch.Tensor:
         return torch.rand((batch, num_kp, 3), generator=gen) * 1.2 - 0.6
 
-    attr = (lambda key, default: getattr(module, key, default)) if module is not None else (lambda key, default: default)
+    attr = (
+        (lambda key, default: getattr(module, key, default))
+        if module is not None
+        else (lambda key, default: default)
+    )
     feature_size = image_size // 4
     if name in ("appearance_extractor", "motion_extractor"):
         return (torch.rand((batch, 3, image_size, image_size), generator=gen),)
     if name == "warp_network":
         num_kp = attr("num_kp", 21)
-        volume = normal(batch, attr("reshape_channel", 32), attr("reshape_depth", 16), feature_size, feature_size)
+        volume = normal(
+            batch, attr("reshape_channel", 32), attr("reshape_depth", 16), feature_size, feature_size
+        )
         return volume, keypoints(num_kp), keypoints(num_kp)
     if name == "decoder":
         return (normal(batch, attr("feature_channels", 256), feature_size, feature_size),)

@@ -6,24 +6,26 @@ computes the condition memory once per window (:meth:`~ditto_research.models.lmd
 ``python -m ditto_research.export.onnx lmdm_form=cached`` writes that split as two graphs (interfaces in
 :data:`~ditto_research.backends.base.LMDM_PAIR_IO`):
 
-    lmdm_v0.4_hubert_memory.onnx   cond (B, N, C) -> cond_hidden (B, 2, D), cond_keys, cond_values (B, L, 2, H, N, D/H)
-    lmdm_v0.4_hubert_step.onnx     x (B, N, F), t (1,), cond_frame (B, F), cond_hidden, cond_keys, cond_values,
-                                   guidance_weight (1,) -> x_start (B, N, F)
+    lmdm_v0.4_hubert_memory.onnx   cond (B, N, C) -> cond_hidden (B, 2, D), cond_keys, cond_values
+                                   (B, L, 2, H, N, D/H)
+    lmdm_v0.4_hubert_step.onnx     x (B, N, F), t (1,), cond_frame (B, F), cond_hidden, cond_keys,
+                                   cond_values, guidance_weight (1,) -> x_start (B, N, F)
 
 The memory graph runs the condition encoder and every decoder layer's cross-attention key/value projection of
 the N condition tokens, for the null and the real condition (the 2 axis: [unconditional, conditional]). The
-step graph holds no condition encoder: it embeds t (FiLM modulations, the 2 time tokens), decodes both branches
-as one batch and combines them, ``uncond + (cond - uncond) * guidance_weight``. t is one float32 time for the
-whole batch (samplers step every window element together; the runner splits a batch of mixed times), so samplers
-on a continuous time grid work, and the guidance weight is an input, so any ``sampler.guidance_scale`` works
-(1.0 still runs both branches; the result equals the conditional branch to float32 rounding).
+step graph holds no condition encoder: it embeds t (FiLM modulations, the 2 time tokens), decodes both
+branches as one batch and combines them, ``uncond + (cond - uncond) * guidance_weight``. t is one float32 time
+for the whole batch (samplers step every window element together; the runner splits a batch of mixed times),
+so samplers on a continuous time grid work, and the guidance weight is an input, so any
+``sampler.guidance_scale`` works (1.0 still runs both branches; the result equals the conditional branch to
+float32 rounding).
 
-:class:`ConditionMemoryGraph` and :class:`CachedStepGraph` are the torch modules the graphs are traced from (and
-verified against); :class:`CachedPairLmdm` is the backend-neutral runner over two compiled graphs (onnxruntime
-sessions or TensorRT engines).
+:class:`ConditionMemoryGraph` and :class:`CachedStepGraph` are the torch modules the graphs are traced from
+(and verified against); :class:`CachedPairLmdm` is the backend-neutral runner over two compiled graphs
+(onnxruntime sessions or TensorRT engines).
 
-Shape legend: B batch, N frames (80), F motion features (265), C condition features (1103), D latent width (512),
-L decoder layers (8), H heads (8).
+Shape legend: B batch, N frames (80), F motion features (265), C condition features (1103), D latent width
+(512), L decoder layers (8), H heads (8).
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ class ConditionMemoryGraph(nn.Module):
         null_tokens, null_hidden = lmdm.null_condition(cond.shape[0])
         # The frame before the window is not part of this memory: the step graph takes it directly.
         memory = lmdm.prepare_memory(
-            cond.new_empty(0), torch.cat([null_tokens, tokens]), torch.cat([null_hidden, hidden]),
+            cond.new_empty(0),
+            torch.cat([null_tokens, tokens]),
+            torch.cat([null_hidden, hidden]),
             branches=GUIDANCE_BRANCHES,
         )
         keys = torch.stack([key for key, _ in memory.cond_key_values])  # (L, 2B, H, N, D/H)
@@ -83,7 +87,8 @@ def _batch_first(stacked: torch.Tensor, branch_axis: int) -> torch.Tensor:
 
 
 def _branch_major(batch_first: torch.Tensor, branch_axis: int) -> torch.Tensor:
-    """Inverse of :func:`_batch_first`: (B, ..., 2, ...) -> (..., 2B, ...) with the branches at ``branch_axis``."""
+    """Inverse of :func:`_batch_first`: (B, ..., 2, ...) -> (..., 2B, ...) with the branches at
+    ``branch_axis``."""
     return batch_first.movedim(0, branch_axis + 1).flatten(branch_axis, branch_axis + 1)
 
 
@@ -128,7 +133,8 @@ class CachedStepGraph(nn.Module):
 def pair_example_inputs(
     graph: str, lmdm: LMDM, batch: int = 1, seed: int = 0, guidance_weight: float = 2.0
 ) -> tuple[torch.Tensor, ...]:
-    """Random inputs of ``graph`` (``lmdm_memory`` | ``lmdm_step``) sized from ``lmdm``, for tracing and checks.
+    """Random inputs of ``graph`` (``lmdm_memory`` | ``lmdm_step``) sized from ``lmdm``, for tracing and
+    checks.
 
     Condition and motion are N(0, 1), t uniform in [0, 999]; the step's memory is computed by
     :class:`ConditionMemoryGraph` from a random condition, so it has the values the step really sees.
@@ -199,7 +205,8 @@ class CachedPairLmdm(LmdmSampling):
         return tensor.to(device=self.device, dtype=dtype)
 
     def encode_memory(self, cond: Array) -> list[torch.Tensor]:
-        """cond (B, N, C) -> [cond_hidden, cond_keys, cond_values] (see the module docstring), on ``device``."""
+        """cond (B, N, C) -> [cond_hidden, cond_keys, cond_values] (see the module docstring), on
+        ``device``."""
         cond_tensor = self._tensor(cond)
         if cond_tensor.dim() != 3 or tuple(cond_tensor.shape[1:]) != (self.seq_frames, self.cond_dim):
             raise InputError(
@@ -232,37 +239,34 @@ class CachedPairLmdm(LmdmSampling):
         return denoise
 
     def _step(
-        self, x: torch.Tensor, t: torch.Tensor, frame: torch.Tensor, memory: list[torch.Tensor], weight: torch.Tensor
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        frame: torch.Tensor,
+        memory: list[torch.Tensor],
+        weight: torch.Tensor,
     ) -> torch.Tensor:
-        """x (B, N, F), t (1,) or (B,) float32 -> x_start (B, N, F); rows with different times run one by one."""
+        """x (B, N, F), t (1,) or (B,) float32 -> x_start (B, N, F); rows with different times run one by
+        one."""
         if t.numel() == 1 or bool(torch.all(t == t[0])):
             (x_start,) = self.step_graph(x, t[:1].contiguous(), frame, *memory, weight)
             return x_start
         if t.numel() != x.shape[0]:
             raise InputError(f"{self.file_label}: {t.numel()} times for a batch of {x.shape[0]}")
         rows = [
-            self.step_graph(x[i : i + 1], t[i : i + 1], frame[i : i + 1], *(m[i : i + 1] for m in memory), weight)[0]
+            self.step_graph(
+                x[i : i + 1], t[i : i + 1], frame[i : i + 1], *(m[i : i + 1] for m in memory), weight
+            )[0]
             for i in range(x.shape[0])
         ]
         return torch.cat(rows)
 
-    def sampling_fn(
-        self, cond_frame: torch.Tensor, cond: torch.Tensor, guidance_scale: float | None = None
-    ) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
-        """model_fn(x_t, t) -> (pred_noise, x_start) for the reference DDIM, built on :meth:`guided_denoiser`."""
-        denoise = self.guided_denoiser(cond_frame, cond, guidance_scale)
-
-        def model_fn(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            times = torch.full((x.shape[0],), int(t), dtype=torch.int64, device=x.device)
-            x_start = denoise(x, times)
-            return self.predict_noise_from_start(x, times, x_start), x_start
-
-        return model_fn
-
     def __call__(self, *inputs: Array) -> Any:
         """The official guided step: (x, cond_frame, cond, time_cond) -> (pred_noise, x_start)."""
         if len(inputs) != len(self.io.inputs):
-            raise InputError(f"lmdm takes {len(self.io.inputs)} inputs {list(self.io.input_names)}, got {len(inputs)}")
+            raise InputError(
+                f"lmdm takes {len(self.io.inputs)} inputs {list(self.io.input_names)}, got {len(inputs)}"
+            )
         x, cond_frame, cond = (self._tensor(value) for value in inputs[:3])
         time_cond = self._tensor(inputs[3], torch.int64).reshape(-1).expand(x.shape[0])
         x_start = self.guided_denoiser(cond_frame, cond)(x, time_cond)

@@ -1,8 +1,9 @@
-"""ONNX Runtime backend: runs our exports (``python -m ditto_research.export.onnx``) and the official ``ditto_onnx/*.onnx``.
+"""ONNX Runtime backend: runs our exports (``python -m ditto_research.export.onnx``) and the official
+``ditto_onnx/*.onnx``.
 
 Every file is checked when it is loaded: it must exist, parse, and have the official input/output names and
-ranks (:data:`~ditto_research.backends.base.NETWORK_IO`); otherwise one :class:`CheckpointError` names the file
-and the export command that makes a good one.
+ranks (:data:`~ditto_research.backends.base.NETWORK_IO`); otherwise one :class:`CheckpointError` names the
+file and the export command that makes a good one.
 
 The official ``warp_network.onnx`` calls the TensorRT plugin op ``GridSample3D``, which onnxruntime does not
 have. It is rewritten in memory (the file is left untouched) into the standard 5-D ``GridSample`` when the
@@ -60,7 +61,9 @@ __all__ = [
     "rewrite_grid_samples",
 ]
 
-METADATA_PREFIX = "ditto."  # our exports record precision, grid_sample, guidance_weight, model under this prefix
+METADATA_PREFIX = (
+    "ditto."  # our exports record precision, grid_sample, guidance_weight, model under this prefix
+)
 PLUGIN_GRID_SAMPLE_OPS = frozenset({"GridSample3D", "GridSample3d", "grid_sample_3d"})
 NATIVE_GRID_SAMPLE_OPSET = 20  # first opset whose GridSample accepts 5-D inputs
 _PADDING_MODES = {0: "zeros", 1: "border", 2: "reflection"}
@@ -68,7 +71,10 @@ _INTERPOLATION_MODES = {0: "linear", 1: "nearest"}
 
 
 def export_command(
-    onnx_dir: str | Path, networks: Iterable[str] | None = None, model: str = "ditto", lmdm_form: str | None = None
+    onnx_dir: str | Path,
+    networks: Iterable[str] | None = None,
+    model: str = "ditto",
+    lmdm_form: str | None = None,
 ) -> str:
     """The command that (re)writes ONNX files into ``onnx_dir`` (``lmdm_form=cached``: the LMDM pair)."""
     which = f" networks=[{','.join(networks)}]" if networks else ""
@@ -76,7 +82,7 @@ def export_command(
     return f"python -m ditto_research.export.onnx model={model} output_dir={onnx_dir}{which}{form}"
 
 
-# ---------------------------------------------------------------------------------------------- reading + checks
+# ------------------------------------------------------------------------------------------- reading + checks
 
 
 def _rank(value_info: Any) -> int | None:
@@ -94,7 +100,9 @@ def graph_io(model: onnx.ModelProto) -> tuple[list[tuple[str, int | None]], list
 def metadata(model: onnx.ModelProto) -> dict[str, str]:
     """Our ``ditto.*`` metadata entries (empty for the official files)."""
     return {
-        p.key[len(METADATA_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)
+        p.key[len(METADATA_PREFIX) :]: p.value
+        for p in model.metadata_props
+        if p.key.startswith(METADATA_PREFIX)
     }
 
 
@@ -120,14 +128,16 @@ def read_checked_model(path: str | Path, io: NetworkIO) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf DecodeError, missing external data, ...
-        raise CheckpointError(f"{path} is not a readable ONNX model ({type(e).__name__}: {e}); {remedy}") from e
+        raise CheckpointError(
+            f"{path} is not a readable ONNX model ({type(e).__name__}: {e}); {remedy}"
+        ) from e
     problem = io.mismatch(*graph_io(model))
     if problem:
         raise CheckpointError(f"{path} does not have the {io.name} interface: {problem}; {remedy}")
     return model
 
 
-# ---------------------------------------------------------------------------------------------- grid sample rewrite
+# ---------------------------------------------------------------------------------------- grid sample rewrite
 
 
 class _NodeWriter:
@@ -159,9 +169,11 @@ class _NodeWriter:
 
 
 def _write_decomposed(w: _NodeWriter, volume: str, grid: str, output: str, align_corners: bool) -> None:
-    """Trilinear sampling, zero padding: volume (N, C, D, H, W), grid (N, D', H', W', 3) -> (N, C, D', H', W').
+    """Trilinear sampling, zero padding: volume (N, C, D, H, W), grid (N, D', H', W', 3) ->
+    (N, C, D', H', W').
 
-    Same arithmetic and corner order as ``ditto_research.export.grid_sample.grid_sample_3d_decomposed`` (opset >= 11 ops only).
+    Same arithmetic and corner order as ``ditto_research.export.grid_sample.grid_sample_3d_decomposed``
+    (opset >= 11 ops only).
     """
     from onnx import TensorProto
 
@@ -186,13 +198,19 @@ def _write_decomposed(w: _NodeWriter, volume: str, grid: str, output: str, align
         last = w.op("Sub", size_f[axis], one)
         valid, clamped = [], []
         for corner in (low, high):
-            valid.append(w.op("And", w.op("Not", w.op("Less", corner, zero)), w.op("Less", corner, size_f[axis])))
+            valid.append(
+                w.op("And", w.op("Not", w.op("Less", corner, zero)), w.op("Less", corner, size_f[axis]))
+            )
             clamped.append(w.op("Cast", w.op("Max", w.op("Min", corner, last), zero), to=TensorProto.INT64))
         corners[axis] = ([low, high], weights, valid, clamped)
 
     voxels = w.op("Mul", w.op("Mul", dim["D"], dim["H"]), dim["W"])
     flat = w.op("Reshape", volume, w.op("Concat", dim_1d["N"], dim_1d["C"], w.const([-1], np.int64), axis=0))
-    rows = w.op("Reshape", w.op("Transpose", flat, perm=[0, 2, 1]), w.op("Concat", w.const([-1], np.int64), dim_1d["C"], axis=0))
+    rows = w.op(
+        "Reshape",
+        w.op("Transpose", flat, perm=[0, 2, 1]),
+        w.op("Concat", w.const([-1], np.int64), dim_1d["C"], axis=0),
+    )
     batch_index = w.op("Range", w.const(0, np.int64), dim["N"], w.const(1, np.int64))
     offset = w.op("Reshape", w.op("Mul", batch_index, voxels), w.const([-1, 1, 1, 1], np.int64))
 
@@ -204,7 +222,9 @@ def _write_decomposed(w: _NodeWriter, volume: str, grid: str, output: str, align
                 _, wy, vy, cy = corners["H"]
                 _, wz, vz, cz = corners["D"]
                 valid = w.op("And", w.op("And", vx[ix], vy[iy]), vz[iz])
-                index = w.op("Add", w.op("Mul", w.op("Add", w.op("Mul", cz[iz], dim["H"]), cy[iy]), dim["W"]), cx[ix])
+                index = w.op(
+                    "Add", w.op("Mul", w.op("Add", w.op("Mul", cz[iz], dim["H"]), cy[iy]), dim["W"]), cx[ix]
+                )
                 values = w.op("Gather", rows, w.op("Add", index, offset), axis=0)  # (N, D', H', W', C)
                 weight = w.op("Mul", w.op("Mul", wx[ix], wy[iy]), wz[iz])
                 expanded = w.op("Concat", w.op("Shape", weight), w.const([1], np.int64), axis=0)
@@ -227,7 +247,9 @@ def _value_ranks(model: onnx.ModelProto) -> dict[str, int]:
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError):
         inferred = model  # unknown custom ops and the like: fall back to what the file declares
     graph = inferred.graph
-    ranks = {v.name: r for v in [*graph.input, *graph.value_info, *graph.output] if (r := _rank(v)) is not None}
+    ranks = {
+        v.name: r for v in [*graph.input, *graph.value_info, *graph.output] if (r := _rank(v)) is not None
+    }
     ranks.update({init.name: len(init.dims) for init in graph.initializer})
     return ranks
 
@@ -260,8 +282,13 @@ def _replacement(node: Any, name: str, use_native: bool) -> tuple[list[Any], lis
         if interpolation not in _INTERPOLATION_MODES or padding not in _PADDING_MODES:
             raise CheckpointError(f"node {name}: unsupported GridSample3D modes ({interpolation}, {padding})")
         native = helper.make_node(
-            "GridSample", list(node.input[:2]), [node.output[0]], name=f"{name}/native",
-            mode=_INTERPOLATION_MODES[interpolation], padding_mode=_PADDING_MODES[padding], align_corners=int(align),
+            "GridSample",
+            list(node.input[:2]),
+            [node.output[0]],
+            name=f"{name}/native",
+            mode=_INTERPOLATION_MODES[interpolation],
+            padding_mode=_PADDING_MODES[padding],
+            align_corners=int(align),
         )
         return [native], []
     if (interpolation, padding) != (0, 0):
@@ -288,7 +315,9 @@ def rewrite_grid_samples(model: onnx.ModelProto, target: Literal["native", "deco
     for i, node in enumerate(model.graph.node):
         is_plugin = node.op_type in PLUGIN_GRID_SAMPLE_OPS
         is_native_3d = (
-            target == "decomposed" and node.domain in ("", "ai.onnx") and node.op_type == "GridSample"
+            target == "decomposed"
+            and node.domain in ("", "ai.onnx")
+            and node.op_type == "GridSample"
             and ranks.get(node.input[0]) == 5
         )
         if not (is_plugin or is_native_3d):
@@ -328,8 +357,8 @@ def _no_cuda_message(device: str, label: str) -> str:
 
     return (
         f"backend=onnx backend.device={device}: onnxruntime {ort.__version__} cannot run {label} on CUDA "
-        f"(providers available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu matching "
-        "your CUDA and cuDNN, or use backend.device=cpu"
+        f"(providers available: {', '.join(ort.get_available_providers())}); "
+        "install onnxruntime-gpu matching your CUDA and cuDNN, or use backend.device=cpu"
     )
 
 
@@ -354,12 +383,16 @@ def make_session(
     source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
     try:
         session = ort.InferenceSession(source, options, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, NotImplemented, ...)
+    except (
+        Exception
+    ) as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, NotImplemented, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"onnxruntime cannot load {label}: {first}") from e
     if kind == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-        raise ConfigError(_no_cuda_message(device, label) + " (the CUDA provider failed to start and onnxruntime "
-                          "fell back to the CPU)")
+        raise ConfigError(
+            _no_cuda_message(device, label) + " (the CUDA provider failed to start and onnxruntime "
+            "fell back to the CPU)"
+        )
     return session
 
 
@@ -367,7 +400,12 @@ class OnnxNetwork:
     """One network on onnxruntime; ``runner(*inputs)`` as described in :mod:`ditto_research.backends.base`."""
 
     def __init__(
-        self, name: str, path: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0,
+        self,
+        name: str,
+        path: str | Path,
+        device: str = "cpu",
+        precision: str = "fp32",
+        num_threads: int = 0,
         io: NetworkIO | None = None,
     ) -> None:
         """``io``: the interface to check the file against (default: network ``name``'s official one)."""
@@ -381,16 +419,21 @@ class OnnxNetwork:
         expected = "fp32" if name in FP32_NETWORKS else precision
         if self.precision != expected:
             raise ConfigError(
-                f"backend.precision={precision} runs {name} in {expected}, but {self.path} is an {self.precision} "
-                f"model; write matching files with `python -m ditto_research.export.onnx precision={precision} output_dir=DIR` "
+                f"backend.precision={precision} runs {name} in {expected}, but {self.path} is an "
+                f"{self.precision} model; write matching files with "
+                f"`python -m ditto_research.export.onnx precision={precision} output_dir=DIR` "
                 "and set backend.onnx_dir=DIR"
             )
         self.rewritten = rewrite_grid_samples(model, "native")
         self._input_names = [n for n, _ in graph_io(model)[0]]
         self._input_dtypes = [spec.dtype for spec in self.io.inputs]
         # Input dims (0 = dynamic); the model proto itself is not kept (onnxruntime holds its own copy).
-        self._input_dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
-        self.session = make_session(self.path if not self.rewritten else model, device, num_threads, str(self.path))
+        self._input_dims = {
+            v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input
+        }
+        self.session = make_session(
+            self.path if not self.rewritten else model, device, num_threads, str(self.path)
+        )
         self.device = device
 
     def static_dim(self, input_name: str, axis: int, default: int) -> int:
@@ -401,13 +444,20 @@ class OnnxNetwork:
 
     def run_numpy(self, *inputs: Array) -> list[np.ndarray]:
         if len(inputs) != len(self._input_names):
-            raise InputError(f"{self.name} takes {len(self._input_names)} inputs {self._input_names}, got {len(inputs)}")
-        feeds = {name: to_numpy(value, dtype) for name, value, dtype in zip(self._input_names, inputs, self._input_dtypes)}
+            raise InputError(
+                f"{self.name} takes {len(self._input_names)} inputs {self._input_names}, got {len(inputs)}"
+            )
+        feeds = {
+            name: to_numpy(value, dtype)
+            for name, value, dtype in zip(self._input_names, inputs, self._input_dtypes)
+        }
         try:
             return self.session.run(None, feeds)
         except Exception as e:  # onnxruntime reports bad shapes as its own exception types
             shapes = {name: tuple(v.shape) for name, v in feeds.items()}
-            raise InputError(f"{self.path.name} rejected inputs {shapes}: {str(e).strip().splitlines()[0]}") from e
+            raise InputError(
+                f"{self.path.name} rejected inputs {shapes}: {str(e).strip().splitlines()[0]}"
+            ) from e
 
     def __call__(self, *inputs: Array) -> Any:
         return bare_or_tuple(from_numpy_like(self.run_numpy(*inputs), inputs[0]))
@@ -416,7 +466,9 @@ class OnnxNetwork:
 class OnnxLmdm(LmdmSampling, OnnxNetwork):
     """The guided LMDM step on onnxruntime, with the DDIM sampler interface of :class:`LmdmSampling`."""
 
-    def __init__(self, name: str, path: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0) -> None:
+    def __init__(
+        self, name: str, path: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0
+    ) -> None:
         OnnxNetwork.__init__(self, name, path, device, precision, num_threads)
         self.seq_frames = self.static_dim("x", 1, 80)
         self.motion_dim = self.static_dim("x", 2, 265)
@@ -444,7 +496,11 @@ def lmdm_pair_paths(onnx_dir: str | Path) -> tuple[Path, Path] | None:
 
 
 def open_lmdm_pair(
-    memory_path: str | Path, step_path: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0
+    memory_path: str | Path,
+    step_path: str | Path,
+    device: str = "cpu",
+    precision: str = "fp32",
+    num_threads: int = 0,
 ) -> CachedPairLmdm:
     """The cached LMDM pair on onnxruntime, as a :class:`~ditto_research.backends.lmdm_pair.CachedPairLmdm`.
 
@@ -452,7 +508,9 @@ def open_lmdm_pair(
     """
     from ditto_research.backends.lmdm_pair import CachedPairLmdm
 
-    memory = OnnxNetwork("lmdm_memory", memory_path, device, precision, num_threads, io=LMDM_PAIR_IO["lmdm_memory"])
+    memory = OnnxNetwork(
+        "lmdm_memory", memory_path, device, precision, num_threads, io=LMDM_PAIR_IO["lmdm_memory"]
+    )
     step = OnnxNetwork("lmdm_step", step_path, device, precision, num_threads, io=LMDM_PAIR_IO["lmdm_step"])
 
     def run(graph: OnnxNetwork) -> Callable[..., list[Any]]:
@@ -461,7 +519,8 @@ def open_lmdm_pair(
         return lambda *inputs: [torch.from_numpy(out) for out in graph.run_numpy(*inputs)]
 
     return CachedPairLmdm(
-        run(memory), run(step),
+        run(memory),
+        run(step),
         seq_frames=step.static_dim("x", 1, 80),
         motion_dim=step.static_dim("x", 2, 265),
         cond_dim=memory.static_dim("cond", 2, 1103),
@@ -474,7 +533,8 @@ def open_lmdm_pair(
 def load_onnx_network(
     name: str, onnx_dir: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0
 ) -> OnnxNetwork | CachedPairLmdm:
-    """Open ``<onnx_dir>/<official file name>`` for network ``name``; the LMDM as its cached pair when present."""
+    """Open ``<onnx_dir>/<official file name>`` for network ``name``; the LMDM as its cached pair when
+    present."""
     onnx_dir = Path(onnx_dir)
     if name == "lmdm":
         pair = lmdm_pair_paths(onnx_dir)

@@ -8,7 +8,6 @@ grid sampling, norms and softmax stay in float32 where autocast keeps them), whi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,14 @@ _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_torch_device(device: str) -> torch.device:
-    """``cpu`` / ``cuda`` / ``cuda:N`` -> torch.device; a missing CUDA device is a ConfigError, never a fallback."""
+    """``cpu`` / ``cuda`` / ``cuda:N`` -> torch.device; a missing CUDA device is a ConfigError, never a
+    fallback."""
     try:
         resolved = torch.device(device)
     except RuntimeError as e:
-        raise ConfigError(f"backend.device={device!r} is not a device; choose one of: cpu, cuda, cuda:N") from e
+        raise ConfigError(
+            f"backend.device={device!r} is not a device; choose one of: cpu, cuda, cuda:N"
+        ) from e
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"backend.device={device} but this torch ({torch.__version__}) sees no CUDA device; "
@@ -47,9 +49,12 @@ def resolve_torch_device(device: str) -> torch.device:
 
 
 class TorchNetwork:
-    """``runner(*inputs)`` around an eval-mode module; see :mod:`ditto_research.backends.base` for the I/O rules."""
+    """``runner(*inputs)`` around an eval-mode module; see :mod:`ditto_research.backends.base` for the I/O
+    rules."""
 
-    def __init__(self, name: str, module: nn.Module, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
+    def __init__(
+        self, name: str, module: nn.Module, device: str | torch.device = "cpu", precision: str = "fp32"
+    ) -> None:
         check_precision("pytorch", precision, ("fp32", "fp16", "bf16"))
         self.name = name
         self.io: NetworkIO = get_io(name)
@@ -69,7 +74,10 @@ class TorchNetwork:
 
     def __call__(self, *inputs: Array) -> Any:
         if len(inputs) != len(self.io.inputs):
-            raise InputError(f"{self.name} takes {len(self.io.inputs)} inputs {list(self.io.input_names)}, got {len(inputs)}")
+            raise InputError(
+                f"{self.name} takes {len(self.io.inputs)} inputs {list(self.io.input_names)}, "
+                f"got {len(inputs)}"
+            )
         tensors = [self._tensor(value, spec.dtype) for value, spec in zip(inputs, self.io.inputs)]
         with torch.no_grad(), self._autocast():
             result = self.module(*tensors)
@@ -82,7 +90,8 @@ class TorchNetwork:
 
 
 class TorchLmdm(TorchNetwork):
-    """The LMDM runner; the sampler interface goes straight to the module (condition encoded once per window)."""
+    """The LMDM runner; the sampler interface goes straight to the module (condition encoded once per
+    window)."""
 
     @property
     def seq_frames(self) -> int:
@@ -108,26 +117,12 @@ class TorchLmdm(TorchNetwork):
     def guidance_weight(self, value: float) -> None:
         self.module.guidance_weight = float(value)
 
-    def sampling_fn(
-        self, cond_frame: torch.Tensor, cond: torch.Tensor, guidance_scale: float | None = None
-    ) -> Callable[[torch.Tensor, int], Any]:
-        """model_fn(x_t, t) -> (pred_noise, x_start); see :meth:`ditto_research.models.lmdm.LMDM.sampling_fn`."""
-        with torch.no_grad():
-            if guidance_scale is None:
-                inner = self.module.sampling_fn(cond_frame.to(self.device), cond.to(self.device))
-            else:
-                inner = self.module.sampling_fn(cond_frame.to(self.device), cond.to(self.device), guidance_scale)
-
-        def model_fn(x: torch.Tensor, t: int) -> Any:
-            with torch.no_grad():
-                return inner(x.to(self.device), t)
-
-        return model_fn
-
     def guided_denoiser(self, cond_frame: torch.Tensor, cond: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         """The module's ``guided_denoiser`` (condition encoded once per window), under no_grad."""
         with torch.no_grad():
-            inner = self.module.guided_denoiser(cond_frame.to(self.device), cond.to(self.device), *args, **kwargs)
+            inner = self.module.guided_denoiser(
+                cond_frame.to(self.device), cond.to(self.device), *args, **kwargs
+            )
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -135,7 +130,9 @@ class TorchLmdm(TorchNetwork):
 
         return denoise
 
-    def predict_noise_from_start(self, x: torch.Tensor, t: torch.Tensor, x_start: torch.Tensor) -> torch.Tensor:
+    def predict_noise_from_start(
+        self, x: torch.Tensor, t: torch.Tensor, x_start: torch.Tensor
+    ) -> torch.Tensor:
         return self.module.predict_noise_from_start(x, t, x_start)
 
 

@@ -1,4 +1,5 @@
-"""TensorRT backend (TensorRT >= 10 Python API): runs engines built by ``python -m ditto_research.export.tensorrt``.
+"""TensorRT backend (TensorRT >= 10 Python API): runs engines built by
+``python -m ditto_research.export.tensorrt``.
 
 An engine only runs on the GPU model and TensorRT version that built it, so engine files carry both in their
 name (:func:`engine_file_name`), e.g. ``decoder_fp16.NVIDIA-H100-80GB-HBM3.trt10.7.0.engine``. Loading checks
@@ -7,7 +8,8 @@ official TensorRT 8.6 engines (``decoder_fp16.engine``, built with a custom plug
 refused with the same remedy.
 
 The LMDM loads as its cached pair (engines built from ``lmdm_v0.4_hubert_memory.onnx`` / ``_step.onnx``, see
-:mod:`ditto_research.backends.lmdm_pair`) when both engines are in the folder, else as the official guided step.
+:mod:`ditto_research.backends.lmdm_pair`) when both engines are in the folder, else as the official guided
+step.
 
 ``tensorrt`` is imported only when an engine is loaded; buffers are torch CUDA tensors and the engine runs on
 torch's current stream, so no other CUDA binding is needed. Unverified on the CPU-only development machines.
@@ -54,7 +56,9 @@ __all__ = [
     "sidecar_path",
 ]
 
-_ENGINE_NAME = re.compile(r"^(?P<stem>.+)_(?P<precision>fp16|fp32)\.(?P<gpu>[A-Za-z0-9-]+)\.trt(?P<version>\d+(?:\.\d+)*)\.engine$")
+_ENGINE_NAME = re.compile(
+    r"^(?P<stem>.+)_(?P<precision>fp16|fp32)\.(?P<gpu>[A-Za-z0-9-]+)\.trt(?P<version>\d+(?:\.\d+)*)\.engine$"
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ def build_command(onnx_dir: str | Path | None, engine_dir: str | Path) -> str:
 
 
 def check_engine_tag(path: Path, gpu: str, trt_version: str, onnx_dir: str | Path | None = None) -> EngineTag:
-    """The tag of ``path`` if it was built for this GPU and TensorRT version, else a CheckpointError saying why."""
+    """The tag of ``path`` if it was built for this GPU and TensorRT version, else a CheckpointError saying
+    why."""
     remedy = f"rebuild the engines on this machine with: {build_command(onnx_dir, path.parent)}"
     tag = parse_engine_file_name(path.name)
     if tag is None:
@@ -103,14 +108,20 @@ def check_engine_tag(path: Path, gpu: str, trt_version: str, onnx_dir: str | Pat
     if tag.gpu != gpu_slug(gpu) or tag.trt_version != trt_version:
         raise CheckpointError(
             f"engine {path} was built for {tag.gpu} with TensorRT {tag.trt_version}, but this machine has "
-            f"{gpu_slug(gpu)} with TensorRT {trt_version}; engines do not move between GPU models or TensorRT "
-            f"versions: {remedy}"
+            f"{gpu_slug(gpu)} with TensorRT {trt_version}; engines do not move between GPU models or "
+            f"TensorRT versions: {remedy}"
         )
     return tag
 
 
-def find_engine(engine_dir: Path, name: str, precision: str, gpu: str, trt_version: str,
-                onnx_dir: str | Path | None = None) -> Path:
+def find_engine(
+    engine_dir: Path,
+    name: str,
+    precision: str,
+    gpu: str,
+    trt_version: str,
+    onnx_dir: str | Path | None = None,
+) -> Path:
     """The engine of network ``name`` for this GPU / TensorRT version in ``engine_dir``.
 
     Networks in :data:`FP32_NETWORKS` are looked up as fp32. Engines for other machines produce a
@@ -144,8 +155,9 @@ def import_tensorrt(purpose: str = "backend=tensorrt") -> Any:
         import tensorrt as trt
     except ImportError as e:
         raise ConfigError(
-            f"{purpose} is unavailable on this machine: the 'tensorrt' Python package (>= 10) is not installed "
-            "(pip install tensorrt-cu12, matching your CUDA); use backend=onnx or backend=pytorch instead"
+            f"{purpose} is unavailable on this machine: the 'tensorrt' Python package (>= 10) is not "
+            "installed (pip install tensorrt-cu12, matching your CUDA); use backend=onnx or "
+            "backend=pytorch instead"
         ) from e
     major = int(str(trt.__version__).split(".")[0])
     if major < 10:
@@ -203,7 +215,11 @@ class TensorRTNetwork:
     """One engine; ``runner(*inputs)`` as described in :mod:`ditto_research.backends.base`."""
 
     def __init__(
-        self, name: str, path: str | Path, device: str = "cuda", onnx_dir: str | Path | None = None,
+        self,
+        name: str,
+        path: str | Path,
+        device: str = "cuda",
+        onnx_dir: str | Path | None = None,
         io: NetworkIO | None = None,
     ) -> None:
         """``io``: the interface the engine must have (default: network or LMDM-pair graph ``name``'s)."""
@@ -229,7 +245,9 @@ class TensorRTNetwork:
         self._inputs = [n for n in names if is_input[n]]
         self._outputs = [n for n in names if not is_input[n]]
         ranks = {n: len(self.engine.get_tensor_shape(n)) for n in names}
-        problem = self.io.mismatch([(n, ranks[n]) for n in self._inputs], [(n, ranks[n]) for n in self._outputs])
+        problem = self.io.mismatch(
+            [(n, ranks[n]) for n in self._inputs], [(n, ranks[n]) for n in self._outputs]
+        )
         if problem:
             raise CheckpointError(f"engine {self.path} does not have the {name} interface: {problem}")
         self._dtypes = {n: _torch_dtype(self.engine.get_tensor_dtype(n), str(self.path)) for n in names}
@@ -237,14 +255,19 @@ class TensorRTNetwork:
 
     def run_torch(self, *inputs: Array) -> list[torch.Tensor]:
         if len(inputs) != len(self._inputs):
-            raise InputError(f"{self.name} takes {len(self._inputs)} inputs {self._inputs}, got {len(inputs)}")
+            raise InputError(
+                f"{self.name} takes {len(self._inputs)} inputs {self._inputs}, got {len(inputs)}"
+            )
         feeds = []
         for name, value in zip(self._inputs, inputs):
             tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
             tensor = tensor.to(device=self.device, dtype=self._dtypes[name]).contiguous()
             if not self.context.set_input_shape(name, tuple(tensor.shape)):
-                raise InputError(f"{self.path.name}: input {name} of shape {tuple(tensor.shape)} is outside the "
-                                 "engine's optimisation profile; rebuild with a wider profile (ditto_research.export.tensorrt max_batch)")
+                raise InputError(
+                    f"{self.path.name}: input {name} of shape {tuple(tensor.shape)} is outside the "
+                    "engine's optimisation profile; rebuild with a wider profile "
+                    "(ditto_research.export.tensorrt max_batch)"
+                )
             self.context.set_tensor_address(name, tensor.data_ptr())
             feeds.append(tensor)  # keep alive until the stream is done
         outputs = []
@@ -255,7 +278,9 @@ class TensorRTNetwork:
             outputs.append(out)
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
-            raise InputError(f"TensorRT failed to run {self.path.name} on inputs {[tuple(f.shape) for f in feeds]}")
+            raise InputError(
+                f"TensorRT failed to run {self.path.name} on inputs {[tuple(f.shape) for f in feeds]}"
+            )
         stream.synchronize()
         return [out.float() if out.is_floating_point() else out for out in outputs]
 
@@ -270,7 +295,9 @@ class TensorRTNetwork:
 class TensorRTLmdm(LmdmSampling, TensorRTNetwork):
     """The guided LMDM engine with the DDIM sampler interface of :class:`LmdmSampling`."""
 
-    def __init__(self, name: str, path: str | Path, device: str = "cuda", onnx_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, name: str, path: str | Path, device: str = "cuda", onnx_dir: str | Path | None = None
+    ) -> None:
         TensorRTNetwork.__init__(self, name, path, device, onnx_dir)
         x_shape = list(self.engine.get_tensor_shape("x"))
         cond_shape = list(self.engine.get_tensor_shape("cond"))
@@ -285,10 +312,13 @@ class TensorRTLmdm(LmdmSampling, TensorRTNetwork):
         return super().alphas_cumprod.to(self.device)
 
 
-def find_lmdm_pair_engines(engine_dir: Path, gpu: str, trt_version: str,
-                           onnx_dir: str | Path | None = None) -> tuple[Path, Path] | None:
+def find_lmdm_pair_engines(
+    engine_dir: Path, gpu: str, trt_version: str, onnx_dir: str | Path | None = None
+) -> tuple[Path, Path] | None:
     """(memory, step) engines of the cached LMDM pair for this GPU / TensorRT; None when neither is there."""
-    paths = [engine_dir / engine_file_name(LMDM_PAIR_IO[g].stem, "fp32", gpu, trt_version) for g in LMDM_PAIR_IO]
+    paths = [
+        engine_dir / engine_file_name(LMDM_PAIR_IO[g].stem, "fp32", gpu, trt_version) for g in LMDM_PAIR_IO
+    ]
     present = [p.is_file() for p in paths]
     if not any(present):
         return None
@@ -301,8 +331,9 @@ def find_lmdm_pair_engines(engine_dir: Path, gpu: str, trt_version: str,
     return paths[0], paths[1]
 
 
-def open_lmdm_pair_engines(memory_path: Path, step_path: Path, device: str = "cuda",
-                           onnx_dir: str | Path | None = None) -> Any:
+def open_lmdm_pair_engines(
+    memory_path: Path, step_path: Path, device: str = "cuda", onnx_dir: str | Path | None = None
+) -> Any:
     """The cached LMDM pair on TensorRT (a :class:`~ditto_research.backends.lmdm_pair.CachedPairLmdm`).
 
     The condition memory stays on the GPU between steps.
@@ -317,15 +348,24 @@ def open_lmdm_pair_engines(memory_path: Path, step_path: Path, device: str = "cu
         return value if value > 0 else default
 
     return CachedPairLmdm(
-        memory.run_torch, step.run_torch,
-        seq_frames=dim(step, "x", 1, 80), motion_dim=dim(step, "x", 2, 265), cond_dim=dim(memory, "cond", 2, 1103),
+        memory.run_torch,
+        step.run_torch,
+        seq_frames=dim(step, "x", 1, 80),
+        motion_dim=dim(step, "x", 2, 265),
+        cond_dim=dim(memory, "cond", 2, 1103),
         guidance_weight=float(step.metadata.get("guidance_weight", 2.0)),
-        label=f"the cached LMDM engines {memory_path.name} + {step_path.name}", device=device, metadata=step.metadata,
+        label=f"the cached LMDM engines {memory_path.name} + {step_path.name}",
+        device=device,
+        metadata=step.metadata,
     )
 
 
 def load_tensorrt_network(
-    name: str, engine_dir: str | Path, device: str = "cuda", precision: str = "fp16", onnx_dir: str | Path | None = None
+    name: str,
+    engine_dir: str | Path,
+    device: str = "cuda",
+    precision: str = "fp16",
+    onnx_dir: str | Path | None = None,
 ) -> Any:
     """Find and open the engine of network ``name`` built for this GPU and TensorRT version.
 

@@ -12,8 +12,9 @@ Notation (code -> paper; the paper's alpha_t is the cumulative product, alpha-ba
     step_noises[i]      eps_t ~ N(0, I), the fresh noise of step i
 
 The reference draws the per-step noises once, when a step count is first set up, and reuses them for every
-later call with that step count; only x_T is drawn per call. :func:`draw_reference_noises` reproduces that
-call order with an explicit generator; the sampler itself only consumes injected tensors.
+later call with that step count; only x_T is drawn per call. :func:`draw_step_noises` draws them in that order
+from an explicit generator (x_T follows per window,
+:class:`~ditto_research.diffusion.samplers.WindowSampler`); the sampler itself only consumes injected tensors.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ __all__ = [
     "ModelFn",
     "ddim_sample_reference",
     "ddim_step_coefficients",
-    "draw_reference_noises",
     "draw_step_noises",
 ]
 
@@ -99,7 +99,8 @@ def draw_step_noises(
     generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """The per-step noises (steps - 1, *shape), drawn one ``randn(shape)`` at a time as the reference's setup does.
+    """The per-step noises (steps - 1, *shape), drawn one ``randn(shape)`` at a time as the reference's setup
+    does.
 
     Drawing them as one big tensor would give different numbers. On the generator's device.
     """
@@ -110,18 +111,3 @@ def draw_step_noises(
         torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) for _ in range(steps - 1)
     ]
     return torch.stack(noises) if noises else torch.empty((0, *shape), device=device, dtype=dtype)
-
-
-def draw_reference_noises(
-    steps: int,
-    shape: Sequence[int],
-    generator: torch.Generator,
-    dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw (step_noises (steps - 1, *shape), x_T shape) in the reference's order, on the generator's device.
-
-    The reference calls ``randn(shape)`` once per stochastic step at setup, then once for x_T.
-    """
-    step_noises = draw_step_noises(steps, shape, generator, dtype)
-    x_T = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
-    return step_noises, x_T

@@ -4,8 +4,8 @@
 ``(kp_cond (1, F), cond (1, N, C)) -> motion (1, N, F)``. Each sampler is a :class:`SamplingPlan` (the times
 it evaluates the network at, and a solver ``(denoise, x_T) -> x_0``) registered in :data:`SAMPLERS`.
 
-* ``ddim``: Ditto's stochastic DDIM, bit for bit (:mod:`ditto_research.diffusion.ddim`); ``eta`` 0 makes it the
-  deterministic DDIM ODE solver.
+* ``ddim``: Ditto's stochastic DDIM, bit for bit (:mod:`ditto_research.diffusion.ddim`); ``eta`` 0 makes it
+  the deterministic DDIM ODE solver.
 * ``dpmpp_2m``, ``unipc``, ``euler``, ``heun``: deterministic probability-flow ODE solvers from diffusers'
   schedulers, set up for this model: its cosine betas (``trained_betas``), an x_0-predicting network
   (``prediction_type="sample"``), "trailing" timesteps (the first step at t = 999 like the reference, the
@@ -133,7 +133,8 @@ def _dpmpp_2m_scheduler(betas: torch.Tensor) -> Any:
 
 
 def _unipc_scheduler(betas: torch.Tensor) -> Any:
-    """UniPC, Zhao et al. 2023 (arXiv 2302.04867): UniP-2 predictor + UniC corrector (bh2), data prediction."""
+    """UniPC, Zhao et al. 2023 (arXiv 2302.04867): UniP-2 predictor + UniC corrector (bh2), data
+    prediction."""
     from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
 
     return UniPCMultistepScheduler(
@@ -164,9 +165,9 @@ def _euler_scheduler(betas: torch.Tensor) -> Any:
 def _heun_scheduler(betas: torch.Tensor) -> Any:
     """Heun's 2nd-order method on the same ODE, Karras et al. 2022, algorithm 1 (2 S - 1 evaluations).
 
-    Here sigma_max = sigma(999) is about 2e4 (betas clipped at 0.999), and the trapezoidal correction scales the
-    change of D between t and t_next by about sigma_t / (2 sigma_next): few-step heun is far off (measured in
-    docs/samplers.md), unlike dpmpp_2m / unipc, which step in log-SNR with x_0 prediction.
+    Here sigma_max = sigma(999) is about 2e4 (betas clipped at 0.999), and the trapezoidal correction scales
+    the change of D between t and t_next by about sigma_t / (2 sigma_next): few-step heun is far off (measured
+    in docs/samplers.md), unlike dpmpp_2m / unipc, which step in log-SNR with x_0 prediction.
     """
     from diffusers.schedulers.scheduling_heun_discrete import HeunDiscreteScheduler
 
@@ -193,10 +194,12 @@ def _diffusers_plan(name: str, make_scheduler: Callable[[torch.Tensor], Any], st
     def solve(denoise: Denoiser, x_T: torch.Tensor) -> torch.Tensor:
         scheduler = make_scheduler(betas)
         scheduler.set_timesteps(steps, device=x_T.device)
-        # 1. x_T is N(0, I) at t = 999; the scheduler's own parameterisation may scale it (Euler/Heun: by sigma).
+        # 1. x_T is N(0, I) at t = 999; the scheduler's own parameterisation may scale it
+        # (Euler/Heun: by sigma).
         x = x_T * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
-            # 2. D sees the variance-preserving x_t; the scheduler's update (its paper's equation) does the rest.
+            # 2. D sees the variance-preserving x_t; the scheduler's update (its paper's equation) does the
+            # rest.
             x_start = denoise(scheduler.scale_model_input(x, t), t.reshape(1))
             x = scheduler.step(x_start, t, x, return_dict=False)[0]
         return x

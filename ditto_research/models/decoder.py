@@ -21,8 +21,8 @@ The forward equals the reference up to float32 rounding, but is rearranged to do
 
 Exports with a dynamic batch (the TorchScript exporter) need the channel and spatial sizes as constants: the
 sub-pixel scale feeds pixel_shuffle, and the exporter's instance norm needs the channel count, which it loses
-behind a Resize. Sizes are therefore read as Python ints (:func:`static_sizes`) and the nearest x2 upsampling is
-traced as expand + reshape (:func:`upsample_nearest`); both are no-ops for the eager arithmetic.
+behind a Resize. Sizes are therefore read as Python ints (:func:`static_sizes`) and the nearest x2 upsampling
+is traced as expand + reshape (:func:`upsample_nearest`); both are no-ops for the eager arithmetic.
 
 Shape legend: B batch, C channels, H x W the label map, s the integer upsampling factor of a block.
 """
@@ -166,8 +166,8 @@ def upsample_nearest(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Nearest upsampling by ``scale`` (a power of two): (B, C, H, W) -> (B, C, s*H, s*W).
 
     ``F.interpolate(x, scale_factor=s, mode="nearest")`` in eager. Traced for export it is written as expand +
-    reshape with constant C, H, W (each pixel copied into an s x s tile: the same values bit for bit), so that a
-    dynamic-batch graph keeps the channel count the exporter's instance norm needs.
+    reshape with constant C, H, W (each pixel copied into an s x s tile: the same values bit for bit), so that
+    a dynamic-batch graph keeps the channel count the exporter's instance norm needs.
     """
     if not torch.jit.is_tracing():
         return F.interpolate(x, scale_factor=float(scale), mode="nearest")

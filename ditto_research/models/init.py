@@ -1,8 +1,8 @@
 """Seeded random weights for the `untrained` and `tiny` models (benchmarks and tests, no checkpoint).
 
-The rule follows the golden ``det_init.fill_state_dict`` so random networks behave like trained ones numerically
-(activations stay O(1), the SPADE spectral norm is well conditioned), but draws from a ``torch.Generator`` so a
-full-size fill takes well under a second:
+The rule follows the golden ``det_init.fill_state_dict`` so random networks behave like trained ones
+numerically (activations stay O(1), the SPADE spectral norm is well conditioned), but draws from a
+``torch.Generator`` so a full-size fill takes well under a second:
 
     ndim >= 2                          N / sqrt(fan_in)
     1-d "*.weight" (norm scales)       1 + 0.1 N
@@ -22,7 +22,8 @@ from torch import nn
 
 @torch.no_grad()
 def init_random_(module: nn.Module, seed: int, skip: tuple[str, ...] = ("rotary.freqs",)) -> nn.Module:
-    """Fill every parameter and buffer of ``module`` in place from ``seed``; keys ending in ``skip`` are kept."""
+    """Fill every parameter and buffer of ``module`` in place from ``seed``; keys ending in ``skip`` are
+    kept."""
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     state = module.state_dict(keep_vars=True)
     for key in sorted(state):

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ditto_research.diffusion.ddim import Denoiser, ModelFn
+from ditto_research.diffusion.ddim import Denoiser
 from ditto_research.diffusion.schedule import NUM_TRAIN_STEPS, cosine_alphas_cumprod
 from ditto_research.errors import CheckpointError, ConfigError, InputError
 
@@ -196,7 +196,8 @@ class FiLMDecoderLayer(nn.Module):
         self.rotary = rotary  # shared; registered here only because the checkpoint lists it here
 
     def memory_key_value(self, memory: torch.Tensor, memory_rotated: torch.Tensor) -> KeyValue:
-        """Cross-attention keys/values (B, H, L, D/H) of normalised memory tokens (B, L, D) and their rotation."""
+        """Cross-attention keys/values (B, H, L, D/H) of normalised memory tokens (B, L, D) and their
+        rotation."""
         return self.multihead_attn.project_key_value(memory_rotated, memory)
 
     def modulations(self, activated_film: torch.Tensor) -> tuple[GainShift, GainShift, GainShift]:
@@ -257,7 +258,8 @@ class DecoderMemory(NamedTuple):
     cond_hidden: torch.Tensor
     """(G*B, D): pooled condition hidden of each branch (added to the FiLM vector)."""
     cond_key_values: list[KeyValue]
-    """Per decoder layer: cross-attention keys/values of the N normalised condition tokens, (G*B, H, N, D/H)."""
+    """Per decoder layer: cross-attention keys/values of the N normalised condition tokens,
+    (G*B, H, N, D/H)."""
     rope: Rope
     """Rotary tables for the N + 2 memory positions (they also cover x's N frames)."""
     branches: int
@@ -401,7 +403,8 @@ class LMDM(nn.Module):
     def _condition_time(
         self, memory: DecoderMemory, film: torch.Tensor, time_tokens: torch.Tensor
     ) -> StepConditioning:
-        """film (..., G*B, D), time tokens (T, 2, D) -> modulations (..., G*B, 1, D), keys/values (T, H, 2, D/H)."""
+        """film (..., G*B, D), time tokens (T, 2, D) -> modulations (..., G*B, 1, D), keys/values
+        (T, H, 2, D/H)."""
         activated = F.mish(film)  # every FiLM module starts with the same Mish
         modulations = [layer.modulations(activated) for layer in self.seqTransDecoder.stack]
         # The time tokens sit after the N condition tokens: positions N and N + 1.
@@ -555,23 +558,6 @@ class LMDM(nn.Module):
         tokens, hidden = self.encode_condition(cond)
         x_start = self.guided_x_start(x, cond_frame, tokens, hidden, t)
         return self.predict_noise_from_start(x, t, x_start), x_start
-
-    def sampling_fn(
-        self, cond_frame: torch.Tensor, cond: torch.Tensor, guidance_scale: float | None = None
-    ) -> ModelFn:
-        """model_fn(x_t, t) -> (pred_noise, x_start) for a DDIM sampler, built on :meth:`guided_denoiser`.
-
-        With the default guidance it gives :meth:`forward`'s values at every step; cond_frame (B, F),
-        cond (B, N, C).
-        """
-        denoise = self.guided_denoiser(cond_frame, cond, guidance_scale)
-
-        def model_fn(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            times = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            x_start = denoise(x, times)
-            return self.predict_noise_from_start(x, times, x_start), x_start
-
-        return model_fn
 
     def _cond_width_message(self, cond: torch.Tensor) -> str:
         return (

@@ -1,11 +1,13 @@
-"""Motion extractor: a ConvNeXt-V2 backbone that reads head pose, expression and canonical keypoints off a face.
+"""Motion extractor: a ConvNeXt-V2 backbone that reads head pose, expression and canonical keypoints off a
+face.
 
 The network (LivePortrait's "M", reused by Ditto) maps a 256x256 RGB crop in [0, 1] to seven raw linear-head
 outputs. Nothing is post-processed here: pose comes as 66-bin logits (``bin66_to_degree`` turns them into
 degrees), ``exp`` and ``kp`` come flat as (B, 3 * num_kp).
 
-Parameter names follow the official ``motion_extractor.pth`` exactly (``detector.downsample_layers.0.0.weight``,
-``detector.stages.2.5.grn.gamma``, ``detector.fc_pitch.bias``, ...), so that file loads with ``strict=True``.
+Parameter names follow the official ``motion_extractor.pth`` exactly
+(``detector.downsample_layers.0.0.weight``, ``detector.stages.2.5.grn.gamma``, ``detector.fc_pitch.bias``,
+...), so that file loads with ``strict=True``.
 """
 
 from __future__ import annotations
@@ -200,4 +202,3 @@ class MotionExtractor(nn.Module):
         The official model is trained on 256x256 crops; other sizes run too (strided convs floor odd sizes).
         """
         return self.detector(image)
-

@@ -94,7 +94,12 @@ NETWORKS: dict[str, NetworkSpec] = {
             "decoder.pth",
             "ditto_research.models.decoder",
             "SPADEDecoder",
-            tiny_kwargs={"block_expansion": 8, "max_features": 32, "out_channels": 16, "spade_hidden_channels": 16},
+            tiny_kwargs={
+                "block_expansion": 8,
+                "max_features": 32,
+                "out_channels": 16,
+                "spade_hidden_channels": 16,
+            },
         ),
         NetworkSpec(
             "stitch_network",
@@ -151,7 +156,9 @@ def state_dict_from_file(name: str, path: str | Path) -> dict[str, torch.Tensor]
     except (KeyError, TypeError, CheckpointError) as e:
         raise CheckpointError(f"checkpoint {path} is not a {name} file: {e}") from e
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"checkpoint {path} is not a {name} file: expected a mapping of names to tensors")
+        raise CheckpointError(
+            f"checkpoint {path} is not a {name} file: expected a mapping of names to tensors"
+        )
     return dict(state)
 
 
@@ -177,7 +184,9 @@ def lmdm_cond_dim(state: Mapping[str, torch.Tensor]) -> int:
     """Condition width of an LMDM state dict (``cond_projection.weight`` is [latent, cond_dim])."""
     weight = state.get("cond_projection.weight")
     if weight is None or weight.dim() != 2:
-        raise CheckpointError("LMDM state dict has no 2-D 'cond_projection.weight'; is this an LMDM checkpoint?")
+        raise CheckpointError(
+            "LMDM state dict has no 2-D 'cond_projection.weight'; is this an LMDM checkpoint?"
+        )
     return int(weight.shape[1])
 
 
@@ -205,7 +214,9 @@ def load_network(
     """
     spec = get_spec(name)
     if tiny and checkpoint is not None:
-        raise ConfigError("the tiny variant has no checkpoint; use model=ditto for checkpoints, model=tiny without")
+        raise ConfigError(
+            "the tiny variant has no checkpoint; use model=ditto for checkpoints, model=tiny without"
+        )
     build_kwargs = {**(spec.tiny_kwargs if tiny else {}), **kwargs}
     state = None
     if checkpoint is not None:
@@ -214,8 +225,8 @@ def load_network(
             width = lmdm_cond_dim(state)
             if expected_cond_dim is not None and width != expected_cond_dim:
                 raise CheckpointError(
-                    f"checkpoint {checkpoint} has LMDM condition width {width} but the configured condition flags "
-                    f"give {expected_cond_dim} (1024 audio + 8 emo + 2 eye_open + 6 eye_ball + 63 sc); "
+                    f"checkpoint {checkpoint} has LMDM condition width {width} but the configured condition "
+                    f"flags give {expected_cond_dim} (1024 audio + 8 emo + 2 eye_open + 6 eye_ball + 63 sc); "
                     "set motion.use_* to match the checkpoint"
                 )
             build_kwargs["cond_dim"] = width

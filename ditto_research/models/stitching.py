@@ -2,8 +2,8 @@
 source image around the crop border (LivePortrait's "S" module, the ``retarget_shoulder`` weights).
 
 The official file ``stitch_network.pth`` holds several retargeting MLPs under top-level names; Ditto uses only
-``"retarget_shoulder"``, whose keys may carry a DDP ``module.`` prefix. The exported ONNX / TensorRT model takes
-inputs ``kp_source``, ``kp_driving`` and produces one output (named ``out`` in the TensorRT engine).
+``"retarget_shoulder"``, whose keys may carry a DDP ``module.`` prefix. The exported ONNX / TensorRT model
+takes inputs ``kp_source``, ``kp_driving`` and produces one output (named ``out`` in the TensorRT engine).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ Shape legend: B batch, K = num_kp, C channels, D depth, H height, W width.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F

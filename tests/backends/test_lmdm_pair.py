@@ -44,7 +44,9 @@ def test_the_pair_is_preferred_over_the_official_step(pair_dir, torch_lmdm):
     lmdm = load_onnx_network("lmdm", pair_dir)
     assert isinstance(lmdm, CachedPairLmdm) and lmdm.name == "lmdm"
     assert (lmdm.seq_frames, lmdm.motion_dim, lmdm.cond_dim) == (
-        torch_lmdm.seq_frames, torch_lmdm.motion_dim, torch_lmdm.cond_dim
+        torch_lmdm.seq_frames,
+        torch_lmdm.motion_dim,
+        torch_lmdm.cond_dim,
     )
     assert lmdm.guidance_weight == 2.0 and torch.equal(lmdm.alphas_cumprod, torch_lmdm.alphas_cumprod)
 
@@ -69,7 +71,8 @@ def test_denoiser_matches_torch_at_any_weight_and_time(pair_dir, torch_lmdm, wei
 
 
 def test_official_interface_and_mixed_times(tiny_onnx, torch_lmdm):
-    """runner(x, cond_frame, cond, time_cond) -> (pred_noise, x_start), one time per row included (batch 2)."""
+    """runner(x, cond_frame, cond, time_cond) -> (pred_noise, x_start), one time per row included (batch
+    2)."""
     lmdm = load_onnx_network("lmdm", tiny_onnx(["lmdm"], ["dynamic_batch=true", "lmdm_form=cached"]))
     gen = torch.Generator().manual_seed(4)
     x = torch.randn((2, torch_lmdm.seq_frames, torch_lmdm.motion_dim), generator=gen)
@@ -102,7 +105,9 @@ def test_every_sampler_and_weight_builds_on_the_pair(pair_dir):
     lmdm = load_onnx_network("lmdm", pair_dir)
     kp_cond, cond, _ = _window_inputs(lmdm, seed=3)
     for name in ("unipc", "euler", "heun"):
-        motion = build_window_sampler(lmdm, SamplerConfig(name=name, steps=2, guidance_scale=1.5), seed=0)(kp_cond, cond)
+        motion = build_window_sampler(lmdm, SamplerConfig(name=name, steps=2, guidance_scale=1.5), seed=0)(
+            kp_cond, cond
+        )
         assert motion.shape == (1, lmdm.seq_frames, lmdm.motion_dim) and torch.isfinite(motion).all()
 
 
@@ -118,7 +123,8 @@ def test_official_step_refuses_what_only_the_pair_can_do(pair_dir, tmp_path):
 
 
 def test_runner_over_torch_graphs_is_exact_enough():
-    """CachedPairLmdm's logic without onnxruntime (as the TensorRT backend uses it): the torch graphs as GraphFns."""
+    """CachedPairLmdm's logic without onnxruntime (as the TensorRT backend uses it): the torch graphs as
+    GraphFns."""
     torch_lmdm = make_backend("pytorch", model_name="tiny").load("lmdm")
     module = torch_lmdm.module
     memory_graph, step_graph = ConditionMemoryGraph(module), CachedStepGraph(module)
@@ -131,8 +137,15 @@ def test_runner_over_torch_graphs_is_exact_enough():
 
         return call
 
-    runner = CachedPairLmdm(run(memory_graph), run(step_graph), seq_frames=module.seq_frames,
-                            motion_dim=module.motion_dim, cond_dim=module.cond_dim, guidance_weight=2.0, label="torch")
+    runner = CachedPairLmdm(
+        run(memory_graph),
+        run(step_graph),
+        seq_frames=module.seq_frames,
+        motion_dim=module.motion_dim,
+        cond_dim=module.cond_dim,
+        guidance_weight=2.0,
+        label="torch",
+    )
     kp_cond, cond, x = _window_inputs(module, seed=6)
     t = torch.tensor([333])
     ours = runner.guided_denoiser(kp_cond, cond)(x, t)

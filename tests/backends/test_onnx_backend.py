@@ -1,4 +1,5 @@
-"""backend=onnx: runs our exports like the torch modules, checks files at load, refuses unavailable devices."""
+"""backend=onnx: runs our exports like the torch modules, checks files at load, refuses unavailable
+devices."""
 
 from __future__ import annotations
 
@@ -66,9 +67,13 @@ def test_wrong_rank_is_a_checkpoint_error(tiny_onnx, tmp_path):
 
 
 def test_missing_file_and_folder_name_the_export_command(tmp_path):
-    with pytest.raises(CheckpointError, match=r"decoder.onnx for decoder is missing.*python -m ditto_research.export.onnx"):
+    with pytest.raises(
+        CheckpointError, match=r"decoder.onnx for decoder is missing.*python -m ditto_research.export.onnx"
+    ):
         load_onnx_network("decoder", tmp_path)
-    with pytest.raises(CheckpointError, match=r"does not exist.*python -m ditto_research.export.onnx model=untrained"):
+    with pytest.raises(
+        CheckpointError, match=r"does not exist.*python -m ditto_research.export.onnx model=untrained"
+    ):
         make_backend("onnx", onnx_dir=tmp_path / "absent", model_name="untrained")
     (tmp_path / "lmdm_v0.4_hubert.onnx").write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="not a readable ONNX model"):
@@ -114,7 +119,9 @@ def test_official_plugin_warp_file_runs_unchanged(tiny_onnx, tmp_path):
         if node.op_type == "GridSample":
             node.op_type = "GridSample3D"
             del node.attribute[:]
-            node.attribute.extend(helper.make_attribute(k, 0) for k in ("interpolation_mode", "padding_mode", "align_corners"))
+            node.attribute.extend(
+                helper.make_attribute(k, 0) for k in ("interpolation_mode", "padding_mode", "align_corners")
+            )
     onnx.save(model, str(tmp_path / "warp_network.onnx"))
     before = (tmp_path / "warp_network.onnx").read_bytes()
     runner = load_onnx_network("warp_network", tmp_path)
@@ -128,16 +135,20 @@ def test_lmdm_runner_sampler_interface(tiny_onnx):
     lmdm = load_onnx_network("lmdm", tiny_onnx(["lmdm"]))
     assert isinstance(lmdm, OnnxLmdm)
     torch_lmdm = make_backend("pytorch", model_name="tiny").load("lmdm")
-    assert (lmdm.seq_frames, lmdm.motion_dim, lmdm.cond_dim) == (torch_lmdm.seq_frames, torch_lmdm.motion_dim, torch_lmdm.cond_dim)
+    assert (lmdm.seq_frames, lmdm.motion_dim, lmdm.cond_dim) == (
+        torch_lmdm.seq_frames,
+        torch_lmdm.motion_dim,
+        torch_lmdm.cond_dim,
+    )
     assert torch.equal(lmdm.alphas_cumprod, torch_lmdm.alphas_cumprod)
     lmdm.guidance_weight = 2.0  # the baked weight: accepted
     with pytest.raises(ConfigError, match="guidance weight 2 baked in"):
         lmdm.guidance_weight = 1.5
     x, cond_frame, cond, _ = example_inputs("lmdm", torch_lmdm.module, seed=4)
-    ours, ref = lmdm.sampling_fn(cond_frame, cond)(x, 500), torch_lmdm.sampling_fn(cond_frame, cond)(x, 500)
+    t = torch.tensor([500])
+    ours, ref = lmdm(x, cond_frame, cond, t), torch_lmdm(x, cond_frame, cond, t)
     for a, b in zip(ours, ref):
         assert max_rel_err(a, b.numpy()) < 1e-4
-    t = torch.tensor([500])
     denoised = lmdm.guided_denoiser(cond_frame, cond)(x, t)
     assert max_rel_err(denoised, ref[1].numpy()) < 1e-4
     noise = lmdm.predict_noise_from_start(x, t, denoised)
@@ -151,7 +162,11 @@ def test_backend_from_the_composed_infer_config(tiny_onnx):
     from ditto_research.config import compose, to_config
 
     folder = tiny_onnx(["stitch_network"])
-    cfg = to_config(compose("infer", ["model=tiny", "backend=onnx", f"backend.onnx_dir={folder}", "backend.num_threads=1"]))
+    cfg = to_config(
+        compose(
+            "infer", ["model=tiny", "backend=onnx", f"backend.onnx_dir={folder}", "backend.num_threads=1"]
+        )
+    )
     backend = make_backend_from_config(cfg.backend, cfg.model, cfg.motion)
     assert backend.name == "onnx" and str(folder) in backend.source
     runner = backend.load("stitch_network")

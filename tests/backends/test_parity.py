@@ -1,9 +1,9 @@
 """backend=onnx reproduces backend=pytorch through the pipeline's chain of networks (model=tiny).
 
-Registration (motion extractor, appearance extractor) -> LMDM DDIM sampling with injected noise -> driving
-keypoints -> stitching -> warping -> decoding, every step fed by the same backend, compared at the end.
-Stated tolerance (also what the offline pipeline on the bundled example gives with model=tiny): motion within
-1e-4 of max |motion|, frames within 5e-3 (at most one 8-bit level).
+Registration (motion extractor, appearance extractor) -> LMDM DDIM through the pipeline's window sampler ->
+driving keypoints -> stitching -> warping -> decoding, every step fed by the same backend, compared at the
+end. Stated tolerance (also what the offline pipeline on the bundled example gives with model=tiny): motion
+within 1e-4 of max |motion|, frames within 5e-3 (at most one 8-bit level).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from ditto_research.backends import RENDER_NETWORKS, make_backend
-from ditto_research.diffusion.ddim import ddim_sample_reference, draw_reference_noises
-from ditto_research.diffusion.schedule import ddim_timestep_pairs
+from ditto_research.diffusion.samplers import make_window_sampler
 from ditto_research.motion.format import MotionInfo, source_motion_vector
 from ditto_research.motion.keypoints import transform_keypoint
 from tests.helpers import max_rel_err
@@ -31,9 +30,8 @@ def _render_clip(backend, frames: int = 2, steps: int = 2) -> tuple[np.ndarray, 
     lmdm = nets["lmdm"]
     cond = torch.randn((1, lmdm.seq_frames, lmdm.cond_dim), generator=gen)
     kp_cond = torch.from_numpy(source_motion_vector(x_s_info)[None].astype(np.float32))
-    step_noises, x_T = draw_reference_noises(steps, (1, lmdm.seq_frames, lmdm.motion_dim), gen)
-    motion = ddim_sample_reference(lmdm.sampling_fn(kp_cond, cond), x_T, ddim_timestep_pairs(steps),
-                                   lmdm.alphas_cumprod, step_noises)
+    # The pipeline's sampler: step noises, then x_T, from the same generator.
+    motion = make_window_sampler(lmdm, "ddim", steps=steps, generator=gen)(kp_cond, cond)
 
     # Small motion deltas around the source keep the keypoints in range whatever the random weights give.
     info = MotionInfo.from_array(motion[0, :frames].numpy() * 0.01 + source_motion_vector(x_s_info))

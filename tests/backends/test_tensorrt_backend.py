@@ -39,7 +39,9 @@ def test_engine_name_round_trip(stem, precision):
     assert parse_engine_file_name(name) == EngineTag(stem, precision, "NVIDIA-H100-80GB-HBM3", "10.7.0")
 
 
-@pytest.mark.parametrize("name", ["decoder_fp16.engine", "lmdm_v0.4_hubert_fp32.engine", "decoder.onnx", "x.trt10.engine"])
+@pytest.mark.parametrize(
+    "name", ["decoder_fp16.engine", "lmdm_v0.4_hubert_fp32.engine", "decoder.onnx", "x.trt10.engine"]
+)
 def test_official_and_foreign_names_have_no_tag(name):
     assert parse_engine_file_name(name) is None
 
@@ -60,7 +62,9 @@ def test_check_engine_tag_reports_a_mismatch_with_the_remedy(gpu, version, match
     path = Path("/engines") / engine_file_name("decoder", "fp16", H100, "10.7.0")
     with pytest.raises(CheckpointError, match=match) as info:
         check_engine_tag(path, gpu, version, onnx_dir="ckpt/ditto_onnx")
-    assert "python -m ditto_research.export.tensorrt onnx_dir=ckpt/ditto_onnx engine_dir=/engines" in str(info.value)
+    assert "python -m ditto_research.export.tensorrt onnx_dir=ckpt/ditto_onnx engine_dir=/engines" in str(
+        info.value
+    )
 
 
 def test_check_engine_tag_refuses_the_official_untagged_engines():
@@ -97,11 +101,16 @@ def test_find_lmdm_pair_engines(tmp_path):
     memory = tmp_path / engine_file_name("lmdm_v0.4_hubert_memory", "fp32", H100, "10.7.0")
     step = tmp_path / engine_file_name("lmdm_v0.4_hubert_step", "fp32", H100, "10.7.0")
     memory.write_bytes(b"x")
-    with pytest.raises(CheckpointError, match=r"lmdm_v0.4_hubert_step_fp32\..*missing.*python -m ditto_research.export.tensorrt"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"lmdm_v0.4_hubert_step_fp32\..*missing.*python -m ditto_research.export.tensorrt",
+    ):
         find_lmdm_pair_engines(tmp_path, H100, "10.7.0")
     step.write_bytes(b"x")
     assert find_lmdm_pair_engines(tmp_path, H100, "10.7.0") == (memory, step)
-    assert find_lmdm_pair_engines(tmp_path, "NVIDIA L4", "10.7.0") is None  # other machines' engines: not these
+    assert (
+        find_lmdm_pair_engines(tmp_path, "NVIDIA L4", "10.7.0") is None
+    )  # other machines' engines: not these
     assert find_engine(tmp_path, "lmdm_step", "fp16", H100, "10.7.0") == step  # pair graphs are fp32 engines
 
 
@@ -135,8 +144,12 @@ def test_tensorrt_engine_matches_pytorch(tiny_onnx, tmp_path):
     from tests.helpers import max_rel_err
 
     folder = tiny_onnx(["stitch_network", "warp_network"])
-    run_build(TensorRTExportConfig(onnx_dir=str(folder), engine_dir=str(tmp_path), precision="fp32",
-                                   builder_optimization_level=0), log=lambda _: None)
+    run_build(
+        TensorRTExportConfig(
+            onnx_dir=str(folder), engine_dir=str(tmp_path), precision="fp32", builder_optimization_level=0
+        ),
+        log=lambda _: None,
+    )
     trt_backend = make_backend("tensorrt", device="cuda", precision="fp32", engine_dir=tmp_path)
     torch_backend = make_backend("pytorch", model_name="tiny")
     for name in ("stitch_network", "warp_network"):
@@ -151,19 +164,24 @@ def test_tensorrt_engine_matches_pytorch(tiny_onnx, tmp_path):
 @pytest.mark.trt
 @pytest.mark.gpu
 def test_tensorrt_lmdm_pair_matches_pytorch(tiny_onnx, tmp_path):
-    """Engines of the cached LMDM pair: the backend loads them as the LMDM, and a dpmpp_2m window matches torch."""
+    """Engines of the cached LMDM pair: the backend loads them as the LMDM, and a dpmpp_2m window matches
+    torch."""
     import torch
 
     from ditto_research.backends.lmdm_pair import CachedPairLmdm
     from ditto_research.config.schema import SamplerConfig
-    from ditto_research.pipeline.networks import build_window_sampler
     from ditto_research.export.config import TensorRTExportConfig
     from ditto_research.export.tensorrt import run_build
+    from ditto_research.pipeline.networks import build_window_sampler
     from tests.helpers import max_rel_err
 
     folder = tiny_onnx(["lmdm"], ["lmdm_form=cached"])
-    run_build(TensorRTExportConfig(onnx_dir=str(folder), engine_dir=str(tmp_path), precision="fp32",
-                                   builder_optimization_level=0), log=lambda _: None)
+    run_build(
+        TensorRTExportConfig(
+            onnx_dir=str(folder), engine_dir=str(tmp_path), precision="fp32", builder_optimization_level=0
+        ),
+        log=lambda _: None,
+    )
     lmdm = make_backend("tensorrt", device="cuda", precision="fp32", engine_dir=tmp_path).load("lmdm")
     assert isinstance(lmdm, CachedPairLmdm)
     torch_lmdm = make_backend("pytorch", model_name="tiny").load("lmdm")

@@ -1,4 +1,5 @@
-"""Pluggable samplers: one contract over every sampler, ddim's reference exactness, guidance, config errors."""
+"""Pluggable samplers: one contract over every sampler, ddim's reference exactness, guidance, config
+errors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from ditto_research.config import CONF_DIR, compose, to_config
 from ditto_research.config.schema import SAMPLER_NAMES
-from ditto_research.diffusion.ddim import ddim_sample_reference, draw_reference_noises
+from ditto_research.diffusion.ddim import ddim_sample_reference, draw_step_noises
 from ditto_research.diffusion.samplers import (
     SAMPLERS,
     SamplingPlan,
@@ -77,7 +78,8 @@ def test_registry_matches_the_config_group() -> None:
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_sampler_contract(tiny: LMDM, window, converged: torch.Tensor, name: str) -> None:
-    """Shape, finite output, reproducible from the seed, and closer to the converged solution with more steps."""
+    """Shape, finite output, reproducible from the seed, and closer to the converged solution with more
+    steps."""
     kp_cond, cond, x_T = window
 
     def run(seed: int) -> list[torch.Tensor]:
@@ -100,40 +102,36 @@ def test_sampler_contract(tiny: LMDM, window, converged: torch.Tensor, name: str
     assert errors[1] < errors[0], f"{name}: error at 4 / 25 steps {errors}"
 
 
-def test_ddim_through_the_interface_matches_golden_s10(det_init, load_golden) -> None:
-    golden = load_golden("lmdm_ddim_sample_s10")
-    model = LMDM(cond_dim=golden["aud_cond"].shape[-1]).eval()
-    model.load_state_dict(det_init.fill_state_dict(model, int(golden["seed"]), skip=("rotary.freqs",)))
-    steps = int(golden["sampling_timesteps"])
-    draws = torch.from_numpy(golden["randn_draws"])
-    plan = make_plan(model, "ddim", steps, step_noises=draws[: steps - 1])
-    assert plan.times.tolist() == [t for t, _ in ddim_timestep_pairs(steps)]
-    kp_cond, aud_cond = torch.from_numpy(golden["kp_cond"]), torch.from_numpy(golden["aud_cond"])
-    out = solve_window(model, plan, kp_cond, aud_cond, draws[steps - 1], guidance_scale=2.0)
-    err = max_rel_err(out, golden["out"])
-    assert err < 1e-3, f"max rel err {err:.2e}"
-
-
 def test_ddim_window_sampler_keeps_the_reference_draw_order(tiny: LMDM, window) -> None:
-    """Step noises first (once per run), then one x_T per window; the same numbers as the unfused sampler."""
+    """Step noises first (once per run), then one x_T per window; the same numbers as the unfused sampler.
+
+    The golden parity of this path is tests/diffusion/test_ddim.py::test_ddim_sample_matches_golden.
+    """
     kp_cond, cond, _ = window
     steps, shape = 5, (1, FRAMES, MOTION)
     sampler = make_window_sampler(tiny, "ddim", steps=steps, generator=torch.Generator().manual_seed(9))
     outputs = [sampler(kp_cond, cond) for _ in range(3)]
 
     gen = torch.Generator().manual_seed(9)
-    step_noises, first_x_T = draw_reference_noises(steps, shape, gen)
-    x_Ts = [first_x_T, torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)]
+    step_noises = draw_step_noises(steps, shape, gen)
+    x_Ts = [torch.randn(shape, generator=gen) for _ in range(3)]
     pairs = ddim_timestep_pairs(steps)
+    denoise = tiny.guided_denoiser(kp_cond, cond)  # no time grid: every step prepared on its own, guidance 2
+
+    def model_fn(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        times = torch.full((x.shape[0],), t, dtype=torch.long)
+        x_start = denoise(x, times)
+        return tiny.predict_noise_from_start(x, times, x_start), x_start
+
     for out, x_T in zip(outputs, x_Ts, strict=True):
-        model_fn = tiny.sampling_fn(kp_cond, cond)  # the per-step (unprepared) path, guidance 2
         ref = ddim_sample_reference(model_fn, x_T, pairs, tiny.alphas_cumprod, step_noises)
-        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        # The grid's batched time conditioning rounds differently: measured max 1.8e-6 on |x| ~ 2.5.
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
 
 def test_euler_equals_deterministic_ddim_on_a_shared_grid(tiny: LMDM, window) -> None:
-    """Deterministic DDIM is Euler's method on x / sqrt(alpha-bar) (Karras et al. 2022); with 1000 / S integral
-    both grids are 999, 899, ..., 99: an independent check of the diffusers wiring."""
+    """Deterministic DDIM is Euler's method on x / sqrt(alpha-bar) (Karras et al. 2022); with 1000 / S
+    integral both grids are 999, 899, ..., 99: an independent check of the diffusers wiring."""
     kp_cond, cond, x_T = window
     euler = solve_window(tiny, make_plan(tiny, "euler", 10), kp_cond, cond, x_T)
     ddim = solve_window(tiny, deterministic_ddim(tiny, 10), kp_cond, cond, x_T)
@@ -195,7 +193,11 @@ def test_every_sampler_option_composes_and_builds(tiny: LMDM) -> None:
         (["sampler.steps=0"], r"\[1, 1000\]"),
         (["sampler.steps=1001"], r"\[1, 1000\]"),
         (["sampler.guidance_scale=-0.5"], r"\[0.0, inf\]"),
-        (["sampler=dpmpp_2m", "sampler.eta=0.5"], "only ddim takes eta"),
+        (
+            ["sampler=dpmpp_2m", "sampler.eta=0.5"],
+            r"name, steps, guidance_scale \(eta is an option of sampler=ddim",
+        ),
+        (["sampler=unipc", "+sampler.eta=0.5"], "sampler.eta is not a key of sampler=unipc"),
         (["sampler=ddim", "sampler.eta=1.5"], r"\[0.0, 1.0\]"),
     ],
 )
@@ -205,9 +207,9 @@ def test_bad_sampler_options_fail_at_config_validation(overrides: list[str], mes
 
 
 def test_unknown_sampler_group_option_lists_the_available_ones() -> None:
-    with pytest.raises(Exception, match="dpmpp_2m") as info:
+    with pytest.raises(ConfigError, match="ddim, dpmpp_2m, euler, heun, unipc") as info:
         compose("infer", ["sampler=plms"])
-    assert "Could not find 'sampler/plms'" in str(info.value)
+    assert "Could not find 'sampler/plms'" in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,9 @@ def test_both_writes_the_official_file_and_the_pair(tiny_onnx):
         model = onnx.load(str(folder / io.onnx_file))
         assert io.mismatch(*graph_io(model)) is None
         info = metadata(model)
-        assert info["lmdm_form"] == "cached" and info["precision"] == "fp32" and info["guidance_weight"] == "2.0"
+        assert (
+            info["lmdm_form"] == "cached" and info["precision"] == "fp32" and info["guidance_weight"] == "2.0"
+        )
 
 
 def test_step_graph_holds_no_condition_encoder(tiny_onnx):
@@ -88,12 +90,16 @@ def test_dynamic_batch_pair_runs_batch_three(tiny_onnx):
     for graph, module in (("lmdm_memory", ConditionMemoryGraph(lmdm)), ("lmdm_step", CachedStepGraph(lmdm))):
         path = folder / LMDM_PAIR_IO[graph].onnx_file
         assert metadata(onnx.load(str(path)))["dynamic_batch"] == "true"
-        report = verify_export(path, graph, module, pair_example_inputs(graph, lmdm, batch=3, seed=5), TOLERANCE)
+        report = verify_export(
+            path, graph, module, pair_example_inputs(graph, lmdm, batch=3, seed=5), TOLERANCE
+        )
         assert report.batch == 3 and report.passed, report.line()
 
 
 def test_guided_step_export_removes_a_stale_pair(tmp_path):
-    run_export(export_config(tmp_path, ["networks=[lmdm]", "lmdm_form=cached", "verify=false"]), log=lambda _: None)
+    run_export(
+        export_config(tmp_path, ["networks=[lmdm]", "lmdm_form=cached", "verify=false"]), log=lambda _: None
+    )
     assert all((tmp_path / io.onnx_file).is_file() for io in LMDM_PAIR_IO.values())
     lines: list[str] = []
     results = run_export(export_config(tmp_path, ["networks=[lmdm]", "verify=false"]), log=lines.append)

@@ -1,4 +1,5 @@
-"""python -m ditto_research.export.onnx: config, official names, metadata, verification, fp16 and dynamic batch (model=tiny)."""
+"""python -m ditto_research.export.onnx: config, official names, metadata, verification, fp16 and dynamic
+batch (model=tiny)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 from ditto_research.backends import RENDER_NETWORKS, example_inputs, get_io
 from ditto_research.backends.onnx import graph_io, metadata
-from ditto_research.errors import ConfigError, ExportError
+from ditto_research.errors import CheckpointError, ConfigError, ExportError
 from ditto_research.export.config import ExportConfig, resolve_output_dir
 from ditto_research.export.onnx import IOWrapper, build_network, export_module
 from ditto_research.export.verify import compare_outputs, verify_export
@@ -52,11 +53,20 @@ def test_warp_export_decomposed_fp16(tiny_onnx):
     assert "GridSample" not in {n.op_type for n in model.graph.node}
     assert metadata(model)["precision"] == "fp16" and metadata(model)["grid_sample"] == "decomposed"
     # float32 I/O; float16 weights inside
-    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*model.graph.input, *model.graph.output])
+    assert all(
+        v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        for v in [*model.graph.input, *model.graph.output]
+    )
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
     # the grid-sample scope computes in float32: no float16 casts feed its nodes
-    casts_to_half = {n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16}
-    gs_inputs = {i for n in model.graph.node if "grid_sample" in n.name and n.op_type != "Cast" for i in n.input}
+    casts_to_half = {
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16
+    }
+    gs_inputs = {
+        i for n in model.graph.node if "grid_sample" in n.name and n.op_type != "Cast" for i in n.input
+    }
     assert not gs_inputs & casts_to_half
 
 
@@ -73,10 +83,15 @@ def test_dynamic_batch_export_runs_batch_one_and_three(tiny_onnx, name):
     path = folder / get_io(name).onnx_file
     model = onnx.load(str(path))
     assert metadata(model)["dynamic_batch"] == "true"
-    assert all(v.type.tensor_type.shape.dim[0].dim_param == "batch" for v in [*model.graph.input, *model.graph.output])
+    assert all(
+        v.type.tensor_type.shape.dim[0].dim_param == "batch"
+        for v in [*model.graph.input, *model.graph.output]
+    )
     reference = build_network(name, cfg.model, cfg.motion)
     for batch in (1, 3):
-        report = verify_export(path, name, reference, example_inputs(name, reference, batch=batch, seed=3), 1e-4)
+        report = verify_export(
+            path, name, reference, example_inputs(name, reference, batch=batch, seed=3), 1e-4
+        )
         assert report.batch == batch and report.passed and report.max_rel < 1e-4, report.line()
 
 
@@ -99,8 +114,13 @@ def test_verification_failure_is_an_export_error(tiny_onnx):
     cfg = export_config(folder)
     other = build_network("stitch_network", cfg.model.__class__(name="tiny", seed=99), cfg.motion)
     with pytest.raises(ExportError, match="failed verification"):
-        verify_export(folder / "stitch_network.onnx", "stitch_network", other,
-                      example_inputs("stitch_network", other), 1e-4)
+        verify_export(
+            folder / "stitch_network.onnx",
+            "stitch_network",
+            other,
+            example_inputs("stitch_network", other),
+            1e-4,
+        )
 
 
 def test_export_writes_atomically_and_reports_exporter_errors(tmp_path):
@@ -109,8 +129,12 @@ def test_export_writes_atomically_and_reports_exporter_errors(tmp_path):
             raise RuntimeError("boom")
 
     with pytest.raises(ExportError, match="exporting stitch_network .* failed: RuntimeError: boom"):
-        export_module(IOWrapper(Broken()), "stitch_network", tmp_path / "stitch_network.onnx",
-                      example_inputs("stitch_network"))
+        export_module(
+            IOWrapper(Broken()),
+            "stitch_network",
+            tmp_path / "stitch_network.onnx",
+            example_inputs("stitch_network"),
+        )
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
 
 
@@ -153,7 +177,7 @@ def test_missing_checkpoints_fail_before_exporting(tmp_path):
     from ditto_research.export.onnx import run_export
 
     cfg = export_config(tmp_path / "out", ["model=ditto", f"model.checkpoint_root={tmp_path / 'nowhere'}"])
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         run_export(cfg, log=lambda _: None)
     assert not (tmp_path / "out").exists()
 
@@ -163,8 +187,15 @@ def test_hubert_export_from_a_transformers_folder(tmp_path):
     from ditto_research.backends.onnx import load_onnx_network
     from ditto_research.export.onnx import run_export
 
-    config = transformers.HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                                       conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    config = transformers.HubertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )
     transformers.HubertModel(config).save_pretrained(str(tmp_path / "hubert"))
     cfg = export_config(tmp_path / "out", ["networks=[stitch_network]", f"hubert_path={tmp_path / 'hubert'}"])
     assert cfg.all_networks == ["stitch_network", "hubert"]

@@ -1,4 +1,5 @@
-"""python -m ditto_research.export.tensorrt: the parts that need no TensorRT (profiles, precisions, naming, config)."""
+"""python -m ditto_research.export.tensorrt: the parts that need no TensorRT (profiles, precisions, naming,
+config)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,14 @@ from ditto_research.export.tensorrt import (
 
 @pytest.mark.parametrize(
     "version, decomposed",
-    [("8.6.1", True), ("10.0.1", True), ("10.13.3.9", True), ("11.1.0", True), ("11.2.0", False), ("12.0", False)],
+    [
+        ("8.6.1", True),
+        ("10.0.1", True),
+        ("10.13.3.9", True),
+        ("11.1.0", True),
+        ("11.2.0", False),
+        ("12.0", False),
+    ],
 )
 def test_grid_sample_path_by_tensorrt_version(version, decomposed):
     assert needs_decomposed_grid_sample(version) is decomposed
@@ -34,8 +42,15 @@ def test_version_tuple():
 
 @pytest.mark.parametrize(
     "network, requested, expected",
-    [("decoder", "fp16", "fp16"), ("warp_network", "fp16", "fp16"), ("motion_extractor", "fp16", "fp32"),
-     ("lmdm", "fp16", "fp32"), ("hubert", "fp16", "fp32"), ("stitch_network", "fp16", "fp32"), ("decoder", "fp32", "fp32")],
+    [
+        ("decoder", "fp16", "fp16"),
+        ("warp_network", "fp16", "fp16"),
+        ("motion_extractor", "fp16", "fp32"),
+        ("lmdm", "fp16", "fp32"),
+        ("hubert", "fp16", "fp32"),
+        ("stitch_network", "fp16", "fp32"),
+        ("decoder", "fp32", "fp32"),
+    ],
 )
 def test_engine_precision(network, requested, expected):
     assert engine_precision(network, requested) == expected
@@ -83,7 +98,14 @@ def test_engine_graphs_pick_the_lmdm_files_present(tmp_path):
         (tmp_path / name).unlink()
     assert engine_graphs(tmp_path, ["lmdm"]) == ["lmdm"]  # its build reports the missing file
     assert profile_shapes("lmdm_step", "t", (1,)) is None  # the step's time and weight are not batched
-    assert profile_shapes("lmdm_step", "cond_keys", (-1, 8, 2, 8, 80, 64), max_batch=2).max == (2, 8, 2, 8, 80, 64)
+    assert profile_shapes("lmdm_step", "cond_keys", (-1, 8, 2, 8, 80, 64), max_batch=2).max == (
+        2,
+        8,
+        2,
+        8,
+        80,
+        64,
+    )
 
 
 @pytest.mark.parametrize(
@@ -103,5 +125,7 @@ def test_bad_tensorrt_options(kwargs, match):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
 def test_build_without_tensorrt_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="python -m ditto_research.export.tensorrt is unavailable on this machine"):
+    with pytest.raises(
+        ConfigError, match="python -m ditto_research.export.tensorrt is unavailable on this machine"
+    ):
         run_build(TensorRTExportConfig(onnx_dir=str(tmp_path)), log=lambda _: None)

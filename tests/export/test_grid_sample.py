@@ -13,8 +13,12 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 
 from ditto_research.backends.onnx import make_session, rewrite_grid_samples
-from ditto_research.errors import CheckpointError
-from ditto_research.export.grid_sample import DecomposedGridSample3d, grid_sample_3d_decomposed, make_grid_sample
+from ditto_research.errors import CheckpointError, ConfigError
+from ditto_research.export.grid_sample import (
+    DecomposedGridSample3d,
+    grid_sample_3d_decomposed,
+    make_grid_sample,
+)
 
 
 def _native(volume: torch.Tensor, grid: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
@@ -47,8 +51,18 @@ def test_torch_decomposition_equals_native(volume_shape, grid_shape, align_corne
 
 def test_decomposition_handles_far_out_of_range_and_edge_points():
     volume, _ = _case(1, (1, 2, 4, 4, 4), (1, 1, 1, 1, 3))
-    points = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.24, 0.0, 0.0], [-1.26, 0.3, 0.2],
-                           [50.0, -80.0, 3.0], [0.99, -0.99, 0.5], [1e6, 1e6, -1e6], [0.0, 0.0, 0.0]])
+    points = torch.tensor(
+        [
+            [-1.0, -1.0, -1.0],
+            [1.0, 1.0, 1.0],
+            [1.24, 0.0, 0.0],
+            [-1.26, 0.3, 0.2],
+            [50.0, -80.0, 3.0],
+            [0.99, -0.99, 0.5],
+            [1e6, 1e6, -1e6],
+            [0.0, 0.0, 0.0],
+        ]
+    )
     grid = points.view(1, 1, 2, 4, 3)
     ours, ref = grid_sample_3d_decomposed(volume, grid), _native(volume, grid)
     assert torch.allclose(ours, ref, rtol=0, atol=1e-6)
@@ -59,16 +73,23 @@ def test_make_grid_sample_modes():
     volume, grid = _case(2, (1, 2, 3, 4, 4), (1, 2, 4, 4, 3))
     assert torch.equal(make_grid_sample("native")(volume, grid), _native(volume, grid))
     assert isinstance(make_grid_sample("decomposed"), DecomposedGridSample3d)
-    with pytest.raises(Exception, match="native, decomposed"):
+    with pytest.raises(ConfigError, match="native, decomposed"):
         make_grid_sample("bilinear")
 
 
 def _export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=opset,
-                          input_names=["volume", "grid"], output_names=["out"],
-                          dynamic_axes={"volume": {0: "n"}, "grid": {0: "n"}, "out": {0: "n"}})
+        torch.onnx.export(
+            module,
+            inputs,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["volume", "grid"],
+            output_names=["out"],
+            dynamic_axes={"volume": {0: "n"}, "grid": {0: "n"}, "out": {0: "n"}},
+        )
     return path
 
 
@@ -84,19 +105,29 @@ def test_exported_decomposition_has_no_grid_sample_and_matches_native(tmp_path, 
 
 def _plugin_model(opset: int, **attrs: int) -> onnx.ModelProto:
     """volume, grid -> GridSample3D (the TensorRT plugin op of the official warp_network.onnx) -> out."""
-    node = helper.make_node("GridSample3D", ["volume", "grid"], ["out"], name="gs3d",
-                            **{"interpolation_mode": 0, "padding_mode": 0, "align_corners": 0, **attrs})
+    node = helper.make_node(
+        "GridSample3D",
+        ["volume", "grid"],
+        ["out"],
+        name="gs3d",
+        **{"interpolation_mode": 0, "padding_mode": 0, "align_corners": 0, **attrs},
+    )
     graph = helper.make_graph(
-        [node], "plugin",
-        [helper.make_tensor_value_info("volume", TensorProto.FLOAT, ["n", 4, 5, 6, 7]),
-         helper.make_tensor_value_info("grid", TensorProto.FLOAT, ["n", 3, 6, 7, 3])],
+        [node],
+        "plugin",
+        [
+            helper.make_tensor_value_info("volume", TensorProto.FLOAT, ["n", 4, 5, 6, 7]),
+            helper.make_tensor_value_info("grid", TensorProto.FLOAT, ["n", 3, 6, 7, 3]),
+        ],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 4, 3, 6, 7])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-@pytest.mark.parametrize("opset, target, expected_op", [(20, "native", "GridSample"), (17, "native", "Gather"),
-                                                        (20, "decomposed", "Gather")])
+@pytest.mark.parametrize(
+    "opset, target, expected_op",
+    [(20, "native", "GridSample"), (17, "native", "Gather"), (20, "decomposed", "Gather")],
+)
 @pytest.mark.parametrize("align_corners", [0, 1])
 def test_plugin_node_rewrite_runs_on_onnxruntime(opset, target, expected_op, align_corners):
     model = _plugin_model(opset, align_corners=align_corners)

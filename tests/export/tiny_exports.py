@@ -1,4 +1,5 @@
-"""Tiny-model ONNX exports shared by the export and backend tests (written once per session, per option set)."""
+"""Tiny-model ONNX exports shared by the export and backend tests (written once per session, per option
+set)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def export_config(output_dir: Path, overrides: list[str] | None = None) -> Expor
 
     register_export_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="export", overrides=["model=tiny", f"output_dir={output_dir}", *(overrides or [])])
+        cfg = compose(
+            config_name="export", overrides=["model=tiny", f"output_dir={output_dir}", *(overrides or [])]
+        )
     return to_config(cfg, ExportConfig)
 
 
@@ -29,5 +32,7 @@ def tiny_export(base: Path, networks: list[str], overrides: list[str] | None = N
     folder = base / f"tiny_onnx_{key}"
     missing = [n for n in networks if not (folder / get_io(n).onnx_file).is_file()]
     if missing:
-        run_export(export_config(folder, [f"networks=[{','.join(missing)}]", *(overrides or [])]), log=lambda _: None)
+        run_export(
+            export_config(folder, [f"networks=[{','.join(missing)}]", *(overrides or [])]), log=lambda _: None
+        )
     return folder

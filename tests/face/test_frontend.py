@@ -103,8 +103,8 @@ def test_two_faces_uses_largest(frontend: MediaPipeFrontend, caplog: pytest.LogC
     small = cv2.resize(head, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
     h, w = head.shape[:2]
     canvas = np.zeros((h, small.shape[1] + w, 3), dtype=np.uint8)  # the smaller face first (on the left)
-    canvas[(h - small.shape[0]) // 2:(h - small.shape[0]) // 2 + small.shape[0], :small.shape[1]] = small
-    canvas[:, small.shape[1]:] = head
+    canvas[(h - small.shape[0]) // 2 : (h - small.shape[0]) // 2 + small.shape[0], : small.shape[1]] = small
+    canvas[:, small.shape[1] :] = head
     with caplog.at_level(logging.WARNING, logger="ditto_research.face.frontend"):
         face = frontend.locate(canvas, what="two.png")
     assert face.num_faces == 2
@@ -115,7 +115,7 @@ def test_two_faces_uses_largest(frontend: MediaPipeFrontend, caplog: pytest.LogC
 def test_tiny_face_below_min_size() -> None:
     tiny = cv2.resize(_head(), None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
     canvas = np.zeros((240, 230, 3), dtype=np.uint8)
-    canvas[60:60 + tiny.shape[0], 60:60 + tiny.shape[1]] = tiny
+    canvas[60 : 60 + tiny.shape[0], 60 : 60 + tiny.shape[1]] = tiny
     with MediaPipeFrontend(min_face_size=64) as fe:
         message = r"the face in tiny.png is 3\dx4\d pixels, smaller than min_face_size=64"
         with pytest.raises(InputError, match=message):
@@ -138,8 +138,18 @@ def test_tracking_follows_the_face(frontend: MediaPipeFrontend) -> None:
 
 def test_facemesh_crop_points() -> None:
     assert len(set(FACEMESH_CROP_POINTS)) == len(FACEMESH_CROP_POINTS) == 127
-    assert max(FACEMESH_CROP_POINTS) < 478 and FACEMESH_CROP_POINTS[:10] == (33, 133, 159, 145, 263, 362, 386,
-                                                                               374, 61, 291)
+    assert max(FACEMESH_CROP_POINTS) < 478 and FACEMESH_CROP_POINTS[:10] == (
+        33,
+        133,
+        159,
+        145,
+        263,
+        362,
+        386,
+        374,
+        61,
+        291,
+    )
     assert FACEMESH_CROP_GROUPS.min_points <= len(FACEMESH_CROP_POINTS)
     assert 10 not in FACEMESH_CROP_POINTS and 152 in FACEMESH_CROP_POINTS  # no forehead, chin kept
 
@@ -174,8 +184,20 @@ def test_make_frontend_choice(tmp_path: Path) -> None:
 
 def test_scrfd_anchor_centers() -> None:
     centers = scrfd_anchor_centers(2, 3, 8, 2)
-    expected = [[0, 0], [0, 0], [8, 0], [8, 0], [16, 0], [16, 0],
-                [0, 8], [0, 8], [8, 8], [8, 8], [16, 8], [16, 8]]
+    expected = [
+        [0, 0],
+        [0, 0],
+        [8, 0],
+        [8, 0],
+        [16, 0],
+        [16, 0],
+        [0, 8],
+        [0, 8],
+        [8, 8],
+        [8, 8],
+        [16, 8],
+        [16, 8],
+    ]
     np.testing.assert_array_equal(centers, expected)
     assert centers.dtype == np.float32
 
@@ -198,8 +220,9 @@ def _scrfd_outputs(size: int, faces: dict[tuple[int, int], tuple[float, list[flo
 def test_decode_scrfd_and_threshold() -> None:
     # 64 x 64 input: stride 16 has a 4 x 4 map; cell (row 1, col 2) anchor 1 is row (1 * 4 + 2) * 2 + 1 = 13,
     # centred at (32, 16).
-    outputs = _scrfd_outputs(64, {(16, 13): (0.9, [1, 2, 3, 4]), (8, 5): (0.5, [1, 1, 1, 1]),
-                                  (32, 0): (0.49, [1, 1, 1, 1])})
+    outputs = _scrfd_outputs(
+        64, {(16, 13): (0.9, [1, 2, 3, 4]), (8, 5): (0.5, [1, 1, 1, 1]), (32, 0): (0.49, [1, 1, 1, 1])}
+    )
     boxes, scores, kps = decode_scrfd(outputs, (64, 64))
     assert scores.ravel().tolist() == pytest.approx([0.5, 0.9])  # 0.5 passes (>=), 0.49 does not
     np.testing.assert_array_equal(boxes[1], [32 - 16, 16 - 32, 32 + 48, 16 + 64])
@@ -225,8 +248,9 @@ def _nms_brute(dets: np.ndarray, threshold: float) -> list[int]:
 
 
 def test_nms() -> None:
-    dets = np.array([[0, 0, 9, 9, 0.9], [1, 1, 10, 10, 0.8], [20, 20, 29, 29, 0.7], [0, 0, 9, 9, 0.95]],
-                    dtype=np.float32)
+    dets = np.array(
+        [[0, 0, 9, 9, 0.9], [1, 1, 10, 10, 0.8], [20, 20, 29, 29, 0.7], [0, 0, 9, 9, 0.95]], dtype=np.float32
+    )
     assert nms(dets, 0.4) == [3, 2]  # IoU(0, 1) = 81 / 119 > 0.4; row 0 duplicates row 3
     assert nms(dets, 0.7) == [3, 1, 2]  # 0.68 <= 0.7 keeps row 1
     rng = np.random.default_rng(1)
@@ -268,8 +292,12 @@ def test_landmark106_transform_round_trip() -> None:
     w, h = box[2] - box[0], box[3] - box[1]
     scale = np.float32(192) / (max(w, h) * np.float32(1.5))
     cx, cy = (box[2] + box[0]) / np.float32(2) * scale, (box[3] + box[1]) / np.float32(2) * scale
-    t = (trans.SimilarityTransform(scale=scale) + trans.SimilarityTransform(translation=(-cx, -cy))
-         + trans.SimilarityTransform(rotation=0.0) + trans.SimilarityTransform(translation=(96, 96)))
+    t = (
+        trans.SimilarityTransform(scale=scale)
+        + trans.SimilarityTransform(translation=(-cx, -cy))
+        + trans.SimilarityTransform(rotation=0.0)
+        + trans.SimilarityTransform(translation=(96, 96))
+    )
     np.testing.assert_array_equal(matrix, t.params[:2])
     pts = np.random.default_rng(3).uniform(50, 180, (106, 2)).astype(np.float32)
     crop_pts = pts.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
@@ -286,8 +314,10 @@ def _constant_model(path: Path, input_name: str, input_shape: list, outputs: dic
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("ReduceMean", [input_name], ["mean"], keepdims=0),
-             helper.make_node("Mul", ["mean", "zero"], ["nothing"])]
+    nodes = [
+        helper.make_node("ReduceMean", [input_name], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+    ]
     inits = [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
     for name, value in outputs.items():
         inits.append(numpy_helper.from_array(value.astype(np.float32), f"{name}_value"))
@@ -320,8 +350,12 @@ def official(tmp_path_factory: pytest.TempPathFactory) -> tuple[OfficialFrontend
     lmk106 = _face_layout(106, LANDMARKS_106, 0.0, 0.6).reshape(1, -1)
     _constant_model(root / FACE_FILES[1], "data", [1, 3, 192, 192], {"fc1": lmk106})
     lmk203 = _face_layout(203, LANDMARKS_203, 0.5, 0.3).reshape(1, -1)
-    _constant_model(root / FACE_FILES[2], "input", [1, 3, 224, 224],
-                    {"out_a": np.zeros((1, 8)), "out_b": np.ones((1, 3)), "lmk": lmk203})
+    _constant_model(
+        root / FACE_FILES[2],
+        "input",
+        [1, 3, 224, 224],
+        {"out_a": np.zeros((1, 8)), "out_b": np.ones((1, 3)), "lmk": lmk203},
+    )
     fe = OfficialFrontend(*(root / name for name in FACE_FILES[:3]), None, min_face_size=40)
     yield fe, lmk106[0], lmk203.reshape(-1, 2)
     fe.close()

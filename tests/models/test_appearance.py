@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -10,7 +9,8 @@ from ditto_research.errors import ConfigError, InputError
 from ditto_research.models.appearance import AppearanceFeatureExtractor
 from tests.helpers import max_abs_err
 
-GOLDEN_TOL = 1e-4  # golden/README.md: appearance_extractor f_s, max abs
+# 4x the golden's fp64_maxabs_f_s (the reference's own float32 noise, 1.7e-6); measured 3.2e-6 = 1.9x it.
+YARDSTICK_MULTIPLE = 4.0
 
 
 def tiny_extractor() -> AppearanceFeatureExtractor:
@@ -27,8 +27,8 @@ def test_golden_parity(det_init, load_golden) -> None:
     model.load_state_dict(det_init.fill_state_dict(model, int(golden["seed"])), strict=True)
     model.eval()
     f_s = model(torch.from_numpy(golden["image"]))
-    err = max_abs_err(f_s, golden["f_s"])
-    assert err < GOLDEN_TOL, f"f_s max abs err {err:.3g} >= {GOLDEN_TOL}"
+    err, tol = max_abs_err(f_s, golden["f_s"]), YARDSTICK_MULTIPLE * float(golden["fp64_maxabs_f_s"])
+    assert err <= tol, f"f_s max abs err {err:.3g} > {tol:.3g}"
 
 
 def test_official_shapes_at_other_batch_and_resolution() -> None:

@@ -7,7 +7,6 @@ fused / sub-pixel / folded / cached paths of the implementation are checked on s
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,9 @@ from ditto_research.models.decoder import (
 )
 from tests.helpers import max_abs_err
 
-GOLDEN_TOL = 1e-4  # golden/README.md: decoder out, max abs
+# 10x the golden's fp64_maxabs_out (the reference's own float32 noise, 2.9e-6): measured 1.08e-5 = 3.8x it
+# (the sub-pixel / folded rewrites sum in another order), so 4x would leave no margin.
+YARDSTICK_MULTIPLE = 10.0
 SMALL_TOL = 2e-5  # float32 rounding of the rearranged sums on O(1) activations
 
 
@@ -84,8 +85,8 @@ def test_golden_parity(det_init, load_golden) -> None:
     model.load_state_dict(det_init.fill_state_dict(model, int(golden["seed"])), strict=True)
     model.eval()
     out = model(torch.from_numpy(golden["feature"]))
-    err = max_abs_err(out, golden["out"])
-    assert err < GOLDEN_TOL, f"out max abs err {err:.3g} >= {GOLDEN_TOL}"
+    err, tol = max_abs_err(out, golden["out"]), YARDSTICK_MULTIPLE * float(golden["fp64_maxabs_out"])
+    assert err <= tol, f"out max abs err {err:.3g} > {tol:.3g}"
 
 
 def test_spectral_conv_matches_torch_spectral_norm_in_eval() -> None:

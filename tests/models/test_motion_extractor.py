@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,23 +13,31 @@ from ditto_research.models.motion_extractor import MotionExtractor, MotionExtrac
 from tests.helpers import max_abs_err
 
 OFFICIAL_OUTPUT_ORDER = ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")
-GOLDEN_TOL = 1e-4
+# Per output, 4x the golden's fp64_maxabs_<name> (float32 noise of the reference itself, 3e-7 to 1.5e-6);
+# measured on the public set: at most 1.5x it (yaw 1.07e-6 against 7.1e-7).
+YARDSTICK_MULTIPLE = 4.0
 
 
 @pytest.fixture(scope="module")
-def seeded_extractor(det_init: ModuleType) -> MotionExtractor:
+def golden(load_golden) -> dict[str, np.ndarray]:
+    return load_golden("motion_extractor")
+
+
+@pytest.fixture(scope="module")
+def seeded_extractor(det_init: ModuleType, golden: dict[str, np.ndarray]) -> MotionExtractor:
+    """The official-size extractor with the golden's own det_init fill."""
     model = MotionExtractor().eval()
-    model.load_state_dict(det_init.fill_state_dict(model, 0), strict=True)
+    model.load_state_dict(det_init.fill_state_dict(model, int(golden["seed"])), strict=True)
     return model
 
 
-def test_golden_parity(seeded_extractor: MotionExtractor, load_golden) -> None:
-    golden = load_golden("motion_extractor")
+def test_golden_parity(seeded_extractor: MotionExtractor, golden: dict[str, np.ndarray]) -> None:
     out = seeded_extractor(torch.from_numpy(golden["image"]))
     assert isinstance(out, MotionExtractorOutput)
     assert out._fields == OFFICIAL_OUTPUT_ORDER
     errors = {name: max_abs_err(getattr(out, name), golden[name]) for name in OFFICIAL_OUTPUT_ORDER}
-    assert max(errors.values()) <= GOLDEN_TOL, errors
+    limits = {name: YARDSTICK_MULTIPLE * float(golden[f"fp64_maxabs_{name}"]) for name in errors}
+    assert all(errors[name] <= limits[name] for name in OFFICIAL_OUTPUT_ORDER), (errors, limits)
 
 
 def test_batch_items_are_independent(seeded_extractor: MotionExtractor) -> None:

@@ -1,4 +1,5 @@
-"""load_network: every network by name, official file layouts round-trip strictly, bad checkpoints are clear."""
+"""load_network: every network by name, official file layouts round-trip strictly, bad checkpoints are
+clear."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def test_all_six_build_at_full_size_in_eval_mode():
 
 def test_random_init_is_seeded():
     a, b, c = (load_network("stitch_network", seed=s) for s in (1, 1, 2))
-    for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+    for (k, va), vb, _vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
         assert torch.equal(va, vb), k
     assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
 
@@ -91,7 +92,9 @@ def _corrupt(tmp_path: Path, name: str, edit) -> Path:
 
 
 def test_missing_extra_and_misshaped_keys_are_named(tmp_path):
-    path = _corrupt(tmp_path, "decoder", lambda s: s.pop("fc.weight") if "fc.weight" in s else s.pop(next(iter(s))))
+    path = _corrupt(
+        tmp_path, "decoder", lambda s: s.pop("fc.weight") if "fc.weight" in s else s.pop(next(iter(s)))
+    )
     with pytest.raises(CheckpointError, match=r"decoder.pth does not fit decoder: 1 missing key"):
         load_network("decoder", path)
     path = _corrupt(tmp_path, "appearance_extractor", lambda s: s.__setitem__("bogus.weight", torch.zeros(1)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -16,7 +15,9 @@ from ditto_research.models.warping import (
 )
 from tests.helpers import max_abs_err
 
-GOLDEN_TOL = 2e-4  # golden/README.md: warp_network out, max abs
+# No fp64 yardstick (a float64 Conv3d k=7 needs ~25 GB): 4.5x the measured max abs error 8.9e-6
+# (|out| <= 1.3).
+GOLDEN_TOL = 4e-5
 
 
 def tiny_warping(**overrides: object) -> WarpingNetwork:
@@ -43,30 +44,23 @@ def random_keypoints(batch: int, num_kp: int, seed: int) -> tuple[torch.Tensor, 
     return kp_source, kp_driving
 
 
-@pytest.fixture(scope="module")
-def seed0_state(det_init) -> dict[str, torch.Tensor]:
-    """The official-size network's seed-0 fill (shared: it draws ~40 M normals)."""
-    return det_init.fill_state_dict(WarpingNetwork(), 0)
-
-
-def test_golden_parity(det_init, load_golden, seed0_state) -> None:
+def test_golden_parity(det_init, load_golden) -> None:
     golden = load_golden("warp_network")
     shape = tuple(int(s) for s in golden["feature_3d_shape"])
     rng = np.random.RandomState(int(golden["feature_3d_seed"]))
     feature_3d = rng.standard_normal(shape).astype(np.float32)
     assert np.array_equal(feature_3d.ravel()[:16], golden["feature_3d_head"])
-    feature_sum = float(feature_3d.astype(np.float64).sum())
-    assert feature_sum == pytest.approx(float(golden["feature_3d_sum"]), abs=1e-6)
+    # The same float64 sum of the same numbers: measured bit-identical.
+    assert float(feature_3d.astype(np.float64).sum()) == float(golden["feature_3d_sum"])
 
     model = WarpingNetwork()
-    seed = int(golden["seed"])
-    model.load_state_dict(seed0_state if seed == 0 else det_init.fill_state_dict(model, seed), strict=True)
+    model.load_state_dict(det_init.fill_state_dict(model, int(golden["seed"])), strict=True)
     model.eval()
     kp_source, kp_driving = torch.from_numpy(golden["kp_source"]), torch.from_numpy(golden["kp_driving"])
     out = model(torch.from_numpy(feature_3d), kp_source, kp_driving)
     assert isinstance(out, torch.Tensor)
     err = max_abs_err(out, golden["out"])
-    assert err < GOLDEN_TOL, f"out max abs err {err:.3g} >= {GOLDEN_TOL}"
+    assert err <= GOLDEN_TOL, f"out max abs err {err:.3g} > {GOLDEN_TOL}"
 
 
 def test_coordinate_grid_spans_unit_cube_in_xyz_order() -> None:
@@ -80,7 +74,12 @@ def test_coordinate_grid_spans_unit_cube_in_xyz_order() -> None:
 def test_deformed_features_match_per_proposal_sampling() -> None:
     """The stacked-grid sampling equals sampling a repeated volume once per proposal (the reference way)."""
     net = DenseMotionNetwork(
-        block_expansion=4, num_blocks=1, max_features=8, num_kp=3, feature_channel=2, reshape_depth=3,
+        block_expansion=4,
+        num_blocks=1,
+        max_features=8,
+        num_kp=3,
+        feature_channel=2,
+        reshape_depth=3,
         compress=2,
     )
     gen = torch.Generator().manual_seed(2)

@@ -16,8 +16,15 @@ def _random_motion(n: int, width: int = 265, seed: int = 0) -> np.ndarray:
 
 
 def test_layout_offsets() -> None:
-    expected = {"scale": (0, 1), "pitch": (1, 67), "yaw": (67, 133), "roll": (133, 199), "t": (199, 202),
-                "exp": (202, 265), "kp": (265, 328)}
+    expected = {
+        "scale": (0, 1),
+        "pitch": (1, 67),
+        "yaw": (67, 133),
+        "roll": (133, 199),
+        "t": (199, 202),
+        "exp": (202, 265),
+        "kp": (265, 328),
+    }
     for key, (start, stop) in expected.items():
         assert MOTION_LAYOUT.slice(key) == slice(start, stop)
     assert MOTION_LAYOUT.motion_dim == 265

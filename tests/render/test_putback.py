@@ -29,7 +29,7 @@ def test_putback_matches_golden(load_golden) -> None:
     frame = g["img"].copy()
     result = PasteBack()(frame, g["render_image"], g["M_c2o"])
     assert result.dtype == np.uint8 and result.shape == g["result"].shape
-    assert _level_diff(result, g["result"]) == (0, 0.0)  # bit-exact
+    np.testing.assert_array_equal(result, g["result"])  # the reference's float32 blend: bit-exact
     np.testing.assert_array_equal(result, g["result_numpy"])
     np.testing.assert_array_equal(frame, g["img"])  # the input frame is left alone
 
@@ -39,7 +39,8 @@ def test_putback_opencv_backend_is_close(load_golden) -> None:
     g = load_golden("crop_putback")
     result = PasteBack(backend="opencv")(g["img"], g["render_image"], g["M_c2o"])
     max_diff, mean_diff = _level_diff(result, g["result"])
-    assert max_diff <= 8 and mean_diff < 0.5, (max_diff, mean_diff)
+    # Measured with OpenCV 4.11: max 3 levels, mean 0.063 (0 with OpenCV 5); about 2.7x / 4x that allowed.
+    assert max_diff <= 8 and mean_diff < 0.25, (max_diff, mean_diff)
 
 
 @pytest.mark.parametrize(("w", "h", "ratio_w", "ratio_h"), [(512, 512, 0.9, 0.9), (100, 37, 0.5, 0.95)])
@@ -79,16 +80,23 @@ def test_roi_blend_equals_full_frame_blend(frame_hw: tuple[int, int], angle: flo
     render = rng.uniform(-5, 260, (64, 64, 3)).astype(np.float32)  # out-of-range values get clipped
     a = np.deg2rad(angle)
     scale = min(frame_hw) / 64 * 0.9
-    M = np.array([[scale * np.cos(a), -scale * np.sin(a), frame_hw[1] * 0.4],
-                  [scale * np.sin(a), scale * np.cos(a), frame_hw[0] * 0.1], [0, 0, 1]], dtype=np.float32)
+    M = np.array(
+        [
+            [scale * np.cos(a), -scale * np.sin(a), frame_hw[1] * 0.4],
+            [scale * np.sin(a), scale * np.cos(a), frame_hw[0] * 0.1],
+            [0, 0, 1],
+        ],
+        dtype=np.float32,
+    )
     paste = PasteBack(crop_size=64)
     result = paste(frame, render, M)
     np.testing.assert_array_equal(result, _full_frame_blend(frame, render, M, paste.mask))
     again = paste(frame, render, M)  # cached plan
     np.testing.assert_array_equal(again, result)
     other_frame = rng.integers(0, 256, frame_hw + (3,), dtype=np.uint8)
-    np.testing.assert_array_equal(paste(other_frame, render, M),
-                                  _full_frame_blend(other_frame, render, M, paste.mask))
+    np.testing.assert_array_equal(
+        paste(other_frame, render, M), _full_frame_blend(other_frame, render, M, paste.mask)
+    )
     assert (result != frame).any()
 
 

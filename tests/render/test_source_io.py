@@ -29,8 +29,19 @@ def _noise_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def _lossless_video(path: Path, width: int, height: int, frames: int) -> None:
     """A lossless (ffv1) video of odd or even size with moving content."""
-    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r=25", "-frames:v", str(frames),
-            "-c:v", "ffv1", "-pix_fmt", "bgr0", str(path))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=s={width}x{height}:r=25",
+        "-frames:v",
+        str(frames),
+        "-c:v",
+        "ffv1",
+        "-pix_fmt",
+        "bgr0",
+        str(path),
+    )
 
 
 def _reference_frames(path: Path, max_size: int, n_frames: int = -1) -> list[np.ndarray]:

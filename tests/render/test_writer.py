@@ -18,8 +18,22 @@ HEIGHT, WIDTH = 48, 64
 
 
 def _speech(path: Path, seconds: float, rate: int = 16000) -> Path:
-    subprocess.run([find_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
-                    "-i", f"sine=frequency=330:sample_rate={rate}:duration={seconds}", str(path)], check=True)
+    subprocess.run(
+        [
+            find_ffmpeg(),
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=330:sample_rate={rate}:duration={seconds}",
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
