@@ -107,8 +107,10 @@ class HubertOnnxEncoder:
         self.path = Path(path).expanduser()
         kind, index = _parse_device(device)
         if not self.path.is_file():
-            raise CheckpointError(f"HuBERT ONNX file not found: {self.path}; point audio_encoder.path at "
-                                  "hubert_streaming_fix_kv.onnx from the Ditto checkpoints")
+            raise CheckpointError(
+                f"HuBERT ONNX file not found: {self.path}; point audio_encoder.path at "
+                "hubert_streaming_fix_kv.onnx from the Ditto checkpoints"
+            )
         options = ort.SessionOptions()
         if num_threads is not None:
             options.intra_op_num_threads = num_threads
@@ -116,8 +118,10 @@ class HubertOnnxEncoder:
         if kind == "cuda":
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         available = ", ".join(ort.get_available_providers())
-        no_cuda = ConfigError(f"onnxruntime cannot run {self.path.name} on {device} (available providers: "
-                              f"{available}); install onnxruntime-gpu matching your CUDA, or use device=cpu")
+        no_cuda = ConfigError(
+            f"onnxruntime cannot run {self.path.name} on {device} (available providers: "
+            f"{available}); install onnxruntime-gpu matching your CUDA, or use device=cpu"
+        )
         if kind == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise no_cuda
         try:
@@ -147,8 +151,10 @@ class HubertOnnxEncoder:
         """``(L,)`` float32 -> ``(T, feat_dim)`` float32 ``encoding_out`` (batch dimension dropped)."""
         samples = _as_chunk(chunk)
         if self.chunk_samples is not None and samples.shape[0] != self.chunk_samples:
-            raise ConfigError(f"{self.path.name} takes chunks of exactly {self.chunk_samples} samples, got "
-                              f"{samples.shape[0]}; use the HuBERT chunksize the model was exported for")
+            raise ConfigError(
+                f"{self.path.name} takes chunks of exactly {self.chunk_samples} samples, got "
+                f"{samples.shape[0]}; use the HuBERT chunksize the model was exported for"
+            )
         if num_encodings(samples.shape[0]) == 0:
             return np.zeros((0, self.feat_dim), dtype=np.float32)
         encoding = self._session.run([ONNX_OUTPUT], {ONNX_INPUT: samples[None]})[0]
@@ -173,14 +179,18 @@ class HubertTorchEncoder:
         try:
             from transformers import HubertModel
         except ImportError as e:
-            raise ConfigError("audio_encoder=hubert_torch needs the optional 'transformers' package: "
-                              "pip install transformers") from e
+            raise ConfigError(
+                "audio_encoder=hubert_torch needs the optional 'transformers' package: "
+                "pip install transformers"
+            ) from e
         import torch
 
         self.path = Path(path).expanduser()
         if not (self.path / "config.json").is_file():
-            raise CheckpointError(f"{self.path} is not a transformers HuBERT folder (no config.json); point "
-                                  "audio_encoder.path at a saved HuBERT-large model folder")
+            raise CheckpointError(
+                f"{self.path} is not a transformers HuBERT folder (no config.json); point "
+                "audio_encoder.path at a saved HuBERT-large model folder"
+            )
         try:
             model = HubertModel.from_pretrained(str(self.path))
         except (OSError, ValueError) as e:
@@ -230,8 +240,10 @@ def make_encoder(
     if name not in ENCODER_NAMES:
         raise ConfigError(f"audio_encoder={name!r} is not valid; choose one of: {', '.join(ENCODER_NAMES)}")
     if path is None:
-        raise ConfigError(f"audio_encoder={name} needs audio_encoder.path (the "
-                          f"{'ONNX file' if name == 'hubert_onnx' else 'model folder'})")
+        raise ConfigError(
+            f"audio_encoder={name} needs audio_encoder.path (the "
+            f"{'ONNX file' if name == 'hubert_onnx' else 'model folder'})"
+        )
     if name == "hubert_onnx":
         return HubertOnnxEncoder(path, device)
     return HubertTorchEncoder(path, device)

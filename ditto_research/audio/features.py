@@ -24,12 +24,12 @@ is the deterministic stand-in the golden data was made with.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from ditto_research.audio.io import num_video_frames
 from ditto_research.constants import SAMPLE_RATE
 from ditto_research.errors import ConfigError, InputError
 
@@ -173,7 +173,7 @@ def offline_features(
         )
     layout = ChunkLayout.from_chunksize(chunksize)
     samples = _as_audio(audio)
-    num_frames = math.ceil(samples.shape[0] / SAMPLE_RATE * 25)  # float expression as in the reference
+    num_frames = num_video_frames(samples.shape[0])
     if num_frames == 0:
         raise InputError("cannot compute audio features of empty audio (0 samples)")
 

@@ -1,15 +1,22 @@
 """Audio file loading: any format ffmpeg reads, decoded to 16 kHz mono float32.
 
 The reference loads audio with ``librosa.load(path, sr=16000)``: decode (soundfile, or audioread for
-compressed formats), average the channels, resample with soxr at high quality. We call the ffmpeg binary
-that imageio-ffmpeg ships instead, so no audio library is needed. The decode is asked to do the same steps:
+compressed formats), average the channels, resample with soxr at high quality, then fix the length. We call
+the ffmpeg binary that imageio-ffmpeg ships instead, so no audio library is needed. Two ffmpeg runs do the
+same steps:
 
-- ``aresample`` with ``resampler=soxr`` (the library librosa uses; ffmpeg's default precision of 20 bits
-  is soxr's "HQ" preset, librosa's default ``soxr_hq``);
-- downmix to mono by the plain channel mean: ``rematrix_maxval=1`` makes ffmpeg normalise its stereo
-  matrix to 0.5/0.5 (for float output it would otherwise use 0.707/0.707). Layouts with more than two
-  channels use ffmpeg's standard downmix matrix, which is not a plain mean;
-- raw little-endian float32 on a pipe, so no temporary file is written.
+1. decode at the file's own rate and downmix to mono by the plain channel mean (``rematrix_maxval=1``
+   makes ffmpeg normalise its stereo matrix to 0.5/0.5; for float output it would otherwise use
+   0.707/0.707; layouts with more than two channels use ffmpeg's standard downmix matrix, which is not a
+   plain mean). The output is a Sun AU stream (float32) on a pipe: its header gives the native rate and the
+   sample count ``n`` follows from the payload, with no temporary file;
+2. only when that rate differs from the target: ``aresample`` with ``resampler=soxr`` (the library librosa
+   uses; ffmpeg's default precision of 20 bits is soxr's "HQ" preset, librosa's default ``soxr_hq``).
+
+``librosa.resample(..., fix=True)`` then makes the length exactly ``ceil(n * target_sr / orig_sr)``
+(``librosa.util.fix_length``: zero-pad or trim at the end). ffmpeg's soxr flush stops up to one sample
+short of that, which moves the frame count ``ceil(samples / 16000 * 25)`` at a boundary, so
+:func:`librosa_length` / :func:`fix_length` apply the same rule here.
 
 Values are not rescaled: integer PCM maps to [-1, 1) exactly as librosa does.
 """
@@ -18,12 +25,14 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import subprocess
 import wave
 from pathlib import Path
 
 import numpy as np
 
+from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.errors import ConfigError, InputError
 
 
@@ -39,23 +48,107 @@ def find_ffmpeg() -> str:
         raise ConfigError(f"no ffmpeg binary found ({e}); set IMAGEIO_FFMPEG_EXE to an ffmpeg program") from e
 
 
-def _decode_command(ffmpeg: str, path: Path, sample_rate: int) -> list[str]:
-    """ffmpeg argument list: first audio stream -> mono float32 at ``sample_rate`` on stdout."""
-    resample = f"aresample=osr={sample_rate}:resampler=soxr:ochl=mono:rematrix_maxval=1"
+_AU_HEADER = struct.Struct(">4sIIIII")  # magic, data offset, data size, encoding, rate, channels
+_AU_FLOAT32 = 6  # AU encoding code of big-endian IEEE float32
+
+
+def _decode_command(ffmpeg: str, path: Path) -> list[str]:
+    """ffmpeg argument list: first audio stream -> mono float32 AU at the file's own rate on stdout."""
     return [
         ffmpeg,
         "-nostdin",
         "-hide_banner",
-        "-loglevel", "error",
+        "-loglevel",
+        "error",
         # "file:" keeps names such as "concat:x" or "a|b" from being read as ffmpeg protocols.
-        "-i", f"file:{path}",
-        "-map", "0:a:0",
-        "-vn", "-sn", "-dn",
-        "-af", resample,
-        "-c:a", "pcm_f32le",
-        "-f", "f32le",
+        "-i",
+        f"file:{path}",
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-sn",
+        "-dn",
+        "-af",
+        "aresample=ochl=mono:rematrix_maxval=1",
+        "-c:a",
+        "pcm_f32be",
+        "-f",
+        "au",
         "pipe:1",
     ]
+
+
+def _resample_command(ffmpeg: str, orig_sr: int, target_sr: int) -> list[str]:
+    """ffmpeg argument list: raw mono float32 at ``orig_sr`` on stdin -> soxr HQ at ``target_sr`` on
+    stdout."""
+    return [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "f32le",
+        "-ar",
+        str(orig_sr),
+        "-ac",
+        "1",
+        "-i",
+        "pipe:0",
+        "-af",
+        f"aresample=osr={target_sr}:resampler=soxr",
+        "-c:a",
+        "pcm_f32le",
+        "-f",
+        "f32le",
+        "pipe:1",
+    ]
+
+
+def _run_ffmpeg(command: list[str], file: Path, stdin: bytes | None = None) -> bytes:
+    """stdout of ``command``; InputError naming ``file`` when ffmpeg fails."""
+    try:
+        if stdin is None:
+            result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        else:
+            result = subprocess.run(command, input=stdin, capture_output=True, check=False)
+    except OSError as e:
+        raise ConfigError(f"could not run ffmpeg ({command[0]}): {e}") from e
+    if result.returncode != 0:
+        raise InputError(f"cannot decode audio file {file}: {_failure_reason(result.stderr)}")
+    return result.stdout
+
+
+def _parse_au(raw: bytes, file: Path) -> tuple[np.ndarray, int]:
+    """(samples (n,) float32, sample rate) of the mono float32 AU stream that :func:`_decode_command`
+    writes."""
+    if len(raw) < _AU_HEADER.size:
+        raise InputError(f"audio file {file} contains no audio samples (0 s of audio)")
+    magic, offset, _, encoding, rate, channels = _AU_HEADER.unpack_from(raw)
+    if magic != b".snd" or encoding != _AU_FLOAT32 or channels != 1 or rate <= 0:
+        raise InputError(
+            f"cannot decode audio file {file}: unexpected ffmpeg output (AU header {magic!r}, "
+            f"encoding {encoding}, {channels} channels, {rate} Hz)"
+        )
+    payload = raw[offset:]
+    usable = len(payload) - len(payload) % 4  # a truncated stream can end mid-sample
+    return np.frombuffer(payload[:usable], dtype=">f4").astype(np.float32), int(rate)
+
+
+def librosa_length(num_samples: int, orig_sr: int, target_sr: int) -> int:
+    """Samples after resampling, librosa's rule: ``ceil(n * target_sr / orig_sr)``.
+
+    Written as ``librosa.resample`` computes it (``int(np.ceil(n * (float(target_sr) / orig_sr)))``) so
+    the float rounding is the same.
+    """
+    return int(np.ceil(num_samples * (float(target_sr) / orig_sr)))
+
+
+def fix_length(samples: np.ndarray, size: int) -> np.ndarray:
+    """``samples`` trimmed, or zero-padded at the end, to ``size`` (``librosa.util.fix_length``)."""
+    if samples.shape[0] >= size:
+        return samples[:size]
+    return np.concatenate([samples, np.zeros(size - samples.shape[0], dtype=samples.dtype)])
 
 
 def _failure_reason(stderr: bytes) -> str:
@@ -67,7 +160,7 @@ def _failure_reason(stderr: bytes) -> str:
     return lines[-1] if lines else "no message from ffmpeg"
 
 
-def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.ndarray:
+def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode an audio file (wav, mp3, flac, m4a, ogg, or the audio track of a video) to mono float32.
 
     Args:
@@ -75,7 +168,8 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.nda
         sample_rate: output rate in Hz (HuBERT features need 16000).
 
     Returns:
-        ``(L,)`` float32 samples at ``sample_rate``. All-silent audio is valid and returned as is.
+        ``(L,)`` float32 samples at ``sample_rate``, ``L = ceil(n * sample_rate / native_rate)`` for a file of
+        ``n`` samples (librosa's length; ``L = n`` at the native rate). All-silent audio is valid.
 
     Raises:
         InputError: the file is missing, is not decodable audio, or decodes to zero samples.
@@ -89,29 +183,25 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.nda
     if not file.is_file():
         raise InputError(f"audio path is not a file: {file}")
 
-    command = _decode_command(find_ffmpeg(), file.resolve(), int(sample_rate))
-    try:
-        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
-    except OSError as e:
-        raise ConfigError(f"could not run ffmpeg ({command[0]}): {e}") from e
-    if result.returncode != 0:
-        raise InputError(f"cannot decode audio file {file}: {_failure_reason(result.stderr)}")
-
-    raw = result.stdout
-    usable = len(raw) - len(raw) % 4  # a truncated stream can end mid-sample
-    samples = np.frombuffer(raw[:usable], dtype="<f4").astype(np.float32)
-    if samples.size == 0:
+    ffmpeg = find_ffmpeg()
+    native, orig_sr = _parse_au(_run_ffmpeg(_decode_command(ffmpeg, file.resolve()), file), file)
+    if native.size == 0:
         raise InputError(f"audio file {file} contains no audio samples (0 s of audio)")
-    return samples
+    target_sr = int(sample_rate)
+    if orig_sr == target_sr:
+        return native
+    raw = _run_ffmpeg(_resample_command(ffmpeg, orig_sr, target_sr), file, native.astype("<f4").tobytes())
+    samples = np.frombuffer(raw[: len(raw) - len(raw) % 4], dtype="<f4").astype(np.float32)
+    return fix_length(samples, librosa_length(native.size, orig_sr, target_sr))
 
 
-def audio_duration_s(samples: np.ndarray | int, sample_rate: int = 16000) -> float:
+def audio_duration_s(samples: np.ndarray | int, sample_rate: int = SAMPLE_RATE) -> float:
     """Duration in seconds of ``samples`` (an array of samples, or a sample count) at ``sample_rate``."""
     count = int(samples) if isinstance(samples, (int, np.integer)) else int(np.asarray(samples).shape[0])
     return count / float(sample_rate)
 
 
-def num_video_frames(num_samples: int, sample_rate: int = 16000, fps: float = 25.0) -> int:
+def num_video_frames(num_samples: int, sample_rate: int = SAMPLE_RATE, fps: float = FPS) -> int:
     """Video frames the audio drives: ``ceil(num_samples / sample_rate * fps)``, the reference's ``num_f``.
 
     The float expression is kept in the reference's order so the rounding is the same.
@@ -119,7 +209,7 @@ def num_video_frames(num_samples: int, sample_rate: int = 16000, fps: float = 25
     return math.ceil(num_samples / sample_rate * fps)
 
 
-def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int = 16000) -> Path:
+def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write float samples in [-1, 1] (clipped) as a 16-bit mono WAV; returns the path."""
     pcm = (np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0) * 32767).round().astype("<i2")
     with wave.open(str(path), "wb") as w:

@@ -1,1 +1,2 @@
-"""Evaluation of the pipeline: latency, lip-sync and motion metrics (see :mod:`ditto_research.evaluate.metrics`)."""
+"""Evaluation of the pipeline: latency, lip-sync and motion metrics (see
+:mod:`ditto_research.evaluate.metrics`)."""

@@ -1,4 +1,5 @@
-"""Structured config of ``python -m ditto_research.evaluate.run`` (``conf/evaluate.yaml``), registered in Hydra's ConfigStore.
+"""Structured config of ``python -m ditto_research.evaluate.run`` (``conf/evaluate.yaml``), registered in
+Hydra's ConfigStore.
 
 The evaluate app reuses every group of the infer app (model, backend, mode, sampler, face, audio_encoder,
 control) with the same schemas, and adds the keys below. ``register_evaluate_configs()`` stores
@@ -11,6 +12,7 @@ control) with the same schemas, and adds the keys below. ``register_evaluate_con
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -54,19 +56,21 @@ def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @dataclass
 class LoggerConfig:
-    """Experiment tracking (group ``logger``; ``logger=null`` logs nothing extra). The run's own
-    ``results.json`` / ``clips.csv`` / ``stages.csv`` are written whatever the logger."""
+    """Experiment tracking (group ``logger``, default ``wandb``; ``logger=none`` logs nothing extra). The
+    run's own ``results.json`` / ``clips.csv`` / ``stages.csv`` are written whatever the logger."""
 
-    # wandb: Weights & Biases (pip install wandb); csv: one summary row per run appended to a shared CSV.
+    # wandb: Weights & Biases (installed with ditto-research); csv: one summary row per run appended to a
+    # shared CSV.
     name: str = MISSING
     # wandb: project, entity (null: your default), group (null: the sweep folder's name in a multirun), tags.
     project: str = "ditto-research"
     entity: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
-    # wandb: offline (default: nothing leaves the machine; upload later with `wandb sync DIR`) | online |
-    # disabled (the API works, nothing is written).
-    mode: str = "offline"
+    # wandb: offline (nothing leaves the machine; upload later with `wandb sync DIR`) | online (live upload;
+    # needs `wandb login` or WANDB_API_KEY) | disabled (the API works, nothing is written) | null (default:
+    # the WANDB_MODE environment variable when it is set, else offline).
+    mode: str | None = None
     # wandb: folder of the W&B run files (null: <output_dir>, i.e. <output_dir>/wandb/...).
     dir: str | None = None
     # wandb: upload each clip's MP4 (wandb.Video) and a strip of sample frames.
@@ -76,7 +80,13 @@ class LoggerConfig:
 
     def __post_init__(self) -> None:
         _check_choice("logger", self.name, LOGGER_NAMES)
-        _check_choice("logger.mode", self.mode, WANDB_MODES)
+        if self.mode is not None:
+            _check_choice("logger.mode", self.mode, WANDB_MODES)
+
+    @property
+    def wandb_mode(self) -> str:
+        """The W&B mode a run starts in: ``mode``, else ``$WANDB_MODE``, else offline."""
+        return self.mode or os.environ.get("WANDB_MODE") or "offline"
 
 
 @dataclass
@@ -99,7 +109,8 @@ class LightningConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Root of ``python -m ditto_research.evaluate.run``: one pipeline configuration run over an evaluation set."""
+    """Root of ``python -m ditto_research.evaluate.run``: one pipeline configuration run over an evaluation
+    set."""
 
     model: ModelConfig = MISSING
     backend: BackendConfig = MISSING
@@ -109,6 +120,7 @@ class EvaluateConfig:
     audio_encoder: AudioEncoderConfig = MISSING
     control: ControlConfig = MISSING
     motion: MotionConfig = field(default_factory=MotionConfig)
+    # Set by conf/evaluate.yaml's defaults (logger: wandb); None is logger=none.
     logger: LoggerConfig | None = None
     # builtin (generated locally: scikit-image faces + espeak-ng speech) | a .csv with columns source,audio
     # (optional id) | a .yaml list of {source, audio, id}. Relative paths are relative to the dataset file.
@@ -136,8 +148,11 @@ class EvaluateConfig:
     # local: clips one after the other in this process | lightning: Trainer.predict over devices.
     executor: str = "local"
     lightning: LightningConfig = field(default_factory=LightningConfig)
-    # Write report.md / report.html (python -m ditto_research.evaluate.report) after a run, or once after a sweep.
+    # Write report.md / report.html (python -m ditto_research.evaluate.report) after a run, or once after a
+    # sweep.
     report: bool = True
+    # Show the third-party libraries' own logging (mediapipe / absl / TensorFlow Lite) and debug messages.
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         for name in self.metrics:

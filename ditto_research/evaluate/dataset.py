@@ -67,7 +67,9 @@ BUILTIN_CLIPS: tuple[BuiltinClip, ...] = (
 )
 
 
-def load_dataset(spec: str | Path, *, max_clips: int | None = None, builtin_dir: Path | None = None) -> list[Clip]:
+def load_dataset(
+    spec: str | Path, *, max_clips: int | None = None, builtin_dir: Path | None = None
+) -> list[Clip]:
     """The clips of ``spec`` (``builtin``, a .csv or a .yaml file), the first ``max_clips`` of them.
 
     Raises InputError naming the problem (unknown format, bad columns, missing files, no clips).
@@ -77,15 +79,19 @@ def load_dataset(spec: str | Path, *, max_clips: int | None = None, builtin_dir:
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise InputError(f"dataset file {spec} does not exist; give dataset=builtin, a .csv with columns "
-                             "source,audio or a .yaml list of {source, audio}")
+            raise InputError(
+                f"dataset file {spec} does not exist; give dataset=builtin, a .csv with columns "
+                "source,audio or a .yaml list of {source, audio}"
+            )
         suffix = path.suffix.lower()
         if suffix == ".csv":
             rows = _read_csv(path)
         elif suffix in (".yaml", ".yml"):
             rows = _read_yaml(path)
         else:
-            raise InputError(f"dataset file {spec} must end in .csv, .yaml or .yml (got {suffix or 'no suffix'})")
+            raise InputError(
+                f"dataset file {spec} must end in .csv, .yaml or .yml (got {suffix or 'no suffix'})"
+            )
         clips = _clips_from_rows(rows, path)
     if max_clips is not None:
         clips = clips[:max_clips]
@@ -121,9 +127,12 @@ def _check_columns(names: list[str], path: Path) -> None:
     missing = [c for c in ("source", "audio") if c not in names]
     if unknown or missing:
         problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unknown {', '.join(unknown)}"] if unknown else [])
-        raise InputError(f"dataset file {path}: {'; '.join(problems)}; the columns / keys are source, audio and "
-                         "optionally id")
+            [f"unknown {', '.join(unknown)}"] if unknown else []
+        )
+        raise InputError(
+            f"dataset file {path}: {'; '.join(problems)}; the columns / keys are source, audio and "
+            "optionally id"
+        )
 
 
 def _clips_from_rows(rows: list[dict[str, str]], path: Path) -> list[Clip]:
@@ -141,12 +150,16 @@ def _clips_from_rows(rows: list[dict[str, str]], path: Path) -> list[Clip]:
             files[key] = file if file.is_absolute() else base / file
             if not files[key].is_file():
                 missing.append(f"clip {number} {key} {value}")
-        clip_id = _unique(_slug(row.get("id") or f"{number:03d}_{files['source'].stem}_{files['audio'].stem}"), used)
+        clip_id = _unique(
+            _slug(row.get("id") or f"{number:03d}_{files['source'].stem}_{files['audio'].stem}"), used
+        )
         clips.append(Clip(clip_id, files["source"], files["audio"]))
     if missing:
         shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise InputError(f"dataset file {path} names files that do not exist (relative paths are relative to "
-                         f"the dataset file's folder): {shown}")
+        raise InputError(
+            f"dataset file {path} names files that do not exist (relative paths are relative to "
+            f"the dataset file's folder): {shown}"
+        )
     return clips
 
 
@@ -183,7 +196,8 @@ def builtin_dataset(directory: Path | None = None) -> list[Clip]:
 
 
 def _face_image(root: Path, face: str) -> Path:
-    """PNG of a built-in face: the astronaut (mirrored), or an LFW face upscaled 25 -> 256 px on a plain 512 canvas."""
+    """PNG of a built-in face: the astronaut (mirrored), or an LFW face upscaled 25 -> 256 px on a plain 512
+    canvas."""
     import cv2
 
     path = root / f"{face}.png"
@@ -214,8 +228,12 @@ def _speech(root: Path, recipe: BuiltinClip, espeak: str | None, seed: int) -> P
         return path
     path = root / f"{recipe.clip_id}.wav"
     if not path.is_file():
-        atomic_write(path, lambda p: subprocess.run([espeak, "-v", recipe.voice, "-w", str(p), recipe.text],
-                                                     check=True, capture_output=True))
+        atomic_write(
+            path,
+            lambda p: subprocess.run(
+                [espeak, "-v", recipe.voice, "-w", str(p), recipe.text], check=True, capture_output=True
+            ),
+        )
     return path
 
 

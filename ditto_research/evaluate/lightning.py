@@ -1,4 +1,5 @@
-"""``executor=lightning``: the clips of a run sharded across devices with PyTorch Lightning ``Trainer.predict``.
+"""``executor=lightning``: the clips of a run sharded across devices with PyTorch Lightning
+``Trainer.predict``.
 
 For large evaluation sets on several GPUs (or nodes)::
 
@@ -11,7 +12,8 @@ writes its results to ``<output_dir>/lightning/rank_<r>.json``, and rank 0 merge
 the run's results. Per-clip numbers are the same as with ``executor=local``; the run-level stage percentiles
 are left out (each process only sees its own calls).
 
-PyTorch Lightning is optional (``pip install lightning``); without it this executor fails with a clear error.
+PyTorch Lightning is installed with ditto-research (``lightning``; the older ``pytorch_lightning`` package
+works too); a broken installation fails with one clear line.
 """
 
 from __future__ import annotations
@@ -35,13 +37,18 @@ log = logging.getLogger(__name__)
 
 
 def _import_lightning() -> Any:
-    """The ``lightning`` package (or the older ``pytorch_lightning``); ConfigError when neither is installed."""
+    """The ``lightning`` package (or the older ``pytorch_lightning``); ConfigError when neither imports."""
+    errors = []
     for name in ("lightning", "pytorch_lightning"):
         try:
             return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise ConfigError("executor=lightning needs PyTorch Lightning: pip install lightning (or use executor=local)")
+        except ImportError as e:
+            errors.append(f"{name}: {e}")
+    raise ConfigError(
+        f"executor=lightning: PyTorch Lightning does not import ({'; '.join(errors)}); reinstall "
+        "ditto-research's dependencies (pip install -e . or pip install 'lightning>=2.4,<2.7'), "
+        "or use executor=local"
+    )
 
 
 def _first(items: list[int]) -> int:
@@ -49,7 +56,9 @@ def _first(items: list[int]) -> int:
     return items[0]
 
 
-def predict_clips(cfg: EvaluateConfig, clips: list[Clip], ctx: ClipContext) -> tuple[list[ClipResult], float] | None:
+def predict_clips(
+    cfg: EvaluateConfig, clips: list[Clip], ctx: ClipContext
+) -> tuple[list[ClipResult], float] | None:
     """Evaluate ``clips`` with ``Trainer.predict``. Rank 0 gets every result in dataset order and the longest
     network load time of the processes; the other ranks get None."""
     import torch
@@ -58,17 +67,27 @@ def predict_clips(cfg: EvaluateConfig, clips: list[Clip], ctx: ClipContext) -> t
     module = _module_class(lightning)(cfg, clips, ctx)
     settings = cfg.lightning
     trainer = lightning.Trainer(
-        accelerator=settings.accelerator, devices=settings.devices, strategy=settings.strategy,
-        num_nodes=settings.num_nodes, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, inference_mode=False, default_root_dir=str(ctx.output_dir / "lightning"),
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        strategy=settings.strategy,
+        num_nodes=settings.num_nodes,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+        default_root_dir=str(ctx.output_dir / "lightning"),
     )
     indices: Any = list(range(len(clips)))  # a map-style dataset of clip indices
     loader = torch.utils.data.DataLoader(indices, batch_size=1, collate_fn=_first)
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     shards = ctx.output_dir / "lightning"
     shards.mkdir(parents=True, exist_ok=True)
-    shard = {"rank": trainer.global_rank, "load_s": module.load_s,
-             "results": [[index, asdict(result)] for index, result in module.results]}
+    shard = {
+        "rank": trainer.global_rank,
+        "load_s": module.load_s,
+        "results": [[index, asdict(result)] for index, result in module.results],
+    }
     (shards / f"rank_{trainer.global_rank}.json").write_text(json.dumps(shard, default=str), encoding="utf-8")
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
@@ -77,7 +96,8 @@ def predict_clips(cfg: EvaluateConfig, clips: list[Clip], ctx: ClipContext) -> t
 
 
 def merge_shards(folder: Path, num_clips: int) -> tuple[list[ClipResult], float]:
-    """The results of every ``rank_*.json`` in ``folder``, one per clip index, in order, and the longest load."""
+    """The results of every ``rank_*.json`` in ``folder``, one per clip index, in order, and the longest
+    load."""
     by_index: dict[int, ClipResult] = {}
     load_s = 0.0
     for path in sorted(folder.glob("rank_*.json")):
@@ -87,8 +107,9 @@ def merge_shards(folder: Path, num_clips: int) -> tuple[list[ClipResult], float]
             by_index.setdefault(int(index), clip_from_dict(result))
     missing = [i for i in range(num_clips) if i not in by_index]
     if missing:
-        raise ConfigError(f"lightning: no result for clips {missing[:10]} (a process died?); see the logs in "
-                          f"{folder}")
+        raise ConfigError(
+            f"lightning: no result for clips {missing[:10]} (a process died?); see the logs in {folder}"
+        )
     return [by_index[i] for i in range(num_clips)], load_s
 
 
@@ -96,7 +117,8 @@ def _module_class(lightning: Any) -> type:
     """The LightningModule class (defined here so that importing this file does not need Lightning)."""
 
     class ClipEvaluationModule(lightning.LightningModule):
-        """Builds the configuration's networks on this process's device; ``predict_step`` evaluates one clip."""
+        """Builds the configuration's networks on this process's device; ``predict_step`` evaluates one
+        clip."""
 
         def __init__(self, cfg: EvaluateConfig, clips: list[Clip], ctx: ClipContext) -> None:
             super().__init__()

@@ -71,7 +71,9 @@ def peak_rss_mb() -> float | None:
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
-def evaluate_clip(renderer: ClipRenderer, clip: Clip, ctx: ClipContext) -> tuple[ClipResult, Generation | None]:
+def evaluate_clip(
+    renderer: ClipRenderer, clip: Clip, ctx: ClipContext
+) -> tuple[ClipResult, Generation | None]:
     """Generate and score one clip; never raises for a failure of the clip itself (it is recorded)."""
     cfg = ctx.cfg
     result = ClipResult(clip.clip_id, str(clip.source), str(clip.audio))
@@ -82,7 +84,9 @@ def evaluate_clip(renderer: ClipRenderer, clip: Clip, ctx: ClipContext) -> tuple
     try:
         gen = renderer.render(clip, video, cfg.sample_frames, cfg.metrics_max_size)
     except Exception as e:
-        log.error("clip %s failed: %s", clip.clip_id, describe_error(e), exc_info=not isinstance(e, DittoError))
+        log.error(
+            "clip %s failed: %s", clip.clip_id, describe_error(e), exc_info=not isinstance(e, DittoError)
+        )
         result.status, result.error = "failed", describe_error(e)
         return result, None
     result.peak_rss_mb = peak_rss_mb()
@@ -137,8 +141,9 @@ def clip_metrics(gen: Generation, ctx: ClipContext) -> tuple[dict[str, float | i
             metrics.update(steps[name](gen, ctx))
         except Exception as e:
             notes[name] = describe_error(e)
-            log.warning("clip metric %s not computed: %s", name, notes[name],
-                        exc_info=not isinstance(e, DittoError))
+            log.warning(
+                "clip metric %s not computed: %s", name, notes[name], exc_info=not isinstance(e, DittoError)
+            )
     return metrics, notes
 
 

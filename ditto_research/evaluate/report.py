@@ -1,4 +1,5 @@
-"""``python -m ditto_research.evaluate.report RUN_OR_SWEEP_DIR`` — report.md and report.html with tables and plots.
+"""``python -m ditto_research.evaluate.report RUN_OR_SWEEP_DIR`` — report.md and report.html with tables \
+and plots.
 
 Reads every ``results.json`` under the folder (one run, or the runs of a sweep) and writes, into that folder:
 
@@ -29,13 +30,25 @@ import numpy as np
 from ditto_research.errors import DittoError
 from ditto_research.evaluate.results import RunRecord, find_runs
 
-__all__ = ["Table", "plot_fps_vs_steps", "plot_online_latency_cdf", "plot_stage_latency", "plot_sync_vs_steps",
-           "run_label", "runs_table", "varying_params", "write_report"]
+__all__ = [
+    "Table",
+    "plot_fps_vs_steps",
+    "plot_online_latency_cdf",
+    "plot_stage_latency",
+    "plot_sync_vs_steps",
+    "run_label",
+    "runs_table",
+    "varying_params",
+    "write_report",
+]
 
 RANDOM_WEIGHT_MODELS = ("tiny", "untrained")
 DERIVED_PARAMS = {"eta": "sampler"}  # parameter -> the one that sets it when left at its default
-SYNC_METRICS = (("lse_d", "LSE-D (lower is better)"), ("lse_c", "LSE-C (higher is better)"),
-                ("proxy_corr", "sync proxy: peak correlation"))
+SYNC_METRICS = (
+    ("lse_d", "LSE-D (lower is better)"),
+    ("lse_c", "LSE-C (higher is better)"),
+    ("proxy_corr", "sync proxy: peak correlation"),
+)
 
 
 @dataclass
@@ -59,7 +72,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
         return str(value)
     if isinstance(value, int):
         return str(value)
-    return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
+    return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
 
 
 def varying_params(runs: Sequence[RunRecord]) -> list[str]:
@@ -100,28 +113,58 @@ def _stage_names(runs: Sequence[RunRecord]) -> list[str]:
 def runs_table(runs: Sequence[RunRecord]) -> Table:
     """One row per run: varied parameters, status, throughput, per-stage ms/frame, lip-sync, motion."""
     keys, stages = varying_params(runs), _stage_names(runs)
-    columns = [*keys, "status", "clips ok", "fps", "RTF", "load s", "first frame ms", "latency p95 ms",
-               *[f"{s} ms/frame" for s in stages], "LSE-D", "LSE-C", "proxy corr", "lip energy", "peak RSS MB"]
+    columns = [
+        *keys,
+        "status",
+        "clips ok",
+        "fps",
+        "RTF",
+        "load s",
+        "first frame ms",
+        "latency p95 ms",
+        *[f"{s} ms/frame" for s in stages],
+        "LSE-D",
+        "LSE-C",
+        "proxy corr",
+        "lip energy",
+        "peak RSS MB",
+    ]
     rows = []
     for run in runs:
         s = run.summary
         per_stage = {st.stage: st.ms_per_frame for st in run.stages}
-        rows.append([*(str(run.params.get(k)) for k in keys), run.status,
-                     f"{s.get('clips_ok', 0)}/{s.get('clips', len(run.clips))}",
-                     _fmt(s.get("fps")), _fmt(s.get("rtf")), _fmt(s.get("load_s")), _fmt(s.get("first_frame_ms")),
-                     _fmt(s.get("latency_p95_ms")), *(_fmt(per_stage.get(st)) for st in stages),
-                     _fmt(s.get("lse_d")), _fmt(s.get("lse_c")), _fmt(s.get("proxy_corr")),
-                     _fmt(s.get("lip_energy")), _fmt(s.get("peak_rss_mb"), 4)])
+        rows.append(
+            [
+                *(str(run.params.get(k)) for k in keys),
+                run.status,
+                f"{s.get('clips_ok', 0)}/{s.get('clips', len(run.clips))}",
+                _fmt(s.get("fps")),
+                _fmt(s.get("rtf")),
+                _fmt(s.get("load_s")),
+                _fmt(s.get("first_frame_ms")),
+                _fmt(s.get("latency_p95_ms")),
+                *(_fmt(per_stage.get(st)) for st in stages),
+                _fmt(s.get("lse_d")),
+                _fmt(s.get("lse_c")),
+                _fmt(s.get("proxy_corr")),
+                _fmt(s.get("lip_energy")),
+                _fmt(s.get("peak_rss_mb"), 4),
+            ]
+        )
     return Table(columns, rows)
 
 
 def failures_tables(runs: Sequence[RunRecord]) -> tuple[Table, Table, Table]:
     """(failed runs, failed clips, metrics left out with their reason and how often)."""
     keys = varying_params(runs)
-    failed_runs = Table(["run", "folder", "error"], [[run_label(r, keys), Path(r.run_dir).name, r.error or "?"]
-                                                       for r in runs if r.status != "ok"])
-    failed_clips = Table(["run", "clip", "error"], [[run_label(r, keys), c.clip_id, c.error or "?"]
-                                                     for r in runs for c in r.failed_clips])
+    failed_runs = Table(
+        ["run", "folder", "error"],
+        [[run_label(r, keys), Path(r.run_dir).name, r.error or "?"] for r in runs if r.status != "ok"],
+    )
+    failed_clips = Table(
+        ["run", "clip", "error"],
+        [[run_label(r, keys), c.clip_id, c.error or "?"] for r in runs for c in r.failed_clips],
+    )
     notes: Counter[tuple[str, str]] = Counter()
     for run in runs:
         for metric, note in run.notes.items():
@@ -129,7 +172,9 @@ def failures_tables(runs: Sequence[RunRecord]) -> tuple[Table, Table, Table]:
         for clip in run.clips:
             for metric, note in clip.notes.items():
                 notes[(metric, note)] += 1
-    metric_notes = Table(["metric", "reason", "times"], [[m, n, str(k)] for (m, n), k in sorted(notes.items())])
+    metric_notes = Table(
+        ["metric", "reason", "times"], [[m, n, str(k)] for (m, n), k in sorted(notes.items())]
+    )
     logger = [[run_label(r, keys), "logger", r.logger_error] for r in runs if r.logger_error]
     failed_runs.rows += logger
     return failed_runs, failed_clips, metric_notes
@@ -224,8 +269,12 @@ def plot_sync_vs_steps(runs: Sequence[RunRecord], path: Path | None = None):
     for ax, (key, title) in zip(axes[0], metrics):
         for name, group in _series(runs, varying_params(runs)).items():
             values = [r.summary.get(key) for r in group]
-            ax.plot([r.params.get("steps") for r in group], [np.nan if v is None else v for v in values],
-                    marker="o", label=name)
+            ax.plot(
+                [r.params.get("steps") for r in group],
+                [np.nan if v is None else v for v in values],
+                marker="o",
+                label=name,
+            )
         _steps_axis(ax, runs)
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -236,8 +285,11 @@ def plot_sync_vs_steps(runs: Sequence[RunRecord], path: Path | None = None):
 def plot_online_latency_cdf(runs: Sequence[RunRecord], path: Path | None = None):
     """Empirical CDF of per-frame latency (ms) of every run that streamed (mode=online)."""
     plt = _pyplot()
-    streamed = [(r, np.concatenate([np.asarray(c.frame_latency_ms, float) for c in r.clips if c.frame_latency_ms]))
-                for r in runs if any(c.frame_latency_ms for c in r.clips)]
+    streamed = [
+        (r, np.concatenate([np.asarray(c.frame_latency_ms, float) for c in r.clips if c.frame_latency_ms]))
+        for r in runs
+        if any(c.frame_latency_ms for c in r.clips)
+    ]
     if not streamed:
         return None
     keys = varying_params(runs)
@@ -261,7 +313,7 @@ def _finish(fig, path: Path | None):
     return fig
 
 
-# ---- documents ----------------------------------------------------------------------------------------------
+# ---- documents ---------------------------------------------------------------------------------------------
 
 
 def _markdown_table(table: Table) -> str:
@@ -275,7 +327,9 @@ def _markdown_table(table: Table) -> str:
 
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in table.rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in table.rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -292,37 +346,57 @@ def _blocks(runs: Sequence[RunRecord], folder: Path, images: dict[str, str]) -> 
     blocks.append(("p", f"{len(runs)} run(s), {ok} ok, {len(runs) - ok} failed. Varied: {varied}."))
     blocks.append(("p", "Fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items() if v is not None) + "."))
     system = first.system
-    machine = (f"Machine: {system.get('platform', '?')}, {system.get('cpus', '?')} CPUs, torch "
-               f"{system.get('torch', '?')} ({system.get('torch_threads', '?')} threads), "
-               f"{system.get('cuda_device', 'no GPU')}; load average at start "
-               f"{_fmt((system.get('load_average') or [None])[0])}.")
+    machine = (
+        f"Machine: {system.get('platform', '?')}, {system.get('cpus', '?')} CPUs, torch "
+        f"{system.get('torch', '?')} ({system.get('torch_threads', '?')} threads), "
+        f"{system.get('cuda_device', 'no GPU')}; load average at start "
+        f"{_fmt((system.get('load_average') or [None])[0])}."
+    )
     blocks.append(("p", machine))
     models = {r.params.get("model") for r in runs}
     if models & set(RANDOM_WEIGHT_MODELS):
         names = "/".join(sorted(m for m in models if m))
-        warning = (f"**Random weights** (model={names}): the networks are not trained, so the output is not a "
-                   "talking face and every lip-sync and motion number here is meaningless; only the latency "
-                   "numbers and the machinery are. Use model=ditto for real scores.")
+        warning = (
+            f"**Random weights** (model={names}): the networks are not trained, so the output is not a "
+            "talking face and every lip-sync and motion number here is meaningless; only the latency "
+            "numbers and the machinery are. Use model=ditto for real scores."
+        )
         blocks.append(("p", warning))
-    legend = ("fps: frames / wall time from loading the audio to the finished MP4 (registration and muxing "
-              "included); RTF: that time / audio length (< 1 is faster than real time); stage ms/frame: each "
-              "stage thread's busy time per output frame (the stages overlap, so the slowest one bounds "
-              "throughput); latency p95: per-frame latency of online runs.")
+    legend = (
+        "fps: frames / wall time from loading the audio to the finished MP4 (registration and muxing "
+        "included); RTF: that time / audio length (< 1 is faster than real time); stage ms/frame: each "
+        "stage thread's busy time per output frame (the stages overlap, so the slowest one bounds "
+        "throughput); latency p95: per-frame latency of online runs."
+    )
     blocks += [("h2", "Runs"), ("table", runs_table(runs)), ("p", legend)]
-    for key, title in (("latency", "Latency per stage"), ("fps", "Throughput vs steps"),
-                       ("sync", "Lip-sync vs steps"), ("cdf", "Online latency")):
+    for key, title in (
+        ("latency", "Latency per stage"),
+        ("fps", "Throughput vs steps"),
+        ("sync", "Lip-sync vs steps"),
+        ("cdf", "Online latency"),
+    ):
         if key in images:
             blocks += [("h2", title), ("img", (images[key], title))]
     if "sync" not in images:
         computed = any(r.summary.get(k) is not None for r in runs for k, _ in SYNC_METRICS)
-        blocks += [("h2", "Lip-sync"), ("p", "See the LSE-D, LSE-C and proxy columns of the runs table."
-                                             if computed else "No lip-sync values were computed (reasons below).")]
+        blocks += [
+            ("h2", "Lip-sync"),
+            (
+                "p",
+                "See the LSE-D, LSE-C and proxy columns of the runs table."
+                if computed
+                else "No lip-sync values were computed (reasons below).",
+            ),
+        ]
     failed_runs, failed_clips, notes = failures_tables(runs)
     blocks.append(("h2", "Failures"))
     if not (failed_runs.rows or failed_clips.rows or notes.rows):
         blocks.append(("p", "None: every run and clip succeeded and every selected metric was computed."))
-    for title, table in (("Runs that failed", failed_runs), ("Clips that failed", failed_clips),
-                         ("Metrics left out", notes)):
+    for title, table in (
+        ("Runs that failed", failed_runs),
+        ("Clips that failed", failed_clips),
+        ("Metrics left out", notes),
+    ):
         if table.rows:
             blocks += [("h3", title), ("table", table)]
     return blocks
@@ -343,10 +417,12 @@ def _render_markdown(blocks: list[Block]) -> str:
 
 
 def _render_html(blocks: list[Block], title: str) -> str:
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;"
-             "padding:3px 7px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:"
-             "left}img{max-width:100%}")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;"
+        "padding:3px 7px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:"
+        "left}img{max-width:100%}"
+    )
     head = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
     out = [f"{head}<style>{style}</style></head><body>"]
     for kind, value in blocks:
@@ -369,10 +445,18 @@ def write_report(folder: str | Path, runs: Sequence[RunRecord] | None = None) ->
     folder = Path(folder)
     runs = list(runs) if runs is not None else find_runs(folder)
     images: dict[str, str] = {}
-    plots = {"latency": plot_stage_latency, "fps": plot_fps_vs_steps, "sync": plot_sync_vs_steps,
-             "cdf": plot_online_latency_cdf}
-    files = {"latency": "report_latency_stages.png", "fps": "report_fps_vs_steps.png",
-             "sync": "report_sync_vs_steps.png", "cdf": "report_online_latency_cdf.png"}
+    plots = {
+        "latency": plot_stage_latency,
+        "fps": plot_fps_vs_steps,
+        "sync": plot_sync_vs_steps,
+        "cdf": plot_online_latency_cdf,
+    }
+    files = {
+        "latency": "report_latency_stages.png",
+        "fps": "report_fps_vs_steps.png",
+        "sync": "report_sync_vs_steps.png",
+        "cdf": "report_online_latency_cdf.png",
+    }
     has_steps = len({r.params.get("steps") for r in runs if r.status == "ok"}) > 1
     for key, plot in plots.items():
         if key in ("fps", "sync") and not has_steps:
@@ -389,8 +473,12 @@ def write_report(folder: str | Path, runs: Sequence[RunRecord] | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ditto_research.evaluate.report", description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="a run folder or a sweep folder of python -m ditto_research.evaluate.run")
+    parser = argparse.ArgumentParser(
+        prog="python -m ditto_research.evaluate.report", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "folder", type=Path, help="a run folder or a sweep folder of python -m ditto_research.evaluate.run"
+    )
     args = parser.parse_args(argv)
     use_file_backend()
     try:

@@ -44,16 +44,60 @@ __all__ = [
 RESULTS_FILE = "results.json"
 Status = Literal["ok", "failed"]
 
-# Per-clip scalar metrics (None when not computed); the motion statistics come from ditto_research.evaluate.metrics.
+# Per-clip scalar metrics (None when not computed); the motion statistics come from
+# ditto_research.evaluate.metrics.
 SYNC_KEYS = ("lse_d", "lse_c", "av_offset", "proxy_corr", "proxy_offset")
-MOTION_KEYS = ("lip_energy", "lip_velocity", "eye_energy", "eye_velocity", "pitch_range_deg", "yaw_range_deg",
-               "roll_range_deg", "tx_range", "ty_range", "scale_range")
-CLIP_COLUMNS = ("clip_id", "status", "error", "frames", "audio_s", "seconds", "fps", "render_fps", "rtf",
-                "register_s", "first_frame_ms", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb",
-                *SYNC_KEYS, *MOTION_KEYS, "video", "source", "audio")
-RUN_SUMMARY_KEYS = ("clips", "clips_ok", "clips_failed", "frames", "fps", "rtf", "load_s", "first_frame_ms",
-                    "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "peak_cuda_mb", "lse_d", "lse_c",
-                    "proxy_corr", "lip_energy")
+MOTION_KEYS = (
+    "lip_energy",
+    "lip_velocity",
+    "eye_energy",
+    "eye_velocity",
+    "pitch_range_deg",
+    "yaw_range_deg",
+    "roll_range_deg",
+    "tx_range",
+    "ty_range",
+    "scale_range",
+)
+CLIP_COLUMNS = (
+    "clip_id",
+    "status",
+    "error",
+    "frames",
+    "audio_s",
+    "seconds",
+    "fps",
+    "render_fps",
+    "rtf",
+    "register_s",
+    "first_frame_ms",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "peak_rss_mb",
+    *SYNC_KEYS,
+    *MOTION_KEYS,
+    "video",
+    "source",
+    "audio",
+)
+RUN_SUMMARY_KEYS = (
+    "clips",
+    "clips_ok",
+    "clips_failed",
+    "frames",
+    "fps",
+    "rtf",
+    "load_s",
+    "first_frame_ms",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "peak_rss_mb",
+    "peak_cuda_mb",
+    "lse_d",
+    "lse_c",
+    "proxy_corr",
+    "lip_energy",
+)
 
 
 @dataclass
@@ -69,13 +113,20 @@ class StageLatency:
 
 
 def stage_latency(stage: str, call_seconds: Iterable[float], frames: int) -> StageLatency:
-    """Summary of one stage from the wall time of each of its calls (seconds) over ``frames`` output frames."""
+    """Summary of one stage from the wall time of each of its calls (seconds) over ``frames`` output
+    frames."""
     values = np.asarray(list(call_seconds), dtype=np.float64) * 1000.0
     if values.size == 0:
         return StageLatency(stage, 0, 0.0, math.nan, math.nan, math.nan)
     p50, p95 = np.percentile(values, [50, 95])
-    return StageLatency(stage, int(values.size), float(values.sum()) / max(frames, 1), float(p50), float(p95),
-                        float(values.max()))
+    return StageLatency(
+        stage,
+        int(values.size),
+        float(values.sum()) / max(frames, 1),
+        float(p50),
+        float(p95),
+        float(values.max()),
+    )
 
 
 @dataclass
@@ -165,8 +216,13 @@ def _mean(values: Iterable[float | int | None]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def summarize_run(record: RunRecord, stage_calls: dict[str, list[float]] | None, load_s: float | None,
-                  peak_rss_mb: float | None, peak_cuda_mb: float | None) -> dict[str, Any]:
+def summarize_run(
+    record: RunRecord,
+    stage_calls: dict[str, list[float]] | None,
+    load_s: float | None,
+    peak_rss_mb: float | None,
+    peak_cuda_mb: float | None,
+) -> dict[str, Any]:
     """Run-level numbers (:data:`RUN_SUMMARY_KEYS`) over the clips that succeeded; sets ``record.stages``.
 
     ``stage_calls``: every call time per stage over the run (pooled percentiles); None: the busy time per
@@ -184,8 +240,10 @@ def summarize_run(record: RunRecord, stage_calls: dict[str, list[float]] | None,
         for clip in ok:
             for s in clip.stages:
                 busy_ms[s.stage] = busy_ms.get(s.stage, 0.0) + s.ms_per_frame * clip.frames
-        record.stages = [StageLatency(name, 0, total / max(frames, 1), math.nan, math.nan, math.nan)
-                         for name, total in busy_ms.items()]
+        record.stages = [
+            StageLatency(name, 0, total / max(frames, 1), math.nan, math.nan, math.nan)
+            for name, total in busy_ms.items()
+        ]
     summary = {
         "clips": len(record.clips),
         "clips_ok": len(ok),
@@ -205,7 +263,7 @@ def summarize_run(record: RunRecord, stage_calls: dict[str, list[float]] | None,
     return summary
 
 
-# ---- files --------------------------------------------------------------------------------------------------
+# ---- files -------------------------------------------------------------------------------------------------
 
 
 def _json_default(value: object) -> object:
@@ -249,8 +307,14 @@ def write_run(record: RunRecord, run_dir: Path) -> Path:
         writer.writerow(["clip_id", "stage", "calls", "ms_per_frame", "p50_ms", "p95_ms", "max_ms"])
         for clip_id, stages in [("(all)", record.stages)] + [(c.clip_id, c.stages) for c in record.clips]:
             for s in stages:
-                writer.writerow([clip_id, s.stage, s.calls, *(_cell(v) for v in
-                                 (s.ms_per_frame, s.p50_ms, s.p95_ms, s.max_ms))])
+                writer.writerow(
+                    [
+                        clip_id,
+                        s.stage,
+                        s.calls,
+                        *(_cell(v) for v in (s.ms_per_frame, s.p50_ms, s.p95_ms, s.max_ms)),
+                    ]
+                )
     return path
 
 
@@ -267,11 +331,15 @@ def load_run(path: str | Path) -> RunRecord:
     path = Path(path)
     file = path / RESULTS_FILE if path.is_dir() else path
     if not file.is_file():
-        raise InputError(f"{path} has no {RESULTS_FILE}: give a folder written by python -m ditto_research.evaluate.run")
+        raise InputError(
+            f"{path} has no {RESULTS_FILE}: give a folder written by python -m ditto_research.evaluate.run"
+        )
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise InputError(f"{file} is not valid JSON ({e.msg} at line {e.lineno}); was the run interrupted?") from e
+        raise InputError(
+            f"{file} is not valid JSON ({e.msg} at line {e.lineno}); was the run interrupted?"
+        ) from e
     record = RunRecord.from_dict(data)
     record.run_dir = str(file.parent)
     return record
@@ -281,11 +349,16 @@ def find_runs(path: str | Path) -> list[RunRecord]:
     """Every run under ``path`` (a run folder, or a sweep folder holding one folder per run), in job order."""
     root = Path(path)
     if not root.is_dir():
-        raise InputError(f"{path} is not a folder: give a run or sweep folder written by python -m ditto_research.evaluate.run")
+        raise InputError(
+            f"{path} is not a folder: give a run or sweep folder written by python -m "
+            "ditto_research.evaluate.run"
+        )
     files = sorted(root.rglob(RESULTS_FILE), key=lambda p: _natural_key(p.relative_to(root)))
     if not files:
-        raise InputError(f"no {RESULTS_FILE} under {path}: give a run or sweep folder written by "
-                         "python -m ditto_research.evaluate.run")
+        raise InputError(
+            f"no {RESULTS_FILE} under {path}: give a run or sweep folder written by "
+            "python -m ditto_research.evaluate.run"
+        )
     return [load_run(f) for f in files]
 
 
@@ -302,5 +375,8 @@ def latest_sweep(folder: str | Path) -> Path:
         return root
     subfolders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
     if not subfolders:
-        raise InputError(f"no runs in {folder}: run python -m ditto_research.evaluate.run -m ... first, or give a sweep folder")
+        raise InputError(
+            f"no runs in {folder}: run python -m ditto_research.evaluate.run -m ... first, or give a sweep "
+            "folder"
+        )
     return max(subfolders, key=lambda p: p.name)

@@ -1,16 +1,20 @@
-"""``python -m ditto_research.evaluate.run [dataset=FILE] [group=option ...]`` — one configuration over an evaluation set;
-``python -m ditto_research.evaluate.run -m key=a,b ...`` (or ``sweep=NAME``) — one run per combination.
+"""``python -m ditto_research.evaluate.run [dataset=FILE] [group=option ...]`` — one configuration over an
+evaluation set; ``python -m ditto_research.evaluate.run -m key=a,b ...`` (or ``sweep=NAME``) — one run per
+combination.
 
 Per run (its folder is Hydra's run directory, or ``<sweep dir>/<job number>`` in a sweep) it writes
-``results.json``, ``clips.csv`` and ``stages.csv`` (:mod:`ditto_research.evaluate.results`), the videos and sample frames,
-and hands the numbers to the logger (:mod:`ditto_research.evaluate.logging`). After a single run, or once after a sweep,
-``report.md`` / ``report.html`` are written (:mod:`ditto_research.evaluate.report`).
+``results.json``, ``clips.csv`` and ``stages.csv`` (:mod:`ditto_research.evaluate.results`), the videos and
+sample frames, and hands the numbers to the logger (:mod:`ditto_research.evaluate.logging`). After a single
+run, or once after a sweep, ``report.md`` / ``report.html`` are written
+(:mod:`ditto_research.evaluate.report`).
 
 Failures: bad evaluation inputs (a missing dataset file, a clip file that does not exist, SyncNet weights of
 the wrong format) stop before anything runs, with one line and exit code 2. A configuration that cannot run
 (invalid for its sampler, missing checkpoints, mode or backend not available) and a clip that fails are
 recorded in results.json with their error; a sweep goes on with the next run / clip, and the report lists
-them. A single failed run exits with code 2 after writing its results.
+them. A single failed run exits with code 2 after writing its results. So does a run whose logger failed
+(W&B, the default, not importing or not starting; a folder that is not writable): its local results are
+complete, and one ``error: logger: ...`` line says what failed and what to do (often: ``logger=csv``).
 """
 
 from __future__ import annotations
@@ -31,13 +35,20 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ditto_research.config import CONF_DIR, compose, to_config
+from ditto_research.config import CONF_DIR, check_command_line, compose, to_config
 from ditto_research.errors import ConfigError, DittoError
 from ditto_research.evaluate.config import EvaluateConfig, register_evaluate_configs
 from ditto_research.evaluate.dataset import Clip, load_dataset, trim_audio
 from ditto_research.evaluate.logging import ExperimentLogger, NullLogger, make_logger
-from ditto_research.evaluate.measure import ClipContext, describe_error, evaluate_clip, peak_rss_mb, reset_peak_rss
+from ditto_research.evaluate.measure import (
+    ClipContext,
+    describe_error,
+    evaluate_clip,
+    peak_rss_mb,
+    reset_peak_rss,
+)
 from ditto_research.evaluate.results import ClipResult, RunRecord, summarize_run, write_run
+from ditto_research.logs import configure_logging
 
 __all__ = ["ReportCallback", "evaluate_from_overrides", "main", "run_evaluation"]
 
@@ -46,10 +57,22 @@ register_evaluate_configs()
 
 # Flat parameter name -> config key: what the report groups and plots runs by.
 PARAM_KEYS = {
-    "model": "model.name", "backend": "backend.name", "device": "backend.device", "precision": "backend.precision",
-    "mode": "mode.name", "chunksize": "mode.chunksize", "realtime": "mode.realtime", "sampler": "sampler.name",
-    "steps": "sampler.steps", "eta": "sampler.eta", "guidance": "sampler.guidance_scale", "face": "face.name",
-    "audio_encoder": "audio_encoder.name", "seed": "control.seed", "dataset": "dataset", "max_seconds": "max_seconds",
+    "model": "model.name",
+    "backend": "backend.name",
+    "device": "backend.device",
+    "precision": "backend.precision",
+    "mode": "mode.name",
+    "chunksize": "mode.chunksize",
+    "realtime": "mode.realtime",
+    "sampler": "sampler.name",
+    "steps": "sampler.steps",
+    "eta": "sampler.eta",
+    "guidance": "sampler.guidance_scale",
+    "face": "face.name",
+    "audio_encoder": "audio_encoder.name",
+    "seed": "control.seed",
+    "dataset": "dataset",
+    "max_seconds": "max_seconds",
 }
 
 
@@ -83,8 +106,11 @@ def system_info() -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {
-        "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if torch.cuda.is_available():
@@ -103,16 +129,24 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path | None = None) -> Run
     """
     context = HydraContext.current()
     chosen = output_dir or OmegaConf.select(cfg, "output_dir", default=None) or context.run_dir
-    out = Path(chosen) if chosen else Path("outputs/evaluate") / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out = (
+        Path(chosen) if chosen else Path("outputs/evaluate") / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    )
     out.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
-    record = RunRecord(run_dir=str(out), params=run_params(cfg), overrides=context.overrides,
-                       config={str(k): v for k, v in config.items()} if isinstance(config, dict) else {},
-                       system=system_info(), started=_now())
+    record = RunRecord(
+        run_dir=str(out),
+        params=run_params(cfg),
+        overrides=context.overrides,
+        config={str(k): v for k, v in config.items()} if isinstance(config, dict) else {},
+        system=system_info(),
+        started=_now(),
+    )
     try:
         typed = to_config(cfg, EvaluateConfig)
     except ConfigError as e:
         return _fail(record, e, out, NullLogger())
+    configure_logging(typed.verbose)
     record.params = run_params(OmegaConf.structured(typed))  # with the defaults validation filled in
     clips = prepare_clips(typed, out)
     syncnet = _load_syncnet(typed, record)
@@ -135,8 +169,9 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path | None = None) -> Run
         except DittoError as e:
             return _fail(record, e, out, logger)
     peaks = [c.peak_rss_mb for c in record.clips if c.peak_rss_mb is not None]
-    record.summary = summarize_run(record, stage_calls, load_s, max(peaks) if peaks else peak_rss_mb(),
-                                   _peak_cuda_mb())
+    record.summary = summarize_run(
+        record, stage_calls, load_s, max(peaks) if peaks else peak_rss_mb(), _peak_cuda_mb()
+    )
     if record.clips and not any(c.status == "ok" for c in record.clips):
         record.status, record.error = "failed", f"every clip failed (first: {record.clips[0].error})"
     record.finished = _now()
@@ -158,8 +193,10 @@ def _load_syncnet(cfg: EvaluateConfig, record: RunRecord):
     if not cfg.uses("syncnet"):
         return None
     if not cfg.syncnet_weights:
-        record.notes["syncnet"] = ("skipped: no weights; pass syncnet_weights=PATH to syncnet_v2.model from "
-                                   "joonson/syncnet_python (its download_model.sh)")
+        record.notes["syncnet"] = (
+            "skipped: no weights; pass syncnet_weights=PATH to syncnet_v2.model from "
+            "joonson/syncnet_python (its download_model.sh)"
+        )
         log.warning("syncnet %s", record.notes["syncnet"])
         return None
     from ditto_research.evaluate.metrics.syncnet import load_syncnet
@@ -167,11 +204,13 @@ def _load_syncnet(cfg: EvaluateConfig, record: RunRecord):
     return load_syncnet(cfg.syncnet_weights)
 
 
-def _start_logger(cfg: EvaluateConfig, record: RunRecord, out: Path, context: HydraContext) -> ExperimentLogger:
+def _start_logger(
+    cfg: EvaluateConfig, record: RunRecord, out: Path, context: HydraContext
+) -> ExperimentLogger:
     """The configured logger, started; on failure the error is recorded and a NullLogger stands in."""
     name = out.name if context.sweep_dir is None else f"{context.sweep_dir.name}/{out.name}"
     try:
-        logger = make_logger(cfg.logger, out, run_name=name, sweep_dir=context.sweep_dir)
+        logger = make_logger(cfg.logger, out, run_name=name, sweep_dir=context.sweep_dir, verbose=cfg.verbose)
         logger.start(record)
         return logger
     except DittoError as e:
@@ -189,12 +228,13 @@ def _finish_logger(logger: ExperimentLogger, record: RunRecord) -> None:
         write_run(record, Path(record.run_dir))
 
 
-def _run_clips(cfg: EvaluateConfig, clips: list[Clip], ctx: ClipContext, record: RunRecord,
-               logger: ExperimentLogger) -> tuple[float, dict[str, list[float]]]:
+def _run_clips(
+    cfg: EvaluateConfig, clips: list[Clip], ctx: ClipContext, record: RunRecord, logger: ExperimentLogger
+) -> tuple[float, dict[str, list[float]]]:
     """Load the networks once and evaluate every clip; returns (load seconds, per-stage call times)."""
     from ditto_research.checkpoints import check_root
-    from ditto_research.pipeline.run import required_checkpoint_parts
     from ditto_research.evaluate.generate import make_renderer
+    from ditto_research.pipeline.run import required_checkpoint_parts
 
     infer = cfg.infer_config()
     parts = required_checkpoint_parts(infer)
@@ -253,7 +293,9 @@ def _fail(record: RunRecord, error: DittoError, out: Path, logger: ExperimentLog
     return record
 
 
-def evaluate_from_overrides(overrides: list[str] | None = None, output_dir: str | Path | None = None) -> RunRecord:
+def evaluate_from_overrides(
+    overrides: list[str] | None = None, output_dir: str | Path | None = None
+) -> RunRecord:
     """The Python API: compose ``conf/evaluate.yaml`` with overrides and run it (no Hydra run folder)."""
     register_evaluate_configs()
     return run_evaluation(compose("evaluate", overrides), output_dir)
@@ -276,8 +318,12 @@ def _write_report(folder: Path) -> None:
         paths = write_report(folder)
         print(f"report: {paths[0]}")
     except Exception as e:
-        log.error("could not write the report for %s: %s", folder, describe_error(e),
-                  exc_info=not isinstance(e, DittoError))
+        log.error(
+            "could not write the report for %s: %s",
+            folder,
+            describe_error(e),
+            exc_info=not isinstance(e, DittoError),
+        )
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
@@ -290,18 +336,26 @@ def main(cfg: DictConfig) -> None:
     if not record.started or not record.finished:
         return  # a non-zero rank of a multi-process Lightning run
     ok = sum(c.status == "ok" for c in record.clips)
-    print(f"{record.run_dir}: {record.status}, {ok}/{len(record.clips)} clips ok"
-          + (f", {record.summary['fps']:.2f} fps" if record.summary.get("fps") else ""))
+    print(
+        f"{record.run_dir}: {record.status}, {ok}/{len(record.clips)} clips ok"
+        + (f", {record.summary['fps']:.2f} fps" if record.summary.get("fps") else "")
+    )
     if record.logger_error:
         print(f"error: logger: {record.logger_error}", file=sys.stderr)
     if HydraContext.current().sweep_dir is not None:
         return  # a sweep goes on; its failures are in the results and the report
     if cfg.get("report", True):
         _write_report(Path(record.run_dir))
+    if record.status == "failed":
+        print(f"error: {record.error}", file=sys.stderr)
     if record.status == "failed" or record.logger_error:
-        print(f"error: {record.error or record.logger_error}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
+    try:  # a bad override is one line naming the allowed keys, not Hydra's multi-line report
+        check_command_line("evaluate", sys.argv[1:])
+    except DittoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -262,9 +262,7 @@ def _fma32(a: np.ndarray, b: np.ndarray | np.float32, c: np.ndarray) -> np.ndarr
     return (np.asarray(a, np.float64) * np.asarray(b, np.float64) + c).astype(np.float32)
 
 
-def warp_roi(
-    M: np.ndarray, src_hw: tuple[int, int], dst_wh: tuple[int, int]
-) -> tuple[int, int, int, int]:
+def warp_roi(M: np.ndarray, src_hw: tuple[int, int], dst_wh: tuple[int, int]) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1): destination box outside which every pixel samples only border zeros."""
     (h, w), (dst_w, dst_h) = src_hw, dst_wh
     m = M[:2].astype(np.float64)
@@ -424,6 +422,12 @@ def warp_affine(
     if dst_w <= 0 or dst_h <= 0:
         raise InputError(f"warp dsize must be positive (width, height), got {dsize}")
     if backend == "opencv":
-        return cv2.warpAffine(src, M[:2].astype(np.float64), (dst_w, dst_h), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.warpAffine(
+            src,
+            M[:2].astype(np.float64),
+            (dst_w, dst_h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
     return AffineSampler.build(M, src.shape[:2], (dst_w, dst_h)).warp(src)

@@ -120,8 +120,17 @@ def crop_face(
     backend: WarpBackend = "exact",
 ) -> CropResult:
     """The registration crop of ``face`` in ``rgb`` (reference defaults: 512 px, scale 2.3, vy -0.125)."""
-    return crop_image(rgb, face.points, dsize, scale, vx_ratio, vy_ratio, flag_do_rot,
-                      landmarks=face.groups, backend=backend)
+    return crop_image(
+        rgb,
+        face.points,
+        dsize,
+        scale,
+        vx_ratio,
+        vy_ratio,
+        flag_do_rot,
+        landmarks=face.groups,
+        backend=backend,
+    )
 
 
 def official_files_present(aux_dir: Path | None) -> bool:
@@ -136,12 +145,14 @@ def make_frontend(
     *,
     warp_backend: WarpBackend = "exact",
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    verbose: bool = False,
 ) -> FaceFrontend:
     """Build a front-end: ``official`` (files from ``aux_dir``), ``mediapipe``, or ``auto`` (official when all
     of :data:`~ditto_research.checkpoints.FACE_FILES` are in ``aux_dir``, else mediapipe).
 
     ``min_face_size`` (pixels, 0 = any): smaller faces raise InputError. ``warp_backend`` is the crop warp
-    used inside the official chain; ``providers`` are onnxruntime execution providers for it.
+    used inside the official chain; ``providers`` are onnxruntime execution providers for it. ``verbose``
+    lets the mediapipe front-end's native INFO / WARNING lines through to stderr.
     """
     if name not in FRONTEND_NAMES:
         raise ConfigError(f"unknown face front-end {name!r}; expected one of {FRONTEND_NAMES}")
@@ -149,8 +160,11 @@ def make_frontend(
         raise ConfigError(f"min_face_size must be >= 0 pixels, got {min_face_size}")
     if name == "auto":
         name = "official" if official_files_present(aux_dir) else "mediapipe"
-        log.info("face front-end: %s (%s)", name,
-                 f"official files found in {aux_dir}" if name == "official" else "official files not found")
+        log.info(
+            "face front-end: %s (%s)",
+            name,
+            f"official files found in {aux_dir}" if name == "official" else "official files not found",
+        )
     if name == "official":
         if aux_dir is None or not official_files_present(aux_dir):
             missing = [n for n in FACE_FILES if aux_dir is None or not (Path(aux_dir) / n).is_file()]
@@ -160,11 +174,12 @@ def make_frontend(
             )
         from ditto_research.face.official_frontend import OfficialFrontend
 
-        return OfficialFrontend.from_dir(Path(aux_dir), min_face_size=min_face_size,
-                                         warp_backend=warp_backend, providers=providers)
+        return OfficialFrontend.from_dir(
+            Path(aux_dir), min_face_size=min_face_size, warp_backend=warp_backend, providers=providers
+        )
     from ditto_research.face.mediapipe_frontend import MediaPipeFrontend
 
-    return MediaPipeFrontend(min_face_size=min_face_size)
+    return MediaPipeFrontend(min_face_size=min_face_size, verbose=verbose)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -195,8 +210,12 @@ def largest_face(boxes: np.ndarray, what: str) -> int:
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     index = int(np.argsort(-area)[0])
     if len(boxes) > 1:
-        log.warning("%d faces found in %s; using the largest (box %s)", len(boxes), what,
-                    np.round(boxes[index, :4], 1).tolist())
+        log.warning(
+            "%d faces found in %s; using the largest (box %s)",
+            len(boxes),
+            what,
+            np.round(boxes[index, :4], 1).tolist(),
+        )
     return index
 
 

@@ -32,6 +32,9 @@ the same 478-point topology, a different model version, so eye attributes are cl
 Tracking: with ``previous`` set, frames go through a second FaceMesh in video mode
 (``static_image_mode=False``), which follows the face from frame to frame; of several faces the one
 overlapping ``previous.box`` most is kept. A call without ``previous`` resets that tracker.
+
+Logging: building a FaceMesh and running its first frame print MediaPipe / TF Lite INFO and WARNING lines
+on stderr; unless ``verbose=True`` they are held back (:mod:`ditto_research.logs`).
 """
 
 from __future__ import annotations
@@ -51,18 +54,104 @@ from ditto_research.face.frontend import (
     no_face_error,
     points_box,
 )
+from ditto_research.logs import configure_logging, quiet_native_logs
 
 __all__ = ["FACEMESH_CROP_GROUPS", "FACEMESH_CROP_POINTS", "MediaPipeFrontend"]
 
 _ANCHORS = (33, 133, 159, 145, 263, 362, 386, 374, 61, 291)
-_EYE_RINGS = (7, 163, 144, 153, 154, 155, 173, 157, 158, 160, 161, 246,
-              249, 390, 373, 380, 381, 382, 398, 384, 385, 387, 388, 466)
+_EYE_RINGS = (
+    7,
+    163,
+    144,
+    153,
+    154,
+    155,
+    173,
+    157,
+    158,
+    160,
+    161,
+    246,
+    249,
+    390,
+    373,
+    380,
+    381,
+    382,
+    398,
+    384,
+    385,
+    387,
+    388,
+    466,
+)
 _BROWS = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 300, 293, 334, 296, 336, 285, 295, 282, 283, 276)
 _NOSE = (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327)
-_LIPS = (146, 91, 181, 84, 17, 314, 405, 321, 375, 409, 270, 269, 267, 0, 37, 39, 40, 185,
-         78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
-_LOWER_OVAL = (127, 234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152,
-               377, 400, 378, 379, 365, 397, 288, 361, 323, 454, 356)
+_LIPS = (
+    146,
+    91,
+    181,
+    84,
+    17,
+    314,
+    405,
+    321,
+    375,
+    409,
+    270,
+    269,
+    267,
+    0,
+    37,
+    39,
+    40,
+    185,
+    78,
+    95,
+    88,
+    178,
+    87,
+    14,
+    317,
+    402,
+    318,
+    324,
+    308,
+    415,
+    310,
+    311,
+    312,
+    13,
+    82,
+    81,
+    80,
+    191,
+)
+_LOWER_OVAL = (
+    127,
+    234,
+    93,
+    132,
+    58,
+    172,
+    136,
+    150,
+    149,
+    176,
+    148,
+    152,
+    377,
+    400,
+    378,
+    379,
+    365,
+    397,
+    288,
+    361,
+    323,
+    454,
+    356,
+)
 
 # FaceMesh rows that become the crop landmarks, and their groups (rows of that subset).
 FACEMESH_CROP_POINTS: tuple[int, ...] = _ANCHORS + _EYE_RINGS + _BROWS + _NOSE + _LIPS + _LOWER_OVAL
@@ -78,6 +167,7 @@ class MediaPipeFrontend(FaceFrontend):
             InputError on detection (0 = any size).
         max_faces: faces FaceMesh looks for; the largest is used.
         min_detection_confidence / min_tracking_confidence: FaceMesh thresholds (its defaults).
+        verbose: let MediaPipe's own INFO / WARNING lines through to stderr.
     """
 
     def __init__(
@@ -87,11 +177,15 @@ class MediaPipeFrontend(FaceFrontend):
         max_faces: int = 4,
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
+        verbose: bool = False,
     ) -> None:
+        configure_logging(verbose)
         self.min_face_size = min_face_size
+        self.verbose = verbose
         self.max_faces = max_faces
         self._confidence = (min_detection_confidence, min_tracking_confidence)
         self._meshes: dict[str, Any] = {}  # "image", "video", "crop" -> FaceMesh, created on first use
+        self._fresh: set[str] = set()  # meshes that have not run a frame yet (their first frame logs)
 
     # ----------------------------------------------------------------------------------------------------
 
@@ -115,8 +209,9 @@ class MediaPipeFrontend(FaceFrontend):
             overlap = box_iou(previous.box, boxes)
             index = int(np.argmax(overlap)) if overlap.max() > 0 else largest_face(boxes, what)
         points = np.ascontiguousarray(pixels[index][list(FACEMESH_CROP_POINTS)])
-        return FaceLandmarks(points=points, groups=FACEMESH_CROP_GROUPS, box=boxes[index],
-                             num_faces=len(meshes))
+        return FaceLandmarks(
+            points=points, groups=FACEMESH_CROP_GROUPS, box=boxes[index], num_faces=len(meshes)
+        )
 
     def landmarks478(self, crop_rgb: np.ndarray, *, what: str = "the face crop") -> np.ndarray:
         """(1, 478, 3) float32 normalised FaceMesh landmarks of the face in the crop."""
@@ -143,16 +238,29 @@ class MediaPipeFrontend(FaceFrontend):
                 min_detection_confidence=detection,
                 min_tracking_confidence=tracking,
             )
+            self._fresh.add(key)
         return self._meshes[key]
 
     def _drop(self, key: str) -> None:
+        self._fresh.discard(key)
         mesh = self._meshes.pop(key, None)
         if mesh is not None:
             mesh.close()
 
+    def _process(self, key: str, rgb: np.ndarray) -> Any:
+        """FaceMesh ``key``'s raw result on ``rgb``; building it and its first frame run with native logs
+        quiet (the graph's threads log while they load the models, which has finished once a frame came
+        out)."""
+        if key in self._meshes and key not in self._fresh:
+            return self._meshes[key].process(rgb)
+        with quiet_native_logs(self.verbose):
+            result = self._mesh(key).process(rgb)
+        self._fresh.discard(key)
+        return result
+
     def _run(self, key: str, rgb: np.ndarray) -> list[np.ndarray]:
         """FaceMesh on ``rgb``: one (478, 3) float32 array of normalised x, y, z per face found."""
-        result = self._mesh(key).process(rgb)
+        result = self._process(key, rgb)
         faces = result.multi_face_landmarks or []
         meshes = [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32) for face in faces]
         return [mesh for mesh in meshes if len(mesh) == _NUM_POINTS]

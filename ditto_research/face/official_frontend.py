@@ -82,6 +82,9 @@ class ScrfdSettings:
     nms_threshold: float = 0.4
 
 
+_DEFAULT_SCRFD = ScrfdSettings()
+
+
 def scrfd_anchor_centers(height: int, width: int, stride: int, num_anchors: int) -> np.ndarray:
     """(height * width * num_anchors, 2) float32 anchor centres (x, y) in input pixels, row-major over the
     feature map with each cell's anchors adjacent."""
@@ -91,7 +94,7 @@ def scrfd_anchor_centers(height: int, width: int, stride: int, num_anchors: int)
 
 
 def decode_scrfd(
-    outputs: list[np.ndarray], input_hw: tuple[int, int], settings: ScrfdSettings = ScrfdSettings()
+    outputs: list[np.ndarray], input_hw: tuple[int, int], settings: ScrfdSettings = _DEFAULT_SCRFD
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes (M, 4) x1 y1 x2 y2, scores (M, 1) and keypoints (M, 5, 2) of the anchors above the threshold,
     in input pixels, strides in order.
@@ -113,8 +116,11 @@ def decode_scrfd(
         centers = scrfd_anchor_centers(height, width, stride, settings.num_anchors)
         keep = np.where(score >= settings.score_threshold)[0]
         x, y = centers[keep, 0:1], centers[keep, 1:2]
-        boxes.append(np.concatenate([x - dist[keep, 0:1], y - dist[keep, 1:2],
-                                     x + dist[keep, 2:3], y + dist[keep, 3:4]], axis=1))
+        boxes.append(
+            np.concatenate(
+                [x - dist[keep, 0:1], y - dist[keep, 1:2], x + dist[keep, 2:3], y + dist[keep, 3:4]], axis=1
+            )
+        )
         offsets = kps[keep].reshape(-1, 5, 2)
         keypoints.append(offsets + centers[keep][:, None, :])
         scores.append(score[keep])
@@ -162,8 +168,10 @@ def det_blob(image: np.ndarray) -> np.ndarray:
 
 
 def detect_faces(
-    outputs: list[np.ndarray], input_hw: tuple[int, int], det_scale: float,
-    settings: ScrfdSettings = ScrfdSettings(),
+    outputs: list[np.ndarray],
+    input_hw: tuple[int, int],
+    det_scale: float,
+    settings: ScrfdSettings = _DEFAULT_SCRFD,
 ) -> np.ndarray:
     """(F, 5) float32 x1, y1, x2, y2, score of the faces after NMS, in original pixels, best score first."""
     boxes, scores, _ = decode_scrfd(outputs, input_hw, settings)
@@ -187,8 +195,12 @@ def landmark106_matrix(box: np.ndarray, input_size: int = 192) -> np.ndarray:
     center_x, center_y = (box[2] + box[0]) / np.float32(2), (box[3] + box[1]) / np.float32(2)
     scale = np.float32(input_size) / (max(width, height) * np.float32(1.5))
     half = input_size / 2
-    return np.array([[float(scale), 0.0, half - float(center_x * scale)],
-                     [0.0, float(scale), half - float(center_y * scale)]])
+    return np.array(
+        [
+            [float(scale), 0.0, half - float(center_x * scale)],
+            [0.0, float(scale), half - float(center_y * scale)],
+        ]
+    )
 
 
 def landmark106_blob(crop: np.ndarray) -> np.ndarray:
@@ -247,7 +259,7 @@ class OfficialFrontend(FaceFrontend):
         min_face_size: int = 0,
         warp_backend: WarpBackend = "exact",
         providers: tuple[str, ...] = ("CPUExecutionProvider",),
-        scrfd: ScrfdSettings = ScrfdSettings(),
+        scrfd: ScrfdSettings = _DEFAULT_SCRFD,
     ) -> None:
         for path in (det, landmark106, landmark203, face_landmarker):
             if path is not None and not Path(path).is_file():
@@ -304,8 +316,15 @@ class OfficialFrontend(FaceFrontend):
 
     def landmarks203(self, rgb: np.ndarray, points: np.ndarray, groups: CropLandmarkGroups) -> np.ndarray:
         """(203, 2) float32 image pixels from a 224 crop placed by ``points`` (step 3)."""
-        crop = crop_image(rgb, points, dsize=self._size203, scale=1.5, vy_ratio=-0.1, landmarks=groups,
-                          backend=self.warp_backend)
+        crop = crop_image(
+            rgb,
+            points,
+            dsize=self._size203,
+            scale=1.5,
+            vy_ratio=-0.1,
+            landmarks=groups,
+            backend=self.warp_backend,
+        )
         outputs = self._lmk203.run(None, {self._lmk203.get_inputs()[0].name: landmark203_blob(crop.img_crop)})
         raw = _landmark203_output(self._lmk203, outputs)
         return transform_points(raw[0].reshape(-1, 2) * np.float32(self._size203), crop.M_c2o)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import wave
 from pathlib import Path
@@ -9,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ditto_research.audio.io import audio_duration_s, find_ffmpeg, load_audio, num_video_frames
+from ditto_research.audio.io import (
+    audio_duration_s,
+    find_ffmpeg,
+    librosa_length,
+    load_audio,
+    num_video_frames,
+    write_wav,
+)
 from ditto_research.errors import ConfigError, InputError
 
 SOURCE_RATE = 44100
@@ -25,8 +33,22 @@ def _tone(rate: int) -> np.ndarray:
 def _ffmpeg_encode(raw: np.ndarray, rate: int, channels: int, out: Path, *codec: str) -> None:
     """Encode interleaved float32 samples from stdin to ``out`` (format from its extension)."""
     command = [
-        find_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "f32le", "-ar", str(rate), "-ac", str(channels), "-i", "pipe:0", *codec, str(out),
+        find_ffmpeg(),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "f32le",
+        "-ar",
+        str(rate),
+        "-ac",
+        str(channels),
+        "-i",
+        "pipe:0",
+        *codec,
+        str(out),
     ]
     subprocess.run(command, input=raw.astype("<f4").tobytes(), check=True, capture_output=True)
 
@@ -83,6 +105,43 @@ def test_other_sample_rate(audio_files: dict[str, Path]) -> None:
     assert abs(audio.shape[0] - int(DURATION_S * 8000)) <= 1
 
 
+# librosa.resample(fix=True) -> librosa.util.fix_length(y_hat, ceil(n * target_sr / orig_sr)).
+def _librosa_rule(n: int, orig_sr: int, target_sr: int = 16000) -> int:
+    return math.ceil(n * target_sr / orig_sr)
+
+
+# Odd lengths, including the 22.05 kHz one that came out one sample short (58700, librosa 58701).
+ODD_LENGTHS = (7, 1001, 12345, 44101, 80899, 80898)
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000])
+def test_resampled_length_is_librosas(tmp_path: Path, rate: int) -> None:
+    for n in ODD_LENGTHS:
+        path = write_wav(tmp_path / f"{rate}_{n}.wav", 0.3 * np.sin(np.arange(n) * 0.05), rate)
+        assert load_audio(path).shape == (_librosa_rule(n, rate),), (rate, n)
+        assert librosa_length(n, rate, 16000) == _librosa_rule(n, rate)
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000])
+def test_resampled_sine_keeps_its_frequency(tmp_path: Path, rate: int) -> None:
+    n = rate + 37  # one second and an odd tail
+    tone_hz = 1000.0
+    path = write_wav(tmp_path / "sine.wav", 0.5 * np.sin(2 * np.pi * tone_hz * np.arange(n) / rate), rate)
+    audio = load_audio(path)
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.shape[0])))
+    peak_hz = np.fft.rfftfreq(audio.shape[0], 1 / 16000)[int(np.argmax(spectrum))]
+    assert abs(peak_hz - tone_hz) <= 1.0  # the FFT bin is ~1 Hz wide
+    # Away from the edges the samples are the tone itself at 16 kHz (16-bit WAV + soxr HQ).
+    expected = 0.5 * np.sin(2 * np.pi * tone_hz * np.arange(audio.shape[0]) / 16000)
+    inner = slice(800, audio.shape[0] - 800)
+    assert np.abs(audio[inner] - expected[inner]).max() < 2e-3
+
+
+def test_native_rate_is_returned_unchanged(tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "22k.wav", np.linspace(-0.5, 0.5, 1001), 22050)
+    assert load_audio(path, sample_rate=22050).shape == (1001,)
+
+
 def test_silent_audio_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "silence.wav"
     _ffmpeg_encode(np.zeros(8000, np.float32), 16000, 1, path, "-c:a", "pcm_s16le")
@@ -122,8 +181,18 @@ def test_empty_wav(tmp_path: Path) -> None:
 
 def test_video_without_audio(tmp_path: Path) -> None:
     path = tmp_path / "mute.mp4"
-    command = [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
-               "-i", "color=c=red:s=64x64:d=0.2", str(path)]
+    command = [
+        find_ffmpeg(),
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:s=64x64:d=0.2",
+        str(path),
+    ]
     subprocess.run(command, check=True, capture_output=True)
     with pytest.raises(InputError, match=r"mute\.mp4: the file has no audio stream"):
         load_audio(path)

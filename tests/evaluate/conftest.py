@@ -10,11 +10,12 @@ import pytest
 import torch
 from skimage import data
 
-from ditto_research.examples import synthetic_speech
 from ditto_research.audio.io import write_wav
 from ditto_research.evaluate.results import ClipResult, RunRecord, StageLatency, write_run
+from ditto_research.examples import synthetic_speech
 
-# Tiny random networks, the random speech encoder, MediaPipe, two diffusion steps: the whole pipeline in seconds.
+# Tiny random networks, the random speech encoder, MediaPipe, two diffusion steps: the whole pipeline in
+# seconds.
 TINY = ["model=tiny", "audio_encoder=untrained", "face=mediapipe", "sampler.steps=2"]
 
 
@@ -53,19 +54,57 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: str = "source,aud
     return path
 
 
-def write_synthetic_run(folder: Path, sampler: str, steps: int, fps: float, status: str = "ok",
-                        latency: tuple[float, ...] = (), lse: float | None = None, mode: str = "offline") -> RunRecord:
-    """A results.json as python -m ditto_research.evaluate.run writes it, with made-up numbers (report / notebook tests)."""
-    params = {"model": "untrained", "sampler": sampler, "steps": steps, "mode": mode,
-              "eta": 1.0 if sampler == "ddim" else None}
-    clip = ClipResult("c1", "face.png", "a.wav", frames=25, audio_s=1.0, seconds=25 / max(fps, 0.1), fps=fps,
-                      frame_latency_ms=list(latency), metrics={"lse_d": lse} if lse is not None else {},
-                      notes={} if lse is not None else {"sync_proxy": "no face found in any output frame"})
-    record = RunRecord(str(folder), status=status, params=params, clips=[clip] if status == "ok" else [],
-                       error=None if status == "ok" else "sampler=heun is not available",
-                       stages=[StageLatency("warp", 25, 1000 / fps * 0.6, 1, 2, 3),
-                               StageLatency("decode", 25, 1000 / fps * 0.4, 1, 2, 3)] if status == "ok" else [],
-                       summary={"fps": fps, "rtf": 1 / max(fps, 0.1), "clips": 1, "clips_ok": int(status == "ok"),
-                                "lse_d": lse}, system={"cpus": 2, "torch": "2.13"})
+def write_synthetic_run(
+    folder: Path,
+    sampler: str,
+    steps: int,
+    fps: float,
+    status: str = "ok",
+    latency: tuple[float, ...] = (),
+    lse: float | None = None,
+    mode: str = "offline",
+) -> RunRecord:
+    """A results.json as python -m ditto_research.evaluate.run writes it, with made-up numbers (report /
+    notebook tests)."""
+    params = {
+        "model": "untrained",
+        "sampler": sampler,
+        "steps": steps,
+        "mode": mode,
+        "eta": 1.0 if sampler == "ddim" else None,
+    }
+    clip = ClipResult(
+        "c1",
+        "face.png",
+        "a.wav",
+        frames=25,
+        audio_s=1.0,
+        seconds=25 / max(fps, 0.1),
+        fps=fps,
+        frame_latency_ms=list(latency),
+        metrics={"lse_d": lse} if lse is not None else {},
+        notes={} if lse is not None else {"sync_proxy": "no face found in any output frame"},
+    )
+    record = RunRecord(
+        str(folder),
+        status=status,
+        params=params,
+        clips=[clip] if status == "ok" else [],
+        error=None if status == "ok" else "sampler=heun is not available",
+        stages=[
+            StageLatency("warp", 25, 1000 / fps * 0.6, 1, 2, 3),
+            StageLatency("decode", 25, 1000 / fps * 0.4, 1, 2, 3),
+        ]
+        if status == "ok"
+        else [],
+        summary={
+            "fps": fps,
+            "rtf": 1 / max(fps, 0.1),
+            "clips": 1,
+            "clips_ok": int(status == "ok"),
+            "lse_d": lse,
+        },
+        system={"cpus": 2, "torch": "2.13"},
+    )
     write_run(record, folder)
     return record

@@ -29,8 +29,10 @@ def test_builtin_set_is_generated_locally_shortest_first(tmp_path):
 def test_csv_paths_are_relative_to_the_file(eval_media, tmp_path):
     (tmp_path / "media").mkdir()
     (tmp_path / "media" / "a.wav").write_bytes(eval_media["speech"].read_bytes())
-    path = write_csv(tmp_path / "set.csv", [(str(eval_media["face"]), "media/a.wav"),
-                                           (str(eval_media["face"]), "media/a.wav")])
+    path = write_csv(
+        tmp_path / "set.csv",
+        [(str(eval_media["face"]), "media/a.wav"), (str(eval_media["face"]), "media/a.wav")],
+    )
     clips = load_dataset(path)
     assert [c.audio for c in clips] == [tmp_path / "media" / "a.wav"] * 2
     assert len({c.clip_id for c in clips}) == 2  # ids are unique
@@ -38,15 +40,19 @@ def test_csv_paths_are_relative_to_the_file(eval_media, tmp_path):
 
 def test_yaml_list_with_ids(eval_media, tmp_path):
     path = tmp_path / "set.yaml"
-    path.write_text(f"- {{id: first, source: {eval_media['face']}, audio: {eval_media['speech']}}}\n"
-                    f"- {{source: {eval_media['face']}, audio: {eval_media['speech2']}}}\n")
+    path.write_text(
+        f"- {{id: first, source: {eval_media['face']}, audio: {eval_media['speech']}}}\n"
+        f"- {{source: {eval_media['face']}, audio: {eval_media['speech2']}}}\n"
+    )
     clips = load_dataset(path)
     assert clips[0].clip_id == "first" and clips[1].audio == eval_media["speech2"]
 
 
 def test_missing_files_are_all_listed_before_running(eval_media, tmp_path):
     path = write_csv(tmp_path / "set.csv", [(str(eval_media["face"]), "gone.wav"), ("nope.png", "gone2.wav")])
-    with pytest.raises(InputError, match=r"clip 1 audio gone.wav; clip 2 source nope.png; clip 2 audio gone2.wav"):
+    with pytest.raises(
+        InputError, match=r"clip 1 audio gone.wav; clip 2 source nope.png; clip 2 audio gone2.wav"
+    ):
         load_dataset(path)
 
 
@@ -73,6 +79,8 @@ def test_missing_dataset_file(tmp_path):
 
 
 def test_trim_audio(eval_media, tmp_path):
-    clip = load_dataset(write_csv(tmp_path / "s.csv", [(str(eval_media["face"]), str(eval_media["speech"]))]))[0]
+    clip = load_dataset(
+        write_csv(tmp_path / "s.csv", [(str(eval_media["face"]), str(eval_media["speech"]))])
+    )[0]
     short = trim_audio(clip, 0.25, tmp_path / "cut")
     assert short.source == clip.source and abs(_seconds(short.audio) - 0.25) < 1e-3

@@ -26,7 +26,8 @@ def test_summary_percentiles() -> None:
     assert summary.p50_ms == pytest.approx(50.5) and summary.p95_ms == pytest.approx(95.05)
     assert summary.max_ms == pytest.approx(100.0) and summary.mean_ms == pytest.approx(50.5)
     assert summarize_latencies([0.02]).as_dict() == pytest.approx(
-        {"count": 1, "mean_ms": 20.0, "p50_ms": 20.0, "p95_ms": 20.0, "max_ms": 20.0})
+        {"count": 1, "mean_ms": 20.0, "p50_ms": 20.0, "p95_ms": 20.0, "max_ms": 20.0}
+    )
 
 
 @pytest.mark.parametrize("bad", [[], [0.01, -0.001], [float("nan")]])

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 
 import pytest
 
 from ditto_research.errors import ConfigError
 from ditto_research.evaluate.config import LoggerConfig
-from ditto_research.evaluate.logging import CsvLogger, NullLogger, make_logger
+from ditto_research.evaluate.logging import WANDB_FOLDERS, CsvLogger, NullLogger, make_logger
 from ditto_research.evaluate.results import ClipResult, RunRecord
 
 
 def _record(folder, steps=10, extra=None):
     params = {"sampler": "ddim", "steps": steps, **(extra or {})}
-    return RunRecord(str(folder), params=params, summary={"fps": 2.5, "clips": 1},
-                     clips=[ClipResult("c1", "face.png", "a.wav", frames=3, fps=2.5)])
+    return RunRecord(
+        str(folder),
+        params=params,
+        summary={"fps": 2.5, "clips": 1},
+        clips=[ClipResult("c1", "face.png", "a.wav", frames=3, fps=2.5)],
+    )
 
 
 def test_null_logger_for_logger_null(tmp_path):
@@ -39,31 +44,66 @@ def test_unwritable_folders_are_config_errors(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="not writable"):
         CsvLogger(blocker / "runs.csv")
-    pytest.importorskip("wandb")
-    with pytest.raises(ConfigError, match="not writable"):
-        make_logger(LoggerConfig(name="wandb", dir=str(blocker / "wandb")), tmp_path, run_name="r", sweep_dir=None)
+    with pytest.raises(
+        ConfigError, match=r"logger=wandb: the W&B folder .* is not writable .* or use logger=csv"
+    ):
+        make_logger(
+            LoggerConfig(name="wandb", dir=str(blocker / "wandb")), tmp_path, run_name="r", sweep_dir=None
+        )
 
 
 def test_wandb_missing_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)
-    with pytest.raises(ConfigError, match=r"pip install 'ditto-research\[wandb\]'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"wandb package does not import \(ModuleNotFoundError: .*\): reinstall it with "
+        r"`pip install 'wandb==0\.28\.0'`.*, or use logger=csv",
+    ) as info:
         make_logger(LoggerConfig(name="wandb"), tmp_path, run_name="r", sweep_dir=None)
+    assert "\n" not in str(info.value) and "[wandb]" not in str(info.value)
 
 
-def test_wandb_offline_run_stays_in_the_run_folder(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+@pytest.fixture
+def clean_wandb_env(monkeypatch):
+    """No W&B folder / mode variables from the user's shell."""
+    for key in (*(k for k, _ in WANDB_FOLDERS), "WANDB_MODE"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_wandb_failing_to_start_is_one_line_and_leaves_the_environment(
+    tmp_path, monkeypatch, clean_wandb_env
+):
+    import wandb
+
+    def broken_init(**kwargs):
+        raise wandb.errors.UsageError("api_key not configured (no-tty)\ncall wandb.login(key=[your_api_key])")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    logger = make_logger(LoggerConfig(name="wandb", mode="online"), tmp_path, run_name="r", sweep_dir=None)
+    with pytest.raises(
+        ConfigError,
+        match=r"W&B could not start in mode online \(UsageError: api_key not configured "
+        r"\(no-tty\)\): .*wandb login.*or use logger=csv",
+    ) as info:
+        logger.start(_record(tmp_path))
+    assert "\n" not in str(info.value)
+    assert not [k for k, _ in WANDB_FOLDERS if k in os.environ]
+
+
+def test_wandb_offline_run_stays_in_the_run_folder(tmp_path, clean_wandb_env):
     import cv2
     import numpy as np
 
-    for key in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR", "WANDB_CONFIG_DIR", "WANDB_MODE"):
-        monkeypatch.delenv(key, raising=False)
     sample = tmp_path / "sample.png"
     cv2.imwrite(str(sample), np.zeros((32, 32, 3), np.uint8))
     record = _record(tmp_path)
     record.clips[0].samples = [str(sample)]
     logger = make_logger(LoggerConfig(name="wandb"), tmp_path, run_name="test", sweep_dir=None)
     logger.start(record)
+    assert os.environ["WANDB_CACHE_DIR"] == str(tmp_path / "wandb" / "cache")
     logger.log_clip(0, record.clips[0])
     logger.finish(record)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    # The next run (a sweep job in the same process) gets its own folders, not this run's.
+    assert not [k for k, _ in WANDB_FOLDERS if k in os.environ]

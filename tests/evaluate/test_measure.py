@@ -5,20 +5,27 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 from skimage import data
 
-from ditto_research.examples import synthetic_speech
 from ditto_research.evaluate.config import EvaluateConfig
 from ditto_research.evaluate.generate import Generation
 from ditto_research.evaluate.measure import ClipContext, clip_metrics, describe_error
 from ditto_research.evaluate.run import evaluate_from_overrides
+from ditto_research.examples import synthetic_speech
 from tests.evaluate.conftest import TINY, write_csv
 
 
 def _generation(frames: list[np.ndarray], seconds: float) -> Generation:
-    return Generation(audio=synthetic_speech(seconds), frames=frames, samples={}, motion=None, seconds=1.0,
-                      register_s=0.1, render_s=0.9, emit_s=[0.1] * len(frames))
+    return Generation(
+        audio=synthetic_speech(seconds),
+        frames=frames,
+        samples={},
+        motion=None,
+        seconds=1.0,
+        register_s=0.1,
+        render_s=0.9,
+        emit_s=[0.1] * len(frames),
+    )
 
 
 def test_syncnet_and_proxy_on_frames_with_a_face(tmp_path):
@@ -46,8 +53,10 @@ def test_describe_error_keeps_user_messages_and_names_other_types():
 
 def test_online_mode_records_frame_latency_and_per_call_stage_times(eval_media, tmp_path):
     dataset = write_csv(tmp_path / "set.csv", [(str(eval_media["face"]), str(eval_media["speech"]))])
-    record = evaluate_from_overrides([*TINY, f"dataset={dataset}", "mode=online", "max_seconds=0.3",
-                                      "metrics=[motion]"], output_dir=tmp_path / "run")
+    record = evaluate_from_overrides(
+        [*TINY, f"dataset={dataset}", "mode=online", "max_seconds=0.3", "metrics=[motion]"],
+        output_dir=tmp_path / "run",
+    )
     assert record.status == "ok", record.error
     clip = record.clips[0]
     assert clip.status == "ok" and clip.frames == math.ceil(0.3 * 25)
@@ -60,12 +69,25 @@ def test_online_mode_records_frame_latency_and_per_call_stage_times(eval_media, 
 
 
 def test_lightning_executor_single_cpu_process(eval_media, tmp_path):
-    pytest.importorskip("lightning", reason="PyTorch Lightning is optional (pip install lightning)")
-    dataset = write_csv(tmp_path / "set.csv", [(str(eval_media["face"]), str(eval_media["speech"])),
-                                               (str(eval_media["wall"]), str(eval_media["speech"]))])
-    record = evaluate_from_overrides([*TINY, f"dataset={dataset}", "executor=lightning", "lightning.accelerator=cpu",
-                                      "lightning.devices=1", "max_seconds=0.2", "metrics=[motion]"],
-                                     output_dir=tmp_path / "run")
+    dataset = write_csv(
+        tmp_path / "set.csv",
+        [
+            (str(eval_media["face"]), str(eval_media["speech"])),
+            (str(eval_media["wall"]), str(eval_media["speech"])),
+        ],
+    )
+    record = evaluate_from_overrides(
+        [
+            *TINY,
+            f"dataset={dataset}",
+            "executor=lightning",
+            "lightning.accelerator=cpu",
+            "lightning.devices=1",
+            "max_seconds=0.2",
+            "metrics=[motion]",
+        ],
+        output_dir=tmp_path / "run",
+    )
     assert [c.status for c in record.clips] == ["ok", "failed"]  # dataset order, the failure recorded
     assert record.clips[0].frames == math.ceil(0.2 * 25) and record.summary["load_s"] > 0
     assert (tmp_path / "run" / "lightning" / "rank_0.json").is_file()

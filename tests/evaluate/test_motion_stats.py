@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from ditto_research.errors import InputError
-from ditto_research.evaluate.metrics.motion_stats import EYE_KEYPOINTS, LIP_KEYPOINTS, keypoint_energy, motion_stats
+from ditto_research.evaluate.metrics.motion_stats import (
+    EYE_KEYPOINTS,
+    LIP_KEYPOINTS,
+    keypoint_energy,
+    motion_stats,
+)
 
 EXP_START = 202  # exp columns 202:265, keypoint k at 202 + 3 k + (x, y, z)
 

@@ -1,4 +1,5 @@
-"""python -m ditto_research.evaluate.report on a synthetic sweep: tables, plots, failures, the random-weights warning."""
+"""python -m ditto_research.evaluate.report on a synthetic sweep: tables, plots, failures, the random-weights
+warning."""
 
 from __future__ import annotations
 
@@ -39,8 +40,12 @@ def test_varied_params_leave_out_what_the_sampler_decides(sweep):
 def test_report_files_plots_and_failures(sweep):
     md, page = write_report(sweep)
     text = md.read_text()
-    for name in ("report_latency_stages.png", "report_fps_vs_steps.png", "report_sync_vs_steps.png",
-                 "report_online_latency_cdf.png"):
+    for name in (
+        "report_latency_stages.png",
+        "report_fps_vs_steps.png",
+        "report_sync_vs_steps.png",
+        "report_online_latency_cdf.png",
+    ):
         assert (sweep / name).stat().st_size > 1000 and f"]({name})" in text
     assert "Random weights" in text and "meaningless" in text
     assert "| heun | 5 | offline | failed |" in text

@@ -9,6 +9,6 @@ module                 what it measures
 :mod:`.latency`        percentile summaries of per-frame latencies, real-time factor, peak RSS / CUDA memory
 =====================  =======================================================================================
 
-The submodules are imported on use (``from ditto_research.evaluate.metrics.syncnet import lse_scores``) so that importing
-this package pulls in neither torch models nor MediaPipe.
+The submodules are imported on use (``from ditto_research.evaluate.metrics.syncnet import lse_scores``) so
+that importing this package pulls in neither torch models nor MediaPipe.
 """

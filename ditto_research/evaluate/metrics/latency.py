@@ -52,8 +52,13 @@ def summarize_latencies(seconds: Sequence[float] | np.ndarray) -> LatencySummary
         raise InputError("latencies must be finite and non-negative seconds")
     ms = values * 1000.0
     p50, p95 = np.percentile(ms, [50, 95])
-    return LatencySummary(count=int(ms.size), mean_ms=float(ms.mean()), p50_ms=float(p50), p95_ms=float(p95),
-                          max_ms=float(ms.max()))
+    return LatencySummary(
+        count=int(ms.size),
+        mean_ms=float(ms.mean()),
+        p50_ms=float(p50),
+        p95_ms=float(p95),
+        max_ms=float(ms.max()),
+    )
 
 
 def real_time_factor(processing_seconds: float, media_seconds: float) -> float:

@@ -66,8 +66,10 @@ def motion_stats(motion: np.ndarray) -> MotionStats:
     motion = np.asarray(motion)
     widths = (MOTION_LAYOUT.motion_dim, MOTION_LAYOUT.full_dim)
     if motion.ndim != 2 or motion.shape[1] not in widths or len(motion) == 0:
-        raise InputError(f"motion must be an (N, {widths[0]}) array with N >= 1 (or (N, {widths[1]})), got "
-                         f"shape {motion.shape}")
+        raise InputError(
+            f"motion must be an (N, {widths[0]}) array with N >= 1 (or (N, {widths[1]})), got "
+            f"shape {motion.shape}"
+        )
     if not np.isfinite(motion).all():
         raise InputError("motion holds NaN or infinite values")
 

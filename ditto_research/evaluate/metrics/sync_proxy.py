@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.errors import InputError
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class SyncProxyScore:
     correlations: np.ndarray
 
 
-def audio_rms_envelope(audio: np.ndarray, sample_rate: int = 16000, fps: float = 25.0) -> np.ndarray:
+def audio_rms_envelope(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, fps: float = FPS) -> np.ndarray:
     """(F,) float64 RMS of mono ``audio`` per video frame: frame ``t`` covers samples
     ``[round(t hop), round((t + 1) hop))`` with ``hop = sample_rate / fps``; a trailing partial frame counts.
 
@@ -98,7 +99,7 @@ def lagged_correlations(
         start, stop = max(0, k), min(len(mouth), len(envelope) + k)
         if stop - start < min_overlap:
             continue
-        x, y = mouth[start:stop], envelope[start - k:stop - k]
+        x, y = mouth[start:stop], envelope[start - k : stop - k]
         valid = np.isfinite(x) & np.isfinite(y)
         if valid.sum() >= min_overlap:
             correlations[index] = _pearson(x[valid], y[valid])
@@ -118,8 +119,8 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 def sync_proxy_score(
     mouth_opening: np.ndarray,
     audio: np.ndarray,
-    sample_rate: int = 16000,
-    fps: float = 25.0,
+    sample_rate: int = SAMPLE_RATE,
+    fps: float = FPS,
     max_offset: int = 15,
     min_overlap: int = 10,
 ) -> SyncProxyScore:
@@ -163,8 +164,9 @@ def mouth_opening_series(
         for index, frame in enumerate(frames):
             image = np.asarray(frame)
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise InputError(f"frame {index} must be an (H, W, 3) uint8 image, got {image.shape} "
-                                 f"{image.dtype}")
+                raise InputError(
+                    f"frame {index} must be an (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
+                )
             rgb = image if channel_order == "rgb" else np.ascontiguousarray(image[..., ::-1])
             try:
                 previous = mesh.locate(rgb, previous, what=f"frame {index}")

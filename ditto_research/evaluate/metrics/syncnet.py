@@ -94,12 +94,16 @@ _LIP_TOWER = (
 
 
 def _tower(blocks: Sequence[_Conv], dims: Literal[2, 3]) -> nn.Sequential:
-    conv, norm, pool = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if dims == 2 else (
-        nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d)
+    conv, norm, pool = (
+        (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d)
+    )
     layers: list[nn.Module] = []
     for block in blocks:
-        layers += [conv(block.c_in, block.c_out, block.kernel, block.stride, block.padding),
-                   norm(block.c_out), nn.ReLU(inplace=True)]
+        layers += [
+            conv(block.c_in, block.c_out, block.kernel, block.stride, block.padding),
+            norm(block.c_out),
+            nn.ReLU(inplace=True),
+        ]
         if block.pool is not None:
             kernel, stride, padding = block.pool
             is_identity = all(k == 1 for k in kernel)
@@ -108,8 +112,9 @@ def _tower(blocks: Sequence[_Conv], dims: Literal[2, 3]) -> nn.Sequential:
 
 
 def _head(embed_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-                         nn.Linear(512, embed_dim))
+    return nn.Sequential(
+        nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, embed_dim)
+    )
 
 
 class SyncNet(nn.Module):
@@ -161,21 +166,31 @@ def load_syncnet(path: str | Path, device: torch.device | str = "cpu") -> SyncNe
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for foreign / corrupt files
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"SyncNet weights {path} cannot be read as a torch state dict ({reason}): "
-                              f"{hint}") from e
+        raise CheckpointError(
+            f"SyncNet weights {path} cannot be read as a torch state dict ({reason}): {hint}"
+        ) from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"SyncNet weights {path} hold a {type(state).__name__}, not a state dict of "
-                              f"tensors: {hint}")
+        raise CheckpointError(
+            f"SyncNet weights {path} hold a {type(state).__name__}, not a state dict of tensors: {hint}"
+        )
     net = SyncNet()
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(k for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
     if missing or unexpected or wrong_shape:
-        problems = [f"{label} {len(keys)} (e.g. {keys[0]})" for label, keys in
-                    (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)) if keys]
-        raise CheckpointError(f"SyncNet weights {path} do not match SyncNet v2 ({'; '.join(problems)}): "
-                              f"{hint}")
+        problems = [
+            f"{label} {len(keys)} (e.g. {keys[0]})"
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape", wrong_shape),
+            )
+            if keys
+        ]
+        raise CheckpointError(
+            f"SyncNet weights {path} do not match SyncNet v2 ({'; '.join(problems)}): {hint}"
+        )
     net.load_state_dict(state)
     return net.to(device).eval()
 
@@ -210,8 +225,9 @@ def _mfcc_16k(samples: np.ndarray) -> np.ndarray:
     try:
         import python_speech_features
     except ImportError as e:
-        raise DittoError("SyncNet scores need python_speech_features: pip install python_speech_features==0.6"
-                         ) from e
+        raise DittoError(
+            "SyncNet scores need python_speech_features: pip install python_speech_features==0.6"
+        ) from e
     return python_speech_features.mfcc(samples, SAMPLE_RATE).T.astype(np.float32)
 
 
@@ -225,8 +241,9 @@ def _as_int16_scale(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     elif np.issubdtype(samples.dtype, np.floating):
         peak = float(np.abs(samples).max())
         if peak > 2.0:
-            raise InputError(f"float audio must lie in [-1, 1] (peak {peak:.1f}); pass int16 samples as "
-                             "int16")
+            raise InputError(
+                f"float audio must lie in [-1, 1] (peak {peak:.1f}); pass int16 samples as int16"
+            )
         samples = samples.astype(np.float64) * 32768.0
     else:
         raise InputError(f"audio must be int16 or float, got {samples.dtype}")
@@ -256,8 +273,10 @@ def syncnet_embeddings(
     """
     frames = np.asarray(frames_bgr)
     if frames.ndim != 4 or frames.shape[1:] != (CROP_SIZE, CROP_SIZE, 3) or frames.dtype != np.uint8:
-        raise InputError(f"SyncNet frames must be (T, {CROP_SIZE}, {CROP_SIZE}, 3) uint8 BGR face crops, got "
-                         f"{frames.shape} {frames.dtype}: crop them with crop_face_track")
+        raise InputError(
+            f"SyncNet frames must be (T, {CROP_SIZE}, {CROP_SIZE}, 3) uint8 BGR face crops, got "
+            f"{frames.shape} {frames.dtype}: crop them with crop_face_track"
+        )
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")
     samples = _as_int16_scale(audio, sample_rate)
@@ -265,8 +284,10 @@ def syncnet_embeddings(
     usable = min(len(frames), len(samples) // SAMPLES_PER_FRAME)
     num_windows = usable - CLIP_FRAMES
     if num_windows < 1:
-        raise InputError(f"SyncNet needs at least {CLIP_FRAMES + 1} frames of video and audio (0.24 s at "
-                         f"25 fps); got {len(frames)} frames and {len(samples)} samples at 16 kHz")
+        raise InputError(
+            f"SyncNet needs at least {CLIP_FRAMES + 1} frames of video and audio (0.24 s at "
+            f"25 fps); got {len(frames)} frames and {len(samples)} samples at 16 kHz"
+        )
     net.eval()  # BatchNorm on running statistics, as SyncNetInstance.evaluate sets it
     device = next(net.parameters()).device
     # (13, M) -> (L, 1, 13, 20): MFCC columns 4v .. 4v+19 for window v.
@@ -275,7 +296,7 @@ def syncnet_embeddings(
     for start in range(0, num_windows, batch):
         stop = min(num_windows, start + batch)
         # (n + 4, H, W, 3) frames -> (1, 3, n + 4, H, W) raw values, as floats only per batch.
-        chunk = torch.from_numpy(np.ascontiguousarray(frames[start:stop + CLIP_FRAMES - 1])).to(device)
+        chunk = torch.from_numpy(np.ascontiguousarray(frames[start : stop + CLIP_FRAMES - 1])).to(device)
         lip.append(net.embed_lip_sequence(chunk.permute(3, 0, 1, 2).unsqueeze(0).float()).cpu())
         aud.append(net.embed_audio(mfcc_windows[start:stop].contiguous().to(device)).cpu())
     return torch.cat(lip).numpy(), torch.cat(aud).numpy()
@@ -287,8 +308,9 @@ def sync_distances(
     """(L, 2 vshift + 1) float32: L2 distance of lip row ``i`` to audio row ``i + j - vshift`` (0 outside)."""
     lip_t, aud_t = torch.as_tensor(lip), torch.as_tensor(aud)
     if lip_t.ndim != 2 or lip_t.shape != aud_t.shape:
-        raise InputError(f"lip and audio embeddings must both be (L, D), got {tuple(lip_t.shape)} and "
-                         f"{tuple(aud_t.shape)}")
+        raise InputError(
+            f"lip and audio embeddings must both be (L, D), got {tuple(lip_t.shape)} and {tuple(aud_t.shape)}"
+        )
     if vshift < 0:
         raise InputError(f"vshift must be >= 0 frames, got {vshift}")
     width = 2 * vshift + 1
@@ -391,8 +413,9 @@ def _track_boxes(
     for index, frame in enumerate(frames):
         image = np.asarray(frame)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError(f"frame {index} must be an (H, W, 3) uint8 image, got {image.shape} "
-                             f"{image.dtype}")
+            raise InputError(
+                f"frame {index} must be an (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
+            )
         rgb = image if channel_order == "rgb" else np.ascontiguousarray(image[..., ::-1])
         try:
             previous = frontend.locate(rgb, previous, what=f"frame {index}")
@@ -416,8 +439,10 @@ def _crop_one(
     pad = int(half * (1 + 2 * crop_scale))
     padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(CROP_PAD_VALUE,) * 3)
     cy, cx = centre_y + pad, centre_x + pad
-    face = padded[int(cy - half):int(cy + half * (1 + 2 * crop_scale)),
-                  int(cx - half * (1 + crop_scale)):int(cx + half * (1 + crop_scale))]
+    face = padded[
+        int(cy - half) : int(cy + half * (1 + 2 * crop_scale)),
+        int(cx - half * (1 + crop_scale)) : int(cx + half * (1 + crop_scale)),
+    ]
     if face.size == 0:
         raise InputError(f"empty face crop (box half size {half:.1f} px): the face box is degenerate")
     return cv2.resize(face, (CROP_SIZE, CROP_SIZE))
