@@ -1,4 +1,5 @@
-"""The notebooks execute top to bottom on tiny settings (so they never rot): nbclient runs each in a kernel."""
+"""The notebooks execute top to bottom on tiny settings (so they never rot): nbclient runs each in a
+kernel."""
 
 from __future__ import annotations
 
@@ -17,15 +18,21 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 
 def execute(name: str, cwd: Path) -> nbformat.NotebookNode:
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(cwd)}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    )
     client.execute()
     return notebook
 
 
 def outputs(notebook: nbformat.NotebookNode, kind: str) -> list:
-    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
-            if o.get("output_type") == kind or kind in o.get("data", {})]
+    return [
+        o
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for o in cell.outputs
+        if o.get("output_type") == kind or kind in o.get("data", {})
+    ]
 
 
 def test_quickstart_runs_the_pipeline_and_shows_frames_and_video(tmp_path, monkeypatch):
@@ -47,6 +54,8 @@ def test_analyze_sweep_loads_a_sweep_and_plots(tmp_path, monkeypatch):
     monkeypatch.setenv("DITTO_SWEEP_DIR", str(tmp_path / "multirun"))
     notebook = execute("analyze_sweep.ipynb", tmp_path)
     text = "".join(o.get("text", "") for o in outputs(notebook, "stream"))
-    assert "5 runs, varied: ['sampler', 'steps']" in text and "run sampler=heun steps=5 -> sampler=heun" in text
+    assert (
+        "5 runs, varied: ['sampler', 'steps']" in text and "run sampler=heun steps=5 -> sampler=heun" in text
+    )
     assert len(outputs(notebook, "image/png")) >= 3
     assert any("<table>" in o["data"]["text/html"] for o in outputs(notebook, "text/html"))
