@@ -23,8 +23,12 @@ pytest.importorskip("pytest_benchmark", reason="pip install pytest-benchmark (a 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ditto benchmarks")
-    group.addoption("--bench-model", default="untrained", choices=["untrained", "tiny"],
-                    help="networks to time: full size with random weights (default) or tiny")
+    group.addoption(
+        "--bench-model",
+        default="untrained",
+        choices=["untrained", "tiny"],
+        help="networks to time: full size with random weights (default) or tiny",
+    )
     group.addoption("--bench-steps", type=int, default=10, help="sampler steps of the motion benchmark")
     group.addoption("--bench-rounds", type=int, default=5, help="timed rounds per benchmark")
 
@@ -47,9 +51,15 @@ def bench(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
     model = request.config.getoption("--bench-model")
     steps = request.config.getoption("--bench-steps")
-    session = TalkingHeadSession.from_overrides([
-        f"model={model}", "audio_encoder=untrained", "face=mediapipe", f"sampler.steps={steps}", "progress=false",
-    ])
+    session = TalkingHeadSession.from_overrides(
+        [
+            f"model={model}",
+            "audio_encoder=untrained",
+            "face=mediapipe",
+            f"sampler.steps={steps}",
+            "progress=false",
+        ]
+    )
     torch.set_grad_enabled(False)
     _ = session.networks, session.encoder
     source = session.register(example_source())

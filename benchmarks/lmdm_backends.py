@@ -1,10 +1,11 @@
 """LMDM sampling per window: torch vs the official ONNX guided step vs the cached ONNX pair.
 
-    python -m ditto_research.export.onnx model=untrained networks=[lmdm] lmdm_form=both verify=false output_dir=/tmp/lmdm_onnx
+    python -m ditto_research.export.onnx model=untrained networks=[lmdm] lmdm_form=both verify=false \\
+        output_dir=/tmp/lmdm_onnx
     python benchmarks/lmdm_backends.py --onnx-dir /tmp/lmdm_onnx [--runs 3] [--threads 2]
 
-One window = 80 frames sampled with ``--sampler`` (default the reference DDIM, 50 steps) through the pipeline's
-window sampler (:func:`ditto_research.pipeline.networks.build_window_sampler`):
+One window = 80 frames sampled with ``--sampler`` (default the reference DDIM, 50 steps) through the
+pipeline's window sampler (:func:`ditto_research.pipeline.networks.build_window_sampler`):
 
 - torch: the PyTorch LMDM (condition memory once per window, time conditioning once per grid);
 - onnxruntime, official step: ``lmdm_v0.4_hubert.onnx``, the whole guided step (condition encoder included)
@@ -58,9 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     from ditto_research.config.schema import SamplerConfig
     from ditto_research.pipeline.networks import build_window_sampler
 
-    parser = argparse.ArgumentParser(prog="python benchmarks/lmdm_backends.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx-dir", type=Path, required=True, help="folder with the official LMDM file and the pair")
-    parser.add_argument("--model", default="untrained", choices=("untrained", "tiny"), help="weights of the export")
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/lmdm_backends.py", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--onnx-dir", type=Path, required=True, help="folder with the official LMDM file and the pair"
+    )
+    parser.add_argument(
+        "--model", default="untrained", choices=("untrained", "tiny"), help="weights of the export"
+    )
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
@@ -70,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     pair = lmdm_pair_paths(args.onnx_dir)
     official_path = args.onnx_dir / get_io("lmdm").onnx_file
     if pair is None or not official_path.is_file():
-        print(f"error: {args.onnx_dir} needs lmdm_v0.4_hubert.onnx and its cached pair; write them with: python -m "
-              f"ditto_research.export.onnx model={args.model} networks=[lmdm] lmdm_form=both output_dir={args.onnx_dir}", file=sys.stderr)
+        print(
+            f"error: {args.onnx_dir} needs lmdm_v0.4_hubert.onnx and its cached pair; write them with: "
+            f"python -m ditto_research.export.onnx model={args.model} networks=[lmdm] lmdm_form=both "
+            f"output_dir={args.onnx_dir}",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(args.threads)
     lmdms = {
@@ -79,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         "onnxruntime, cached pair": open_lmdm_pair(*pair, num_threads=args.threads),
     }
     first = next(iter(lmdms.values()))
-    torch_lmdm = make_backend("pytorch", model_name=args.model, cond_dim=first.cond_dim,
-                              seq_frames=first.seq_frames).load("lmdm")
+    torch_lmdm = make_backend(
+        "pytorch", model_name=args.model, cond_dim=first.cond_dim, seq_frames=first.seq_frames
+    ).load("lmdm")
     lmdms = {"torch (condition memory once per window)": torch_lmdm, **lmdms}
 
     gen = torch.Generator().manual_seed(0)
@@ -92,11 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     reference = next(iter(agreement.values()))
 
     print(_uptime(), flush=True)
-    timings = time_windows({name: (lambda s=sample: s(kp_cond, cond)) for name, sample in samplers.items()}, args.runs)
+    timings = time_windows(
+        {name: (lambda s=sample: s(kp_cond, cond)) for name, sample in samplers.items()}, args.runs
+    )
     print(_uptime())
     base = next(iter(timings.values()))
-    print(f"LMDM window ({first.seq_frames} frames, sampler={args.sampler}, {args.steps} steps, model={args.model}, "
-          f"batch 1, fp32, {args.threads} threads; median of {args.runs} windows after a warm-up)")
+    print(
+        f"LMDM window ({first.seq_frames} frames, sampler={args.sampler}, {args.steps} steps, "
+        f"model={args.model}, batch 1, fp32, {args.threads} threads; median of {args.runs} windows "
+        "after a warm-up)"
+    )
     print("| LMDM | ms / window | ms / frame | torch / this | max rel diff vs torch |")
     print("|---|---:|---:|---:|---:|")
     for name, ms in timings.items():

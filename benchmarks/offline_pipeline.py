@@ -30,11 +30,13 @@ from ditto_research.render.writer import VideoWriter
 
 
 def write_speech_elsewhere(path: Path, seconds: float) -> Path:
-    """Synthesize the test speech in a child process: its float64 temporaries (~40 MB for 60 s) would otherwise
-    raise this process's peak RSS before the run and blur the memory-vs-length comparison."""
-    code = ("import sys; from ditto_research.audio.io import write_wav; "
-            "from ditto_research.examples import synthetic_speech; "
-            "write_wav(sys.argv[1], synthetic_speech(float(sys.argv[2])))")
+    """Synthesize the test speech in a child process: its float64 temporaries (~40 MB for 60 s) would
+    otherwise raise this process's peak RSS before the run and blur the memory-vs-length comparison."""
+    code = (
+        "import sys; from ditto_research.audio.io import write_wav; "
+        "from ditto_research.examples import synthetic_speech; "
+        "write_wav(sys.argv[1], synthetic_speech(float(sys.argv[2])))"
+    )
     subprocess.run([sys.executable, "-c", code, str(path), str(seconds)], check=True)
     return path
 
@@ -83,24 +85,45 @@ def main() -> None:
     parser.add_argument("--source", default="image", choices=["image", "video"])
     parser.add_argument("--source-seconds", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="threads per render stage, backend.num_threads (0: the library default, every core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads per render stage, backend.num_threads (0: the library default, every core)",
+    )
     parser.add_argument("--skip-alone", action="store_true", help="do not time stages alone")
     parser.add_argument("--backend", default="pytorch", choices=["pytorch", "onnx"])
-    parser.add_argument("--onnx-dir", type=Path, default=None,
-                        help="exports of the same model for --backend onnx (python -m ditto_research.export.onnx model=untrained)")
+    parser.add_argument(
+        "--onnx-dir",
+        type=Path,
+        default=None,
+        help="exports of the same model for --backend onnx "
+        "(python -m ditto_research.export.onnx model=untrained)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
 
-    overrides = [f"model={args.model}", "audio_encoder=untrained", "face=mediapipe", f"sampler.steps={args.steps}",
-                 "progress=false", "overwrite=true", f"backend={args.backend}", f"backend.num_threads={args.threads}"]
+    overrides = [
+        f"model={args.model}",
+        "audio_encoder=untrained",
+        "face=mediapipe",
+        f"sampler.steps={args.steps}",
+        "progress=false",
+        "overwrite=true",
+        f"backend={args.backend}",
+        f"backend.num_threads={args.threads}",
+    ]
     if args.onnx_dir is not None:
         overrides.append(f"backend.onnx_dir={args.onnx_dir}")
     session = TalkingHeadSession.from_overrides(overrides)
     alone = {} if args.skip_alone else stages_alone_ms(session, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         audio = write_speech_elsewhere(Path(tmp) / "speech.wav", args.seconds)
-        source = write_video(Path(tmp) / "src.mp4", args.source_seconds) if args.source == "video" else example_source()
+        source = (
+            write_video(Path(tmp) / "src.mp4", args.source_seconds)
+            if args.source == "video"
+            else example_source()
+        )
         rss_before = peak_rss_mb()
         result = session.generate(source, audio, Path(tmp) / "out.mp4")
     numbers = {

@@ -19,7 +19,10 @@ def inputs(bench):
     generator = torch.Generator().manual_seed(0)
     window = (1, lmdm.seq_frames)
     return {
-        "image": image, "kp": kp, "f_s": f_s, "feature": nets.warp_network(f_s, kp, kp),
+        "image": image,
+        "kp": kp,
+        "f_s": f_s,
+        "feature": nets.warp_network(f_s, kp, kp),
         "x": torch.randn(*window, lmdm.motion_dim, generator=generator),
         "cond_frame": torch.randn(1, lmdm.motion_dim, generator=generator),
         "cond": torch.randn(*window, lmdm.cond_dim, generator=generator),
@@ -49,5 +52,7 @@ def test_stitch_network(run, bench, inputs):
 
 def test_lmdm_guided_step(run, bench, inputs):
     """One denoising step with both guidance branches (the ONNX interface of the LMDM)."""
-    noise, x_start = run(bench.session.networks.lmdm, inputs["x"], inputs["cond_frame"], inputs["cond"], inputs["t"])
+    noise, x_start = run(
+        bench.session.networks.lmdm, inputs["x"], inputs["cond_frame"], inputs["cond"], inputs["t"]
+    )
     assert noise.shape == x_start.shape == inputs["x"].shape

@@ -32,16 +32,24 @@ def chain(bench):
     session, source = bench.session, bench.source
     nets = session.networks
     motion = session.generate_motion(bench.audio, source)
-    stitch = StitchStage(build_stitcher(session.cfg.control, nets.stitch_network, source, len(motion)), source,
-                         build_frame_controls(session.cfg.control, len(motion)))
+    stitch = StitchStage(
+        build_stitcher(session.cfg.control, nets.stitch_network, source, len(motion)),
+        source,
+        build_frame_controls(session.cfg.control, len(motion)),
+    )
     warp, decode, paste = WarpStage(nets.warp_network, source), DecodeStage(nets.decoder), PasteStage(source)
     motion_item = FrameMotion(0, MotionInfo.from_array(motion).frame(0))
     keypoints = one(stitch.process(motion_item))
     feature = one(warp.process(keypoints))
     render = one(decode.process(feature))
     image = one(paste.process(render)).image
-    return {"stitch": (stitch, motion_item), "warp": (warp, keypoints), "decode": (decode, feature),
-            "paste": (paste, render), "image": image}
+    return {
+        "stitch": (stitch, motion_item),
+        "warp": (warp, keypoints),
+        "decode": (decode, feature),
+        "paste": (paste, render),
+        "image": image,
+    }
 
 
 def test_registration(run, bench):
@@ -87,8 +95,8 @@ def test_sync_proxy_25_frames(run, bench):
     """MediaPipe mouth opening on 25 frames of the source portrait (the weights-free lip-sync proxy)."""
     import cv2
 
-    from ditto_research.examples import example_source
     from ditto_research.evaluate.metrics.sync_proxy import mouth_opening_series
+    from ditto_research.examples import example_source
 
     frame = cv2.cvtColor(cv2.imread(str(example_source())), cv2.COLOR_BGR2RGB)
     assert np.isfinite(run(mouth_opening_series, [frame] * FRAMES)).all()

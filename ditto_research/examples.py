@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from ditto_research.constants import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ def cache_dir() -> Path:
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Write through a temporary file in the same folder, then rename (concurrent jobs never see half a file)."""
+    """Write through a temporary file in the same folder, then rename (concurrent jobs never see half a
+    file)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
@@ -79,7 +81,9 @@ def example_audio(directory: Path | None = None, text: str = EXAMPLE_SENTENCE) -
     if espeak:
         path = directory / f"speech_{hashlib.sha1(text.encode()).hexdigest()[:10]}.wav"
         if not path.is_file():
-            atomic_write(path, lambda p: subprocess.run([espeak, "-w", str(p), text], check=True, capture_output=True))
+            atomic_write(
+                path, lambda p: subprocess.run([espeak, "-w", str(p), text], check=True, capture_output=True)
+            )
         return path
     path = directory / "synthetic_speech.wav"
     if not path.is_file():

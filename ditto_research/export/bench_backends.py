@@ -1,11 +1,13 @@
-"""Per-network latency, torch vs onnxruntime (fp32) at full size: ``python -m ditto_research.export.bench_backends``.
+"""Per-network latency, torch vs onnxruntime (fp32) at full size: \
+``python -m ditto_research.export.bench_backends``.
 
-    python -m ditto_research.export.bench_backends [--runs 5] [--threads N] [--onnx-dir DIR] [--write-docs docs/backends.md]
+    python -m ditto_research.export.bench_backends [--runs 5] [--threads N] [--onnx-dir DIR] \\
+        [--write-docs docs/backends.md]
 
 Networks have seeded random weights (model=untrained: same compute as the official ones). Without
 ``--onnx-dir`` they are exported (unverified, for speed) into a temporary folder first. Each call is timed
-after one warm-up; the median of ``--runs`` calls is reported. The machine may be shared: ``uptime`` is printed
-with the table, and the two backends alternate call by call so load changes hit both alike.
+after one warm-up; the median of ``--runs`` calls is reported. The machine may be shared: ``uptime`` is
+printed with the table, and the two backends alternate call by call so load changes hit both alike.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import torch
 from ditto_research.backends import RENDER_NETWORKS, example_inputs, make_backend
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-# Per frame of video: stitch + warp + decode. Per 80-frame window: 50 guided LMDM steps (DDIM 50, the default).
+# Per frame of video: stitch + warp + decode. Per 80-frame window: 50 guided LMDM steps (DDIM 50, the
+# default).
 FRAME_NETWORKS = ("stitch_network", "warp_network", "decoder")
 
 
@@ -69,7 +72,9 @@ def benchmark(onnx_dir: Path, runs: int, threads: int, networks: tuple[str, ...]
         }
         result = _median_ms(calls, runs)
         timings.append(Timing(name, result["torch"], result["onnx"]))
-        print(f"{name:22s} torch {result['torch']:9.1f} ms   onnxruntime {result['onnx']:9.1f} ms", flush=True)
+        print(
+            f"{name:22s} torch {result['torch']:9.1f} ms   onnxruntime {result['onnx']:9.1f} ms", flush=True
+        )
     return timings
 
 
@@ -84,8 +89,9 @@ def render_table(timings: list[Timing], runs: int, threads: int, uptime: str) ->
     import onnxruntime
 
     setup = (
-        f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, {threads} threads each; "
-        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; median of {runs} calls after a warm-up."
+        f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, {threads} "
+        f"threads each; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; median of {runs} "
+        "calls after a warm-up."
     )
     lines = [
         setup,
@@ -107,7 +113,10 @@ def render_table(timings: list[Timing], runs: int, threads: int, uptime: str) ->
             "| | torch | onnxruntime |",
             "|---|---:|---:|",
             f"| stitch + warp + decode, ms/frame | {frame['torch_ms']:.0f} | {frame['onnx_ms']:.0f} |",
-            f"| LMDM, 50 guided steps per 80 frames, ms/frame | {lmdm['torch_ms']:.0f} | {lmdm['onnx_ms']:.0f} |",
+            (
+                f"| LMDM, 50 guided steps per 80 frames, ms/frame | {lmdm['torch_ms']:.0f} | "
+                f"{lmdm['onnx_ms']:.0f} |"
+            ),
             f"| sequential fps bound | {1000 / total['torch_ms']:.2f} | {1000 / total['onnx_ms']:.2f} |",
         ]
     return "\n".join(lines)
@@ -123,7 +132,9 @@ def write_docs(path: Path, table: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ditto_research.export.bench_backends", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ditto_research.export.bench_backends", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--onnx-dir", type=Path, default=None, help="untrained fp32 exports to reuse")
@@ -141,8 +152,14 @@ def main(argv: list[str] | None = None) -> int:
 
             onnx_dir = Path(tmp)
             print(f"exporting untrained networks to {onnx_dir} ...", flush=True)
-            run_export(ExportConfig(model=ModelConfig(name="untrained"), output_dir=str(onnx_dir),
-                                    networks=list(args.networks), verify=False))
+            run_export(
+                ExportConfig(
+                    model=ModelConfig(name="untrained"),
+                    output_dir=str(onnx_dir),
+                    networks=list(args.networks),
+                    verify=False,
+                )
+            )
         timings = benchmark(onnx_dir, args.runs, args.threads, tuple(args.networks))
     uptime = _uptime()
     table = render_table(timings, args.runs, args.threads, uptime)

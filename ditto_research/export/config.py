@@ -1,7 +1,8 @@
-"""Structured configs of ``python -m ditto_research.export.onnx`` (``conf/export.yaml``) and ``python -m ditto_research.export.tensorrt``.
+"""Structured configs of ``python -m ditto_research.export.onnx`` (``conf/export.yaml``) and
+``python -m ditto_research.export.tensorrt``.
 
-Every knob is declared once here with what it does; ``register_export_configs()`` stores the schemas in Hydra's
-ConfigStore (``base_export`` extended by ``conf/export.yaml``; ``export_tensorrt`` used as is).
+Every knob is declared once here with what it does; ``register_export_configs()`` stores the schemas in
+Hydra's ConfigStore (``base_export`` extended by ``conf/export.yaml``; ``export_tensorrt`` used as is).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class ExportConfig:
     """Root of ``python -m ditto_research.export.onnx``."""
 
     model: ModelConfig = MISSING
-    # Condition flags: the LMDM's condition width for model=untrained/tiny (model=ditto reads it from the file).
+    # Condition flags: the LMDM's condition width for model=untrained/tiny (model=ditto reads it from the
+    # file).
     motion: MotionConfig = field(default_factory=MotionConfig)
     # Folder laid out like the official ditto_onnx/ (null: <checkpoint_root>/ditto_onnx for model=ditto,
     # exports/<model>_onnx otherwise). Existing files of the exported networks are replaced.
@@ -83,13 +85,19 @@ class ExportConfig:
         if self.precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision={self.precision!r} is not valid; choose one of: fp32, fp16")
         if self.grid_sample not in GRID_SAMPLE_MODES:
-            raise ConfigError(f"grid_sample={self.grid_sample!r} is not valid; choose one of: native, decomposed")
+            raise ConfigError(
+                f"grid_sample={self.grid_sample!r} is not valid; choose one of: native, decomposed"
+            )
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ConfigError(f"opset={self.opset} is out of range; choose {MIN_OPSET}..{MAX_OPSET}")
         if self.lmdm_form not in LMDM_FORMS:
-            raise ConfigError(f"lmdm_form={self.lmdm_form!r} is not valid; choose one of: {', '.join(LMDM_FORMS)}")
+            raise ConfigError(
+                f"lmdm_form={self.lmdm_form!r} is not valid; choose one of: {', '.join(LMDM_FORMS)}"
+            )
         if self.opset < 20 and self.grid_sample == "native" and "warp_network" in self.networks:
-            raise ConfigError(f"opset={self.opset} has no 5-D GridSample; use opset=20 or grid_sample=decomposed")
+            raise ConfigError(
+                f"opset={self.opset} has no 5-D GridSample; use opset=20 or grid_sample=decomposed"
+            )
         if "hubert" in self.networks and not self.hubert_path:
             raise ConfigError("networks includes hubert: set hubert_path=DIR (a transformers HuBERT folder)")
         if self.tolerance is not None and self.tolerance <= 0:
@@ -122,7 +130,8 @@ def resolve_output_dir(cfg: ExportConfig) -> Path:
 
 @dataclass
 class TensorRTExportConfig:
-    """Root of ``python -m ditto_research.export.tensorrt``: engines from the ONNX files of ``python -m ditto_research.export.onnx``."""
+    """Root of ``python -m ditto_research.export.tensorrt``: engines from the ONNX files of
+    ``python -m ditto_research.export.onnx``."""
 
     # Folder of ONNX files laid out like ditto_onnx/ (ours, or the official one).
     onnx_dir: str = "checkpoints/ditto_onnx"
@@ -157,7 +166,9 @@ class TensorRTExportConfig:
         if len(samples) != 3 or not 0 < samples[0] <= samples[1] <= samples[2]:
             raise ConfigError(f"hubert_samples={samples} must be [min, opt, max] with 0 < min <= opt <= max")
         if not 0 <= self.builder_optimization_level <= 5:
-            raise ConfigError(f"builder_optimization_level={self.builder_optimization_level} must lie in 0..5")
+            raise ConfigError(
+                f"builder_optimization_level={self.builder_optimization_level} must lie in 0..5"
+            )
         if self.workspace_gib <= 0:
             raise ConfigError(f"workspace_gib={self.workspace_gib} must be > 0")
 

@@ -1,9 +1,9 @@
 """5-D grid sampling written with gathers and trilinear weights, for runtimes without a 5-D ``GridSample``.
 
 ``F.grid_sample`` on a volume exports to ONNX ``GridSample`` (opset 20), which TensorRT below 11.2 and many
-other runtimes cannot run on 5-D inputs (the original ships a custom TensorRT plugin for it). The functions here
-compute the same values from ops every runtime has (Floor, Min/Max, Cast, Gather, Where, element-wise math):
-bilinear interpolation, zero padding, as the warping network uses it.
+other runtimes cannot run on 5-D inputs (the original ships a custom TensorRT plugin for it). The functions
+here compute the same values from ops every runtime has (Floor, Min/Max, Cast, Gather, Where, element-wise
+math): bilinear interpolation, zero padding, as the warping network uses it.
 
 The arithmetic follows PyTorch's CPU kernel term by term (corner order top-north-west .. bottom-south-east,
 weights multiplied x * y * z, out-of-range corners skipped), so on CPU the result equals the native op up to
@@ -33,7 +33,9 @@ def unnormalize(coord: torch.Tensor, size: int | torch.Tensor, align_corners: bo
     return ((coord + 1) * size - 1) / 2
 
 
-def _corner_axis(index: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def _corner_axis(
+    index: torch.Tensor,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Index-space coordinate -> ((low corner, high corner), (low weight, high weight))."""
     low = torch.floor(index)
     high = low + 1

@@ -1,13 +1,17 @@
-"""``python -m ditto_research.export.onnx``: write the Ditto networks as ONNX files laid out like the official ``ditto_onnx/``.
+"""``python -m ditto_research.export.onnx``: write the Ditto networks as ONNX files laid out like the official
+``ditto_onnx/``.
 
     python -m ditto_research.export.onnx model=ditto output_dir=checkpoints/ditto_onnx
-    python -m ditto_research.export.onnx model=untrained precision=fp16 grid_sample=decomposed output_dir=/tmp/onnx
-    python -m ditto_research.export.onnx model=ditto networks=[lmdm] lmdm_form=cached output_dir=checkpoints/ditto_onnx
+    python -m ditto_research.export.onnx model=untrained precision=fp16 grid_sample=decomposed \\
+        output_dir=/tmp/onnx
+    python -m ditto_research.export.onnx model=ditto networks=[lmdm] lmdm_form=cached \\
+        output_dir=checkpoints/ditto_onnx
 
 Each file gets the official input/output names (:data:`ditto_research.backends.base.NETWORK_IO`), opset 20 by
-default, optional dynamic batch, and ``ditto.*`` metadata (precision, grid_sample, guidance_weight, model) that
-the ONNX backend checks. Right after writing, every file is run on onnxruntime against the float32 torch module
-(:mod:`ditto_research.export.verify`) and the error is printed; a file beyond tolerance fails the export.
+default, optional dynamic batch, and ``ditto.*`` metadata (precision, grid_sample, guidance_weight, model)
+that the ONNX backend checks. Right after writing, every file is run on onnxruntime against the float32 torch
+module (:mod:`ditto_research.export.verify`) and the error is printed; a file beyond tolerance fails the
+export.
 
 Random weights (model=untrained / tiny) use the pipeline's seeds (``model.seed`` + the network's index), so an
 untrained export computes the same functions as ``backend=pytorch model=untrained``.
@@ -49,7 +53,8 @@ VERIFY_BATCHES = (1, 3)  # batches a dynamic-batch file is verified at
 
 
 class IOWrapper(nn.Module):
-    """Official I/O around a network: the outputs as one flat tuple (named tuples and single tensors alike)."""
+    """Official I/O around a network: the outputs as one flat tuple (named tuples and single tensors
+    alike)."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -69,14 +74,17 @@ def convert_to_fp16(model: Any) -> Any:
     """float32 graph -> float16 compute with float32 inputs/outputs; grid sampling stays float32.
 
     Uses onnxruntime's float16 converter (shipped with onnxruntime), which keeps inputs that must stay float32
-    (e.g. Resize scales) and wraps each blocked node in casts. Casts between two blocked nodes would round their
-    float32 values through float16, so those round trips are removed again, and the nodes are re-sorted.
+    (e.g. Resize scales) and wraps each blocked node in casts. Casts between two blocked nodes would round
+    their float32 values through float16, so those round trips are removed again, and the nodes are re-sorted.
     """
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     blocked = [node.name for node in model.graph.node if is_grid_sample_node(node)]
     model = convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, "GridSample"], node_block_list=blocked
+        model,
+        keep_io_types=True,
+        op_block_list=[*DEFAULT_OP_BLOCK_LIST, "GridSample"],
+        node_block_list=blocked,
     )
     _remove_round_trip_casts(model.graph)
     _sort_topologically(model.graph)
@@ -111,7 +119,11 @@ def _remove_round_trip_casts(graph: Any) -> int:
             if name in rename:
                 node.input[i] = rename[name]
     used = {name for n in kept for name in n.input} | graph_outputs
-    kept = [n for n in kept if not (n.op_type == "Cast" and cast_to(n) == TensorProto.FLOAT16 and n.output[0] not in used)]
+    kept = [
+        n
+        for n in kept
+        if not (n.op_type == "Cast" and cast_to(n) == TensorProto.FLOAT16 and n.output[0] not in used)
+    ]
     del graph.node[:]
     graph.node.extend(kept)
     return removed
@@ -160,10 +172,16 @@ class HubertExportModule(nn.Module):
 
 
 def build_network(
-    name: str, model: ModelConfig, motion: MotionConfig, *, grid_sample: nn.Module | None = None,
-    guidance_weight: float = 2.0, hubert_path: str | None = None,
+    name: str,
+    model: ModelConfig,
+    motion: MotionConfig,
+    *,
+    grid_sample: nn.Module | None = None,
+    guidance_weight: float = 2.0,
+    hubert_path: str | None = None,
 ) -> nn.Module:
-    """The float32 torch module of ``name`` as ``model`` describes it (checkpoint, or the pipeline's seeds)."""
+    """The float32 torch module of ``name`` as ``model`` describes it (checkpoint, or the pipeline's
+    seeds)."""
     from ditto_research.checkpoints import CheckpointRoot
     from ditto_research.models import NETWORK_NAMES, load_network
 
@@ -190,7 +208,9 @@ def _load_hubert(path: str | None) -> nn.Module:
     try:
         from transformers import HubertModel
     except ImportError as e:
-        raise ConfigError("exporting hubert needs the optional 'transformers' package: pip install transformers") from e
+        raise ConfigError(
+            "exporting hubert needs the optional 'transformers' package: pip install transformers"
+        ) from e
     if not path or not (Path(path) / "config.json").is_file():
         raise CheckpointError(f"hubert_path={path} is not a transformers HuBERT folder (no config.json)")
     model = HubertModel.from_pretrained(str(path), attn_implementation="eager")
@@ -222,8 +242,15 @@ def _quiet_stdout() -> Iterator[None]:
 
 
 def export_module(
-    module: nn.Module, name: str | NetworkIO, path: str | Path, inputs: Sequence[torch.Tensor], *, opset: int = 20,
-    dynamic_batch: bool = False, fp16: bool = False, metadata: dict[str, str] | None = None,
+    module: nn.Module,
+    name: str | NetworkIO,
+    path: str | Path,
+    inputs: Sequence[torch.Tensor],
+    *,
+    opset: int = 20,
+    dynamic_batch: bool = False,
+    fp16: bool = False,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Trace ``module`` (official I/O order) into ``path`` with the official names; written atomically.
 
@@ -239,14 +266,20 @@ def export_module(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     try:
-        # Tracer / legacy-exporter notices and the exporter's graph dump on failure: the file is verified anyway,
-        # and a failure is reported as one ExportError line.
+        # Tracer / legacy-exporter notices and the exporter's graph dump on failure: the file is verified
+        # anyway, and a failure is reported as one ExportError line.
         with warnings.catch_warnings(), torch.no_grad(), _quiet_stdout():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, tuple(inputs), str(partial), dynamo=False, opset_version=opset,
-                input_names=list(io.input_names), output_names=list(io.output_names),
-                dynamic_axes=_dynamic_axes(io, dynamic_batch), do_constant_folding=True,
+                module,
+                tuple(inputs),
+                str(partial),
+                dynamo=False,
+                opset_version=opset,
+                input_names=list(io.input_names),
+                output_names=list(io.output_names),
+                dynamic_axes=_dynamic_axes(io, dynamic_batch),
+                do_constant_folding=True,
             )
         model = onnx.load(str(partial))
         if fp16:
@@ -276,7 +309,9 @@ class ExportResult:
 
 def _export_one(name: str, cfg: ExportConfig, out_dir: Path) -> ExportResult:
     fp16 = cfg.precision == "fp16" and name not in FP32_NETWORKS
-    reference = build_network(name, cfg.model, cfg.motion, guidance_weight=cfg.lmdm_guidance_weight, hubert_path=cfg.hubert_path)
+    reference = build_network(
+        name, cfg.model, cfg.motion, guidance_weight=cfg.lmdm_guidance_weight, hubert_path=cfg.hubert_path
+    )
     network = reference
     if name == "warp_network":  # the sampler as a module: its nodes get a "grid_sample" scope
         network = build_network(name, cfg.model, cfg.motion, grid_sample=make_grid_sample(cfg.grid_sample))
@@ -288,12 +323,22 @@ def _export_one(name: str, cfg: ExportConfig, out_dir: Path) -> ExportResult:
     if name == "lmdm":
         metadata["guidance_weight"] = repr(float(cfg.lmdm_guidance_weight))
     path = out_dir / get_graph_io(name).onnx_file
-    export_module(wrapped, name, path, inputs, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch, fp16=fp16,
-                  metadata={**metadata, "dynamic_batch": str(cfg.dynamic_batch).lower()})
+    export_module(
+        wrapped,
+        name,
+        path,
+        inputs,
+        opset=cfg.opset,
+        dynamic_batch=cfg.dynamic_batch,
+        fp16=fp16,
+        metadata={**metadata, "dynamic_batch": str(cfg.dynamic_batch).lower()},
+    )
     reports: list[VerifyReport] = []
     if cfg.verify:
         for batch in VERIFY_BATCHES if cfg.dynamic_batch else (1,):
-            check = example_inputs(name, reference, batch=batch, seed=cfg.verify_seed + 1, image_size=cfg.image_size)
+            check = example_inputs(
+                name, reference, batch=batch, seed=cfg.verify_seed + 1, image_size=cfg.image_size
+            )
             reports.append(verify_export(path, name, reference, check, cfg.verify_tolerance))
     return ExportResult(name, path, tuple(reports))
 
@@ -305,20 +350,33 @@ def _export_lmdm_pair(cfg: ExportConfig, out_dir: Path) -> list[ExportResult]:
     lmdm = build_network("lmdm", cfg.model, cfg.motion, guidance_weight=cfg.lmdm_guidance_weight)
     weight = float(cfg.lmdm_guidance_weight)
     metadata = {
-        "precision": "fp32", "model": cfg.model.name, "opset": str(cfg.opset), "lmdm_form": "cached",
-        "guidance_weight": repr(weight), "dynamic_batch": str(cfg.dynamic_batch).lower(),
+        "precision": "fp32",
+        "model": cfg.model.name,
+        "opset": str(cfg.opset),
+        "lmdm_form": "cached",
+        "guidance_weight": repr(weight),
+        "dynamic_batch": str(cfg.dynamic_batch).lower(),
     }
     results = []
     for graph, module in (("lmdm_memory", ConditionMemoryGraph(lmdm)), ("lmdm_step", CachedStepGraph(lmdm))):
         io = LMDM_PAIR_IO[graph]
         path = out_dir / io.onnx_file
         inputs = pair_example_inputs(graph, lmdm, batch=1, seed=cfg.verify_seed, guidance_weight=weight)
-        export_module(IOWrapper(module).eval(), io, path, inputs, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
-                      metadata=metadata)
+        export_module(
+            IOWrapper(module).eval(),
+            io,
+            path,
+            inputs,
+            opset=cfg.opset,
+            dynamic_batch=cfg.dynamic_batch,
+            metadata=metadata,
+        )
         reports: list[VerifyReport] = []
         if cfg.verify:
             for batch in VERIFY_BATCHES if cfg.dynamic_batch else (1,):
-                check = pair_example_inputs(graph, lmdm, batch=batch, seed=cfg.verify_seed + 1, guidance_weight=weight)
+                check = pair_example_inputs(
+                    graph, lmdm, batch=batch, seed=cfg.verify_seed + 1, guidance_weight=weight
+                )
                 reports.append(verify_export(path, io, module, check, cfg.verify_tolerance))
         results.append(ExportResult(graph, path, tuple(reports)))
     return results
@@ -342,7 +400,10 @@ def run_export(cfg: ExportConfig, log: Any = print) -> list[ExportResult]:
             for io in LMDM_PAIR_IO.values():
                 if (out_dir / io.onnx_file).is_file():
                     (out_dir / io.onnx_file).unlink()
-                    log(f"removed {out_dir / io.onnx_file} (an earlier cached LMDM pair; lmdm_form=guided_step)")
+                    log(
+                        f"removed {out_dir / io.onnx_file} (an earlier cached LMDM pair; "
+                        "lmdm_form=guided_step)"
+                    )
         for result in written:
             log(f"wrote {result.path}")
             for report in result.reports:

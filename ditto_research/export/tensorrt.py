@@ -1,20 +1,23 @@
-"""``python -m ditto_research.export.tensorrt``: TensorRT engines from the ONNX files of ``python -m ditto_research.export.onnx``.
+"""``python -m ditto_research.export.tensorrt``: TensorRT engines from the ONNX files of
+``python -m ditto_research.export.onnx``.
 
-    python -m ditto_research.export.tensorrt onnx_dir=checkpoints/ditto_onnx [engine_dir=DIR] [precision=fp16|fp32]
+    python -m ditto_research.export.tensorrt onnx_dir=checkpoints/ditto_onnx [engine_dir=DIR] \\
+        [precision=fp16|fp32]
 
 Built with the TensorRT (>= 10) Python API, no custom plugin:
 
-- 5-D grid sampling: TensorRT >= 11.2 parses the native ONNX ``GridSample``; below that the graph's grid samples
-  (native ones, and the official file's ``GridSample3D`` plugin node) are rewritten into the gather/trilinear
-  decomposition before parsing.
+- 5-D grid sampling: TensorRT >= 11.2 parses the native ONNX ``GridSample``; below that the graph's grid
+  samples (native ones, and the official file's ``GridSample3D`` plugin node) are rewritten into the
+  gather/trilinear decomposition before parsing.
 - fp16: the renderer networks build in fp16 with every grid-sample layer pinned to fp32; the motion extractor,
   stitching MLP, LMDM and HuBERT build in fp32 (as the original's conversion script does).
 - Dynamic axes get an optimisation profile (batch 1..max_batch, HuBERT samples per ``hubert_samples``).
 - A timing cache is read and updated across builds.
-- The LMDM's cached pair (``python -m ditto_research.export.onnx lmdm_form=cached``: ``lmdm_v0.4_hubert_memory.onnx`` and
-  ``_step.onnx``) is built next to the official LMDM, in fp32, whenever its files are in ``onnx_dir``.
-- Engine names carry the GPU and TensorRT version (``decoder_fp16.NVIDIA-H100-80GB-HBM3.trt10.7.0.engine``), so
-  the runtime detects an engine from another machine; a ``.json`` sidecar keeps the ONNX file's metadata.
+- The LMDM's cached pair (``python -m ditto_research.export.onnx lmdm_form=cached``:
+  ``lmdm_v0.4_hubert_memory.onnx`` and ``_step.onnx``) is built next to the official LMDM, in fp32, whenever
+  its files are in ``onnx_dir``.
+- Engine names carry the GPU and TensorRT version (``decoder_fp16.NVIDIA-H100-80GB-HBM3.trt10.7.0.engine``),
+  so the runtime detects an engine from another machine; a ``.json`` sidecar keeps the ONNX file's metadata.
 
 Unverified here: the development machines have no GPU and no TensorRT. The pure parts are unit-tested.
 """
@@ -71,7 +74,11 @@ def engine_precision(network: str, requested: str) -> str:
 
 def is_fp32_layer(layer_name: str, layer_type: str) -> bool:
     """Layers kept in fp32 inside an fp16 engine: every grid sample, native or decomposed."""
-    return layer_type.upper().endswith("GRID_SAMPLE") or "grid_sample" in layer_name.lower() or "GridSample" in layer_name
+    return (
+        layer_type.upper().endswith("GRID_SAMPLE")
+        or "grid_sample" in layer_name.lower()
+        or "GridSample" in layer_name
+    )
 
 
 @dataclass(frozen=True)
@@ -85,13 +92,16 @@ class ShapeProfile:
 
 
 def profile_shapes(
-    network: str, input_name: str, shape: Sequence[int], max_batch: int = 1,
+    network: str,
+    input_name: str,
+    shape: Sequence[int],
+    max_batch: int = 1,
     hubert_samples: Sequence[int] = (3240, 6480, 12960),
 ) -> ShapeProfile | None:
     """The optimisation profile of one input (``shape`` with -1 for dynamic axes), or None when it is static.
 
-    Axis 0 is the batch (1 / 1 / max_batch); HuBERT's axis 1 is its sample count (``hubert_samples``). Any other
-    dynamic axis cannot be guessed and is an ExportError naming the input.
+    Axis 0 is the batch (1 / 1 / max_batch); HuBERT's axis 1 is its sample count (``hubert_samples``). Any
+    other dynamic axis cannot be guessed and is an ExportError naming the input.
     """
     dims = [int(d) for d in shape]
     if all(d > 0 for d in dims):
@@ -106,8 +116,9 @@ def profile_shapes(
             low[axis], opt[axis], high[axis] = (int(v) for v in hubert_samples)
         else:
             raise ExportError(
-                f"{network}.onnx input {input_name} has a dynamic axis {axis} (shape {dims}) that has no profile; "
-                "export it with static sizes (python -m ditto_research.export.onnx dynamic_batch=false)"
+                f"{network}.onnx input {input_name} has a dynamic axis {axis} (shape {dims}) that has no "
+                "profile; export it with static sizes (python -m ditto_research.export.onnx "
+                "dynamic_batch=false)"
             )
     return ShapeProfile(input_name, tuple(low), tuple(opt), tuple(high))
 
@@ -125,8 +136,15 @@ def _pin_fp32_layers(trt: Any, network_def: Any) -> int:
         layer = network_def.get_layer(index)
         if not is_fp32_layer(layer.name, str(layer.type)):
             continue
-        if layer.type in (trt.LayerType.SHAPE, trt.LayerType.CONSTANT, trt.LayerType.SHUFFLE, trt.LayerType.GATHER,
-                          trt.LayerType.CONCATENATION, trt.LayerType.SLICE, trt.LayerType.IDENTITY):
+        if layer.type in (
+            trt.LayerType.SHAPE,
+            trt.LayerType.CONSTANT,
+            trt.LayerType.SHUFFLE,
+            trt.LayerType.GATHER,
+            trt.LayerType.CONCATENATION,
+            trt.LayerType.SLICE,
+            trt.LayerType.IDENTITY,
+        ):
             continue  # index plumbing: no arithmetic to protect
         layer.precision = trt.float32
         for out in range(layer.num_outputs):
@@ -137,7 +155,12 @@ def _pin_fp32_layers(trt: Any, network_def: Any) -> int:
 
 
 def build_engine(
-    onnx_path: Path, engine_path: Path, network: str, precision: str, cfg: TensorRTExportConfig, timing_cache: Path,
+    onnx_path: Path,
+    engine_path: Path,
+    network: str,
+    precision: str,
+    cfg: TensorRTExportConfig,
+    timing_cache: Path,
 ) -> Path:
     """Parse, configure (precision, profiles, timing cache) and build one engine; written atomically."""
     trt = import_tensorrt("python -m ditto_research.export.tensorrt")
@@ -195,7 +218,9 @@ def engine_graphs(onnx_dir: Path, networks: Sequence[str] | None) -> list[str]:
     """
     present = [n for n, io in NETWORK_IO.items() if (onnx_dir / io.onnx_file).is_file()]
     has_pair = all((onnx_dir / io.onnx_file).is_file() for io in LMDM_PAIR_IO.values())
-    wanted = list(networks) if networks else present + (["lmdm"] if has_pair and "lmdm" not in present else [])
+    wanted = (
+        list(networks) if networks else present + (["lmdm"] if has_pair and "lmdm" not in present else [])
+    )
     graphs: list[str] = []
     for name in wanted:
         if name != "lmdm":
@@ -218,13 +243,18 @@ def run_build(cfg: TensorRTExportConfig, log: Any = print) -> list[Path]:
     gpu = torch.cuda.get_device_name()
     onnx_dir = Path(cfg.onnx_dir)
     if not onnx_dir.is_dir():
-        raise ExportError(f"ONNX folder {onnx_dir} does not exist; write it first with python -m ditto_research.export.onnx")
+        raise ExportError(
+            f"ONNX folder {onnx_dir} does not exist; write it first with python -m ditto_research.export.onnx"
+        )
     engine_dir = Path(cfg.engine_dir) if cfg.engine_dir else onnx_dir.parent / f"ditto_trt_{gpu_slug(gpu)}"
     engine_dir.mkdir(parents=True, exist_ok=True)
     timing_cache = Path(cfg.timing_cache) if cfg.timing_cache else engine_dir / "timing.cache"
     names = engine_graphs(onnx_dir, cfg.networks)
     if not names:
-        raise ExportError(f"no ONNX files of the Ditto networks in {onnx_dir}; write them with python -m ditto_research.export.onnx")
+        raise ExportError(
+            f"no ONNX files of the Ditto networks in {onnx_dir}; write them with python -m "
+            "ditto_research.export.onnx"
+        )
     built = []
     for name in names:
         precision = engine_precision(name, cfg.precision)
@@ -237,7 +267,10 @@ def run_build(cfg: TensorRTExportConfig, log: Any = print) -> list[Path]:
             build_engine(onnx_dir / io.onnx_file, path, name, precision, cfg, timing_cache)
             log(f"wrote {path}")
         built.append(path)
-    log(f"engines for {gpu} / TensorRT {trt.__version__} in {engine_dir}: use backend=tensorrt backend.engine_dir={engine_dir}")
+    log(
+        f"engines for {gpu} / TensorRT {trt.__version__} in {engine_dir}: use backend=tensorrt "
+        f"backend.engine_dir={engine_dir}"
+    )
     return built
 
 

@@ -45,7 +45,9 @@ class VerifyReport:
         )
 
 
-def compare_outputs(ours: Sequence[np.ndarray], reference: Sequence[np.ndarray], names: Sequence[str]) -> tuple[float, float, str]:
+def compare_outputs(
+    ours: Sequence[np.ndarray], reference: Sequence[np.ndarray], names: Sequence[str]
+) -> tuple[float, float, str]:
     """(max abs error, max relative error, name of the worst output) over paired outputs."""
     worst = (0.0, 0.0, names[0] if names else "")
     for name, a, b in zip(names, ours, reference):
@@ -82,7 +84,10 @@ def verify_export(
     path = Path(path)
     io = name if isinstance(name, NetworkIO) else get_graph_io(name)
     session = make_session(path, "cpu", label=str(path))
-    feeds = {spec.name: np.ascontiguousarray(x.cpu().numpy(), dtype=spec.dtype) for spec, x in zip(io.inputs, inputs)}
+    feeds = {
+        spec.name: np.ascontiguousarray(x.cpu().numpy(), dtype=spec.dtype)
+        for spec, x in zip(io.inputs, inputs)
+    }
     try:
         ours = session.run(None, feeds)
     except Exception as e:  # onnxruntime's own exception types (a graph that cannot run these shapes)

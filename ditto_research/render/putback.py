@@ -151,17 +151,28 @@ class PasteBack:
         return result
 
     def _check(self, frame_rgb: np.ndarray, render_image: np.ndarray, M_c2o: np.ndarray) -> None:
-        if not isinstance(frame_rgb, np.ndarray) or frame_rgb.dtype != np.uint8 or frame_rgb.ndim != 3 \
-                or frame_rgb.shape[2] != 3:
-            raise InputError("frame must be an (H, W, 3) uint8 image, got "
-                             f"{getattr(frame_rgb, 'shape', None)} "
-                             f"{getattr(frame_rgb, 'dtype', type(frame_rgb).__name__)}")
+        if (
+            not isinstance(frame_rgb, np.ndarray)
+            or frame_rgb.dtype != np.uint8
+            or frame_rgb.ndim != 3
+            or frame_rgb.shape[2] != 3
+        ):
+            raise InputError(
+                "frame must be an (H, W, 3) uint8 image, got "
+                f"{getattr(frame_rgb, 'shape', None)} "
+                f"{getattr(frame_rgb, 'dtype', type(frame_rgb).__name__)}"
+            )
         expected = self.mask.shape + (3,)
-        if not isinstance(render_image, np.ndarray) or render_image.shape != expected \
-                or render_image.dtype not in (np.float32, np.uint8):
-            raise InputError(f"render must be a {expected} float32 (or uint8) image matching the mask, got "
-                             f"{getattr(render_image, 'shape', None)} "
-                             f"{getattr(render_image, 'dtype', type(render_image).__name__)}")
+        if (
+            not isinstance(render_image, np.ndarray)
+            or render_image.shape != expected
+            or render_image.dtype not in (np.float32, np.uint8)
+        ):
+            raise InputError(
+                f"render must be a {expected} float32 (or uint8) image matching the mask, got "
+                f"{getattr(render_image, 'shape', None)} "
+                f"{getattr(render_image, 'dtype', type(render_image).__name__)}"
+            )
         M = np.asarray(M_c2o)
         if M.shape not in ((2, 3), (3, 3)) or not np.isfinite(M).all():
             raise InputError(f"M_c2o must be a finite (3, 3) or (2, 3) matrix, got shape {M.shape}")

@@ -160,8 +160,9 @@ class _Decoder:
         self._geometry = geometry
         self._frame_bytes = geometry.decoded_h * geometry.decoded_w * 3
         self.next_index = 0
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         self._finalizer = weakref.finalize(self, _stop, self._process)
 
     def read(self) -> np.ndarray | None:
@@ -225,8 +226,10 @@ class _VideoFrames:
                 position = decoder.next_index
                 frame = decoder.read()
                 if frame is None:
-                    raise InputError(f"source video {self._path} ended before frame {index}; "
-                                     "the file changed while in use, reload it")
+                    raise InputError(
+                        f"source video {self._path} ended before frame {index}; "
+                        "the file changed while in use, reload it"
+                    )
                 if position >= keep_from:
                     self._remember(position, frame)
             return self._cache[index]
@@ -256,11 +259,29 @@ class _VideoFrames:
 def _decode_command(ffmpeg: str, path: Path, max_frames: int) -> list[str]:
     """ffmpeg argument list: first video stream -> raw rgb24 frames on stdout, every decoded frame once."""
     limit = ["-frames:v", str(max_frames)] if max_frames > 0 else []
-    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
-            # "file:" keeps names such as "concat:x" from being read as ffmpeg protocols.
-            "-i", f"file:{path}",
-            "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough", *limit,
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    return [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        # "file:" keeps names such as "concat:x" from being read as ffmpeg protocols.
+        "-i",
+        f"file:{path}",
+        "-map",
+        "0:v:0",
+        "-an",
+        "-sn",
+        "-dn",
+        "-fps_mode",
+        "passthrough",
+        *limit,
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "pipe:1",
+    ]
 
 
 _OUTPUT_SIZE = re.compile(r"Output #0.*?Stream #\S+: Video: [^\n]*?, (\d+)x(\d+)", re.S)
@@ -274,21 +295,40 @@ def _last_line(text: str) -> str:
 
 def _probe_video(ffmpeg: str, path: Path, max_size: int) -> _VideoGeometry:
     """Decode size and frame rate of the first video stream (one frame is decoded to learn the size)."""
-    command = [ffmpeg, "-nostdin", "-hide_banner", "-i", f"file:{path}", "-map", "0:v:0", "-frames:v", "1",
-               "-c:v", "rawvideo", "-pix_fmt", "rgb24", "-f", "null", "-"]
+    command = [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-i",
+        f"file:{path}",
+        "-map",
+        "0:v:0",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "null",
+        "-",
+    ]
     try:
         result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     except OSError as e:
         raise ConfigError(f"could not run ffmpeg ({ffmpeg}): {e}") from e
     log = result.stderr.decode("utf-8", errors="replace")
     if "matches no streams" in log:
-        raise InputError(f"source {path} has no video stream (is it an audio file?); "
-                         "give a portrait image or a video")
+        raise InputError(
+            f"source {path} has no video stream (is it an audio file?); give a portrait image or a video"
+        )
     size = _OUTPUT_SIZE.search(log)
     if result.returncode != 0 or size is None:
         hint = "corrupt or unsupported image" if path.suffix.lower() in IMAGE_SUFFIXES else "unreadable file"
-        raise InputError(f"source {path} is neither an image nor a video that can be decoded ({hint}: "
-                         f"{_last_line(log)}); give a PNG/JPEG image or an MP4 video")
+        raise InputError(
+            f"source {path} is neither an image nor a video that can be decoded ({hint}: "
+            f"{_last_line(log)}); give a PNG/JPEG image or an MP4 video"
+        )
     decoded_h, decoded_w = int(size.group(2)), int(size.group(1))
     height, width, needs_resize = check_resize(decoded_h, decoded_w, max_size)
     if height <= 0 or width <= 0:
@@ -301,13 +341,17 @@ def _probe_video(ffmpeg: str, path: Path, max_size: int) -> _VideoGeometry:
 def _load_image(path: Path, max_size: int) -> SourceMedia:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise InputError(f"cannot decode source image {path}: the file is corrupt or truncated; "
-                         "re-export it as PNG or JPEG")
+        raise InputError(
+            f"cannot decode source image {path}: the file is corrupt or truncated; "
+            "re-export it as PNG or JPEG"
+        )
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     height, width, needs_resize = check_resize(rgb.shape[0], rgb.shape[1], max_size)
     if height <= 0 or width <= 0:
-        raise InputError(f"source image {path} is too small ({rgb.shape[1]}x{rgb.shape[0]}); "
-                         "give an image at least 2x2 pixels")
+        raise InputError(
+            f"source image {path} is too small ({rgb.shape[1]}x{rgb.shape[0]}); "
+            "give an image at least 2x2 pixels"
+        )
     if needs_resize:
         rgb = cv2.resize(rgb, (width, height))
     return SourceMedia(path, True, 1, height, width, None, _StillFrame(rgb))

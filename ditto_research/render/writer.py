@@ -26,6 +26,7 @@ from typing import IO
 import numpy as np
 
 from ditto_research.audio.io import find_ffmpeg
+from ditto_research.constants import FPS
 from ditto_research.errors import ConfigError, DittoError, InputError
 
 __all__ = ["VideoWriter", "probe_video"]
@@ -73,7 +74,7 @@ class VideoWriter:
     def __init__(
         self,
         path: str | Path,
-        fps: float = 25.0,
+        fps: float = FPS,
         crf: int = 18,
         preset: str = "medium",
         overwrite: bool = False,
@@ -124,37 +125,69 @@ class VideoWriter:
     def _check_frame(self, frame: np.ndarray) -> None:
         is_rgb8 = isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3
         if not is_rgb8 or frame.shape[2] != 3:
-            described = (f"{frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray)
-                         else type(frame).__name__)
+            described = (
+                f"{frame.dtype} array of shape {frame.shape}"
+                if isinstance(frame, np.ndarray)
+                else type(frame).__name__
+            )
             raise InputError(f"video frames must be (H, W, 3) uint8 RGB arrays, got a {described}")
         height, width = frame.shape[:2]
         if height % 2 or width % 2 or height == 0 or width == 0:
-            raise InputError(f"frame size {width}x{height} is not even; H.264 yuv420p needs an even, "
-                             "non-zero width and height (load_source makes source frames even)")
+            raise InputError(
+                f"frame size {width}x{height} is not even; H.264 yuv420p needs an even, "
+                "non-zero width and height (load_source makes source frames even)"
+            )
         if self._size is not None and (height, width) != self._size:
-            raise InputError(f"frame {self.frames_written} is {width}x{height} but the video is "
-                             f"{self._size[1]}x{self._size[0]}; every frame must have the same size")
+            raise InputError(
+                f"frame {self.frames_written} is {width}x{height} but the video is "
+                f"{self._size[1]}x{self._size[0]}; every frame must have the same size"
+            )
 
     def _start(self, height: int, width: int) -> None:
         self._size = (height, width)
         command = [
-            self._ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", f"{self.fps:g}",
-            "-i", "pipe:0",
-            "-an", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
-            "-f", "mp4", "-y", str(self._video_tmp),
+            self._ffmpeg,
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{width}x{height}",
+            "-framerate",
+            f"{self.fps:g}",
+            "-i",
+            "pipe:0",
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            self.preset,
+            "-crf",
+            str(self.crf),
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "mp4",
+            "-y",
+            str(self._video_tmp),
         ]
         self._log = tempfile.TemporaryFile()
         try:
-            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                             stderr=self._log)
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log
+            )
         except OSError as e:
             self.abort()
             raise ConfigError(f"could not run ffmpeg ({self._ffmpeg}): {e}") from e
         # An unclosed writer that is garbage collected must not leave the encoder running.
         self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _kill_and_clean, self._process, self._video_tmp,
-                                           self._final_tmp)
+        self._finalizer = weakref.finalize(
+            self, _kill_and_clean, self._process, self._video_tmp, self._final_tmp
+        )
 
     # ---------------------------------------------------------------- finish
     def close(self, audio_path: str | Path | None = None) -> Path:
@@ -210,10 +243,27 @@ class VideoWriter:
         if audio.resolve() == self.path:
             raise InputError(f"the output {self.path} is the audio input; choose another output path")
         command = [
-            self._ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
-            "-i", str(self._video_tmp), "-i", f"file:{audio}",
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac",
-            "-f", "mp4", "-y", str(self._final_tmp),
+            self._ffmpeg,
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(self._video_tmp),
+            "-i",
+            f"file:{audio}",
+            "-map",
+            "0:v:0",
+            "-map",
+            "1:a:0",
+            "-c:v",
+            "copy",
+            "-c:a",
+            "aac",
+            "-f",
+            "mp4",
+            "-y",
+            str(self._final_tmp),
         ]
         try:
             result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
@@ -233,12 +283,14 @@ class VideoWriter:
         try:
             os.link(self._final_tmp, self.path)  # atomic, and fails if the path exists
         except FileExistsError as e:
-            raise InputError(f"output {self.path} appeared while rendering; pass overwrite=True or choose "
-                             "another path") from e
+            raise InputError(
+                f"output {self.path} appeared while rendering; pass overwrite=True or choose another path"
+            ) from e
         except OSError:  # file systems without hard links
             if self.path.exists():
-                raise InputError(f"output {self.path} appeared while rendering; pass overwrite=True or "
-                                 "choose another path") from None
+                raise InputError(
+                    f"output {self.path} appeared while rendering; pass overwrite=True or choose another path"
+                ) from None
             os.replace(self._final_tmp, self.path)
         else:
             self._final_tmp.unlink()
@@ -280,8 +332,12 @@ def probe_video(path: str | Path) -> tuple[int, float, int, int, float | None]:
     if not file.is_file():
         raise InputError(f"video file not found: {file}")
     ffmpeg = find_ffmpeg()
-    header = subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-i", f"file:{file}"],
-                            stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    header = subprocess.run(
+        [ffmpeg, "-nostdin", "-hide_banner", "-i", f"file:{file}"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
     info = header.stderr.decode("utf-8", errors="replace")
     size, rate = _SIZE.search(info), _FPS.search(info)
     if size is None:
@@ -289,8 +345,25 @@ def probe_video(path: str | Path) -> tuple[int, float, int, int, float | None]:
     fps = float(rate.group(1)) * (1000.0 if rate.group(2) else 1.0) if rate else 0.0
     audio_rate = _AUDIO_RATE.search(info)
 
-    command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:2",
-               "-i", f"file:{file}", "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "null", "-"]
+    command = [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostats",
+        "-progress",
+        "pipe:2",
+        "-i",
+        f"file:{file}",
+        "-map",
+        "0:v:0",
+        "-fps_mode",
+        "passthrough",
+        "-f",
+        "null",
+        "-",
+    ]
     if audio_rate is not None:
         command += ["-map", "0:a:0", "-ac", "1", "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1"]
     result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
