@@ -13,7 +13,7 @@ import traceback
 import hydra
 from omegaconf import DictConfig
 
-from ditto_research.config import CONF_DIR, check_command_line, register_configs
+from ditto_research.config import CONF_DIR, check_command_line_or_exit, register_configs
 from ditto_research.errors import DittoError
 from ditto_research.logs import configure_logging
 
@@ -43,9 +43,7 @@ BUG_LINE = (
 
 
 if __name__ == "__main__":
-    try:  # a bad override is one line naming the allowed keys, not Hydra's multi-line report
-        check_command_line("infer", sys.argv[1:])
-    except DittoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    check_command_line_or_exit(
+        "infer"
+    )  # a bad override: one line naming the allowed keys, not Hydra's report
     main()

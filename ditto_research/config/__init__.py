@@ -9,6 +9,7 @@ composition errors into one ConfigError line; an unknown key names the keys its 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ from ditto_research.config.schema import (
     ODESamplerConfig,
     SamplerConfig,
 )
-from ditto_research.errors import ConfigError
+from ditto_research.errors import ConfigError, DittoError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # package data: ships inside the wheel
 
@@ -206,6 +207,16 @@ def check_command_line(config_name: str, args: Sequence[str]) -> None:
     compose(config_name, overrides)
 
 
+def check_command_line_or_exit(config_name: str) -> None:
+    """:func:`check_command_line` on ``sys.argv[1:]`` for an app's ``__main__``: a bad override is one line on
+    stderr and exit code 2, before Hydra starts."""
+    try:
+        check_command_line(config_name, sys.argv[1:])
+    except DittoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 __all__ = [
     "AudioEncoderConfig",
     "BackendConfig",
@@ -222,6 +233,7 @@ __all__ = [
     "SAMPLER_SCHEMAS",
     "SamplerConfig",
     "check_command_line",
+    "check_command_line_or_exit",
     "check_known_keys",
     "compose",
     "composition_error",

@@ -35,7 +35,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ditto_research.config import CONF_DIR, check_command_line, compose, to_config
+from ditto_research.config import CONF_DIR, check_command_line_or_exit, compose, to_config
 from ditto_research.errors import ConfigError, DittoError
 from ditto_research.evaluate.config import EvaluateConfig, register_evaluate_configs
 from ditto_research.evaluate.dataset import Clip, load_dataset, trim_audio
@@ -353,9 +353,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    try:  # a bad override is one line naming the allowed keys, not Hydra's multi-line report
-        check_command_line("evaluate", sys.argv[1:])
-    except DittoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    check_command_line_or_exit(
+        "evaluate"
+    )  # a bad override: one line naming the allowed keys, not Hydra's report
     main()

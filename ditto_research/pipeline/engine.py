@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Engine"]
 
+T = TypeVar("T")
+
 
 class Engine:
     """Networks, speech encoder, face front-end and stage assembly for one configuration.
@@ -78,6 +80,7 @@ class Engine:
         self._frontend_lock = (
             threading.Lock()
         )  # one registration at a time (the front-end is not thread-safe)
+        self._parent: Engine | None = None  # derive(): components come from this engine
         self._networks: Networks | None = None
         self._encoder: SpeechEncoder | None = None
         self._frontend: FaceFrontend | None = None
@@ -87,39 +90,65 @@ class Engine:
         """Compose ``conf/infer.yaml`` with command-line style overrides (e.g. ``["model=tiny"]``)."""
         return cls(compose("infer", overrides))
 
+    def derive(self, cfg: InferConfig) -> Engine:
+        """An engine for ``cfg`` that shares this one's networks, encoder and face front-end.
+
+        ``cfg`` may change only what is made fresh for each stream (sampler, motion windowing and smoothing,
+        controls, ``mode``); the components and the LMDM condition layout must be this engine's.
+
+        Raises:
+            ConfigError: ``cfg`` changes a component (the message names the key).
+        """
+        for name in ("model", "backend", "face", "audio_encoder"):
+            if getattr(cfg, name) != getattr(self.cfg, name):
+                raise ConfigError(f"{name} is fixed by this engine ({name}={getattr(self.cfg, name).name}); "
+                                  f"per-session options may change sampler, motion, control and mode only")
+        fixed_motion = ("seq_frames", "use_emo", "use_eye_open", "use_eye_ball", "use_sc")
+        for key in fixed_motion:
+            if getattr(cfg.motion, key) != getattr(self.cfg.motion, key):
+                raise ConfigError(f"motion.{key} is fixed by the loaded LMDM ({getattr(self.cfg.motion, key)})")
+        child = Engine(cfg)
+        child._parent = self._parent or self
+        return child
+
     # ---- components (built once, shared) -----------------------------------------------------------------
+
+    def _built(self, attr: str, build: Callable[[], T]) -> T:
+        """``self.<attr>``, built by ``build()`` on first use (once, whichever thread asks first)."""
+        if self._parent is not None:
+            return self._parent._built(attr, build)
+        value = getattr(self, attr)
+        if value is None:
+            with self._lock:
+                value = getattr(self, attr)
+                if value is None:
+                    value = build()
+                    setattr(self, attr, value)
+        return value
 
     @property
     def networks(self) -> Networks:
-        if self._networks is None:
-            with self._lock:
-                if self._networks is None:
-                    cfg = self.cfg
-                    self._networks = build_networks(cfg.model, cfg.motion, cfg.backend)
-        return self._networks
+        cfg = self.cfg
+        return self._built("_networks", lambda: build_networks(cfg.model, cfg.motion, cfg.backend))
 
     @property
     def encoder(self) -> SpeechEncoder:
-        if self._encoder is None:
-            with self._lock:
-                if self._encoder is None:
-                    enc, name = self.cfg.audio_encoder, self.cfg.audio_encoder_name
-                    path = enc.path
-                    if name == "hubert_onnx" and path is None:
-                        path = str(self.root.aux_path(HUBERT_FILE))
-                    self._encoder = make_encoder(name, path, enc.seed, self.cfg.backend.device)
-        return self._encoder
+        return self._built("_encoder", self._make_encoder)
 
     @property
     def frontend(self) -> FaceFrontend:
-        if self._frontend is None:
-            with self._lock:
-                if self._frontend is None:
-                    face = self.cfg.face
-                    self._frontend = make_frontend(
-                        face.name, self.root.aux_dir, face.min_face_size, verbose=self.cfg.verbose
-                    )
-        return self._frontend
+        face = self.cfg.face
+        return self._built(
+            "_frontend",
+            lambda: make_frontend(face.name, self.root.aux_dir, face.min_face_size, verbose=self.cfg.verbose),
+        )
+
+    def _make_encoder(self) -> SpeechEncoder:
+        enc, name = self.cfg.audio_encoder, self.cfg.audio_encoder_name
+        path = enc.path
+        if name == "hubert_onnx" and path is None:
+            path = str(self.root.aux_path(HUBERT_FILE))
+        return make_encoder(name, path, enc.seed, self.cfg.backend.device)
 
     def load(self) -> float:
         """Build networks, speech encoder and face front-end now; returns the seconds it took."""
@@ -128,7 +157,10 @@ class Engine:
         return time.perf_counter() - t0
 
     def close(self) -> None:
-        """Free the face front-end (its native graph); networks are released with the engine."""
+        """Free the face front-end (its native graph); networks are released with the engine. A derived
+        engine leaves the shared components to the engine it came from."""
+        if self._parent is not None:
+            return
         with self._frontend_lock, self._lock:
             if self._frontend is not None:
                 self._frontend.close()
@@ -145,7 +177,7 @@ class Engine:
         media = load_source(source_path, max_size=face.max_size, n_frames=face.template_n_frames)
         nets = self.networks
         try:
-            with self._frontend_lock:
+            with (self._parent or self)._frontend_lock:
                 return register_source(
                     media,
                     self.frontend,

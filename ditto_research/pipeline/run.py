@@ -76,34 +76,25 @@ def resolve_inputs(cfg: InferConfig) -> tuple[Path, Path]:
 
 
 def run(cfg: DictConfig) -> Path:
-    """Validate ``cfg`` and generate the video (returns the output path)."""
+    """Validate ``cfg`` and generate the video offline, or stream the file through the online pipeline
+    (``mode=online``; at 1x speed with ``mode.realtime=true``). Returns the output path."""
+    from ditto_research.pipeline.engine import Engine
+    from ditto_research.pipeline.online import StreamingSession
     from ditto_research.pipeline.session import TalkingHeadSession
 
     typed = validate(cfg)
     source, audio = resolve_inputs(typed)
-    if typed.mode.name == "online":
-        return _run_online(typed, source, audio)
-    session = TalkingHeadSession(typed)
+    engine = Engine(typed)
+    online = typed.mode.name == "online"
     try:
-        result = session.generate(source, audio, typed.output)
+        if online:
+            result = StreamingSession(engine).run_file(source, audio, typed.output)
+        else:
+            result = TalkingHeadSession(engine).generate(source, audio, typed.output)
     finally:
-        session.close()
+        engine.close()
     print(f"done: {result.summary()}")
-    return Path(typed.output)
-
-
-def _run_online(cfg: InferConfig, source: Path, audio: Path) -> Path:
-    """mode=online: stream the audio file through the online pipeline (at 1x speed with
-    mode.realtime=true)."""
-    from ditto_research.pipeline.online import StreamingSession
-
-    session = StreamingSession(cfg)
-    try:
-        result = session.run_file(source, audio, cfg.output)
-    finally:
-        session.release()
-    print(f"done: {result.summary()}")
-    if result.realtime:
+    if online and result.realtime:
         stages = ", ".join(f"{name} {ms:.0f}" for name, ms in result.stage_ms_per_frame.items())
         print(f"busy ms per frame by stage: {stages}")
-    return Path(cfg.output)
+    return Path(typed.output)

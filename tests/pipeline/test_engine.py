@@ -130,3 +130,22 @@ def test_repeated_runs_are_identical(engine, clip):
     a = [f.image for f in TalkingHeadSession(engine).frames(source, audio)]
     b = [f.image for f in TalkingHeadSession(engine).frames(source, audio)]
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_derived_engine_shares_components_and_refuses_other_ones(engine):
+    from dataclasses import replace
+
+    from ditto_research.errors import ConfigError
+
+    cfg = engine.cfg
+    child = engine.derive(
+        replace(cfg, sampler=replace(cfg.sampler, steps=1), control=replace(cfg.control, emo=3))
+    )
+    assert child.networks is engine.networks and child.encoder is engine.encoder
+    assert child.frontend is engine.frontend and child.cfg.sampler.steps == 1
+    child.close()  # leaves the shared front-end to the engine it came from
+    assert engine.frontend is child.frontend
+    with pytest.raises(ConfigError, match="model is fixed by this engine"):
+        engine.derive(replace(cfg, model=replace(cfg.model, name="untrained")))
+    with pytest.raises(ConfigError, match="motion.use_emo is fixed"):
+        engine.derive(replace(cfg, motion=replace(cfg.motion, use_emo=False)))
