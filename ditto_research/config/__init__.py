@@ -8,8 +8,10 @@ composition errors into one ConfigError line; an unknown key names the keys its 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -152,13 +154,26 @@ def compose(config_name: str = "infer", overrides: list[str] | None = None) -> D
     composition errors become one ConfigError line."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        try:
-            return hydra_compose(config_name=config_name, overrides=list(overrides or []))
-        except (HydraException, OmegaConfBaseException) as e:
-            raise composition_error(e) from e
+    with _COMPOSE_LOCK:
+        inside_app = GlobalHydra.instance().is_initialized()  # e.g. a server session inside @hydra.main
+        context = (
+            contextlib.nullcontext()
+            if inside_app
+            else initialize_config_dir(str(CONF_DIR), version_base="1.3")
+        )
+        with context:
+            try:
+                return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+            except (HydraException, OmegaConfBaseException) as e:
+                raise composition_error(e) from e
+
+
+# Hydra's composition state is process-global and not thread-safe (a server composes per-session configs from
+# several threads): one composition at a time.
+_COMPOSE_LOCK = threading.Lock()
 
 
 # Hydra command-line flags that take a value, and those after which there is nothing for us to check.

@@ -101,12 +101,16 @@ class Engine:
         """
         for name in ("model", "backend", "face", "audio_encoder"):
             if getattr(cfg, name) != getattr(self.cfg, name):
-                raise ConfigError(f"{name} is fixed by this engine ({name}={getattr(self.cfg, name).name}); "
-                                  f"per-session options may change sampler, motion, control and mode only")
+                raise ConfigError(
+                    f"{name} is fixed by this engine ({name}={getattr(self.cfg, name).name}); "
+                    f"per-session options may change sampler, motion, control and mode only"
+                )
         fixed_motion = ("seq_frames", "use_emo", "use_eye_open", "use_eye_ball", "use_sc")
         for key in fixed_motion:
             if getattr(cfg.motion, key) != getattr(self.cfg.motion, key):
-                raise ConfigError(f"motion.{key} is fixed by the loaded LMDM ({getattr(self.cfg.motion, key)})")
+                raise ConfigError(
+                    f"motion.{key} is fixed by the loaded LMDM ({getattr(self.cfg.motion, key)})"
+                )
         child = Engine(cfg)
         child._parent = self._parent or self
         return child

@@ -1,0 +1,134 @@
+"""Structured config of ``python -m ditto_research.serve`` (``conf/serve.yaml``), registered in Hydra's
+ConfigStore.
+
+The root has the same model / backend / mode / sampler / face / audio_encoder / control groups as ``infer``
+(one engine serves every session) plus ``serve``: where to listen, how many sessions, limits and idle
+behaviour.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, fields
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from ditto_research.config import register_configs
+from ditto_research.config.schema import (
+    AudioEncoderConfig,
+    BackendConfig,
+    ControlConfig,
+    FaceConfig,
+    InferConfig,
+    ModeConfig,
+    ModelConfig,
+    MotionConfig,
+    SamplerConfig,
+)
+from ditto_research.errors import ConfigError
+
+__all__ = ["ServeConfig", "ServeSettings", "is_loopback", "register_serve_configs"]
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name}={value} is out of range; it must be {bound}")
+
+
+@dataclass
+class ServeSettings:
+    """The live server (group-less ``serve:`` block of conf/serve.yaml)."""
+
+    # Address to bind. Loopback by default; any other address requires `token`.
+    host: str = "127.0.0.1"
+    # TCP port (0 = a free port, printed at start-up).
+    port: int = 8000
+    # Shared secret: clients send `Authorization: Bearer TOKEN` or `?token=TOKEN` (the page forwards its own
+    # `?token=`). Required when `host` is not a loopback address; null = no authentication (loopback only).
+    token: str | None = None
+    # Concurrent sessions; one more is refused (HTTP 503 / WebSocket close 1013) and the others go on.
+    max_sessions: int = 4
+    # End a session after this many seconds without audio from its client (0 = never). Until then the avatar
+    # idles: silence is fed at the audio rate, so the video never freezes.
+    idle_timeout_s: float = 60.0
+    # Silence fills in once the client's audio is this late (s): jitter smaller than this is not padded.
+    idle_fill_delay_s: float = 0.2
+    # Longest session (s, 0 = no limit).
+    max_session_s: float = 900.0
+    # A client may send audio at most this far ahead of the rendered frames (s); beyond it the server stops
+    # reading its socket until the frames catch up (TCP slows the client down), so audio never piles up.
+    max_audio_ahead_s: float = 20.0
+    # Largest portrait upload (MB); it is decoded and validated as an image before use.
+    max_upload_mb: float = 16.0
+    # Largest WebSocket message (KiB): a bigger one closes the connection with code 1009.
+    max_message_kb: int = 512
+    # Frames waiting for a slow client; beyond this the oldest is dropped (and counted), memory never grows.
+    frame_queue: int = 8
+    # JPEG quality of the frames sent over the WebSocket.
+    jpeg_quality: int = 85
+    # Seconds between two `stats` messages to a WebSocket client.
+    stats_interval_s: float = 1.0
+    # Portraits offered to every client (image paths; empty = the bundled example portrait).
+    portraits: list[str] = field(default_factory=list)
+    # Origins allowed by CORS (empty = none: the page and API are same-origin only).
+    cors_origins: list[str] = field(default_factory=list)
+    # uvicorn's log level.
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"serve.port={self.port} is not a TCP port; give 0 (a free port) .. 65535")
+        _positive("serve.max_sessions", self.max_sessions)
+        _positive("serve.idle_timeout_s", self.idle_timeout_s, allow_zero=True)
+        _positive("serve.idle_fill_delay_s", self.idle_fill_delay_s, allow_zero=True)
+        _positive("serve.max_session_s", self.max_session_s, allow_zero=True)
+        _positive("serve.max_audio_ahead_s", self.max_audio_ahead_s)
+        _positive("serve.max_upload_mb", self.max_upload_mb)
+        _positive("serve.max_message_kb", self.max_message_kb)
+        _positive("serve.frame_queue", self.frame_queue)
+        _positive("serve.stats_interval_s", self.stats_interval_s)
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"serve.jpeg_quality={self.jpeg_quality} must lie in [1, 100]")
+        if self.token is not None and not str(self.token).strip():
+            raise ConfigError("serve.token is empty; give a secret or leave it null (loopback only)")
+
+
+@dataclass
+class ServeConfig:
+    """Root of ``python -m ditto_research.serve``."""
+
+    model: ModelConfig = MISSING
+    backend: BackendConfig = MISSING
+    mode: ModeConfig = MISSING
+    sampler: SamplerConfig = MISSING
+    face: FaceConfig = MISSING
+    audio_encoder: AudioEncoderConfig = MISSING
+    control: ControlConfig = MISSING
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    # Show the third-party libraries' own logging and debug messages.
+    verbose: bool = False
+
+    def infer_config(self) -> InferConfig:
+        """The pipeline's config (the server streams: mode is kept as composed, progress bars off)."""
+        names = {f.name for f in fields(InferConfig)}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name in names}
+        return InferConfig(**values, progress=False)
+
+
+def register_serve_configs() -> None:
+    """The infer group schemas plus ``base_serve`` (the root conf/serve.yaml extends)."""
+    register_configs()
+    ConfigStore.instance().store(name="base_serve", node=ServeConfig)
