@@ -75,10 +75,8 @@ def serve(cfg: ServeConfig, overrides: list[str]) -> None:
     import uvicorn
 
     from ditto_research.serve.app import ServerState, create_app
-    from ditto_research.serve.live import limit_malloc_arenas
 
     check_bind(cfg)
-    limit_malloc_arenas()
     sock = bind(cfg.serve.host, cfg.serve.port)
     state = ServerState.build(cfg, overrides)
     app = create_app(state)

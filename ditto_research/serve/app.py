@@ -37,7 +37,7 @@ from ditto_research.errors import ConfigError, DittoError, InputError
 from ditto_research.pipeline.engine import Engine
 from ditto_research.serve import protocol
 from ditto_research.serve.config import ServeConfig
-from ditto_research.serve.live import EndOfFrames, FrameOutbox, LiveFrame, LiveSession
+from ditto_research.serve.live import EndOfFrames, FrameOutbox, LiveFrame, LiveSession, limit_malloc_arenas
 from ditto_research.serve.portraits import PortraitStore
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class ServerState:
     @classmethod
     def build(cls, cfg: ServeConfig, overrides: list[str]) -> ServerState:
         """Load the engine and register the server's portraits (errors here stop the server at start-up)."""
+        limit_malloc_arenas()  # a long-running process that starts threads per session: keep its heap flat
         engine = Engine(cfg.infer_config())
         engine.load()
         folder = tempfile.TemporaryDirectory(prefix="ditto-serve-")
@@ -115,12 +116,13 @@ class ServerState:
         return self.engine.derive(InferConfig(**{**typed.__dict__, "progress": False}))
 
     def new_session(
-        self, sid: str, portrait: str, options: tuple[str, ...], outbox: FrameOutbox
+        self, sid: str, portrait: str, options: tuple[str, ...], outbox: FrameOutbox, idle: bool = True
     ) -> LiveSession:
-        """Register (or reuse) the portrait, build and start the session (run it off the event loop)."""
+        """Register (or reuse) the portrait, build and start the session (run it off the event loop).
+        ``idle=False``: no silence is ever inserted (a client streaming a file)."""
         source = self.store.registered(portrait)
         engine = self.session_engine(options)
-        session = LiveSession(engine, source, self.cfg.serve, outbox)
+        session = LiveSession(engine, source, self.cfg.serve, outbox, idle=idle)
         with self._lock:
             self.sessions[sid] = session
         session.start()
@@ -339,7 +341,9 @@ async def _start(
     except InputError as e:
         raise protocol.ProtocolError("no_portrait", str(e)) from e
     try:
-        return await loop.run_in_executor(None, state.new_session, sid, start.portrait, start.options, outbox)
+        return await loop.run_in_executor(
+            None, state.new_session, sid, start.portrait, start.options, outbox, start.idle
+        )
     except ConfigError as e:
         raise protocol.ProtocolError("bad_options", str(e)) from e
     except InputError as e:

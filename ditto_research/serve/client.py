@@ -373,6 +373,7 @@ async def stream(
                             "sample_rate": SAMPLE_RATE,
                             "format": "pcm16",
                             "options": list(options),
+                            "idle": False,  # a file: frames match its audio, no silence inserted
                         }
                     )
                 )

@@ -141,8 +141,10 @@ class LiveSession:
         outbox: FrameOutbox,
         on_end: Callable[[EndOfFrames], None] | None = None,
         keep_audio_s: float = 10.0,
+        idle: bool = True,
     ) -> None:
         self.settings = settings
+        self.idle = idle
         self.outbox = outbox
         self.on_end = on_end
         self.stream = StreamingSession(engine, queue_size=4)
@@ -274,7 +276,7 @@ class LiveSession:
                     self._wait_for_tail()
                     return
                 behind = int((now - self._started_at - settings.idle_fill_delay_s) * SAMPLE_RATE) - self._fed
-                if behind > 0:
+                if behind > 0 and self.idle:
                     self._feed(np.zeros(behind, np.float32))
                 if settings.idle_timeout_s and now - self._last_audio_at > settings.idle_timeout_s:
                     self._finish(EndOfFrames("idle"))

@@ -2,7 +2,8 @@
 
 Client -> server
     text   {"type": "start", "portrait": ID, "sample_rate": 16000, "format": "pcm16",
-            "options": [OVERRIDE, ...]}
+            "options": [OVERRIDE, ...], "idle": true}
+           idle=false: never insert silence (a file being streamed: frames match its audio exactly)
     binary audio: PCM16 little-endian mono at 16 kHz, any number of whole samples per message
     text   {"type": "end"}       end of audio: the rest is rendered, then "done"
     text   {"type": "cancel"}    stop now: "done" with reason "cancel"
@@ -79,6 +80,7 @@ class ProtocolError(Exception):
 class StartMessage:
     portrait: str
     options: tuple[str, ...] = ()
+    idle: bool = True
 
 
 def error_message(code: str, message: str) -> str:
@@ -121,7 +123,12 @@ def parse_start(message: dict[str, Any]) -> StartMessage:
         raise ProtocolError(
             "bad_message", 'start "options" must be a list of overrides such as "control.emo=3"'
         )
-    return StartMessage(portrait, tuple(options))
+    idle = message.get("idle", True)
+    if not isinstance(idle, bool):
+        raise ProtocolError(
+            "bad_message", 'start "idle" must be true (live: silence fills the gaps) or false'
+        )
+    return StartMessage(portrait, tuple(options), idle)
 
 
 def encode_frame(index: int, timestamp_s: float, jpeg: bytes) -> bytes:

@@ -82,7 +82,7 @@ def collect(ws, limit_s: float = 240.0) -> tuple[list[int], list[dict]]:
 def stream_clip(server, seconds: float, seed: int = 0) -> tuple[list[int], list[dict], int]:
     audio = pcm16(seconds, seed)
     with connect(server.ws, open_timeout=30, close_timeout=10) as ws:
-        start(ws, server)
+        start(ws, server, idle=False)  # a file: no silence may be inserted, whatever the machine's load
         for i in range(0, len(audio), 6400):  # 200 ms messages
             ws.send(audio[i : i + 6400])
         ws.send(json.dumps({"type": "end"}))
