@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from ditto_research.backends.base import get_io
     from ditto_research.backends.onnx import OnnxLmdm, lmdm_pair_paths, open_lmdm_pair
     from ditto_research.config.schema import SamplerConfig
+    from ditto_research.diffusion.noise import make_noise
     from ditto_research.pipeline.networks import build_window_sampler
 
     parser = argparse.ArgumentParser(
@@ -99,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     kp_cond = torch.randn((1, first.motion_dim), generator=gen)
     cond = torch.randn((1, first.seq_frames, first.cond_dim), generator=gen)
     config = SamplerConfig(name=args.sampler, steps=args.steps)
-    samplers = {name: build_window_sampler(lmdm, config, seed=1) for name, lmdm in lmdms.items()}
+    samplers = {
+        name: build_window_sampler(lmdm, config, make_noise("torch", 1)) for name, lmdm in lmdms.items()
+    }
     agreement = {name: sample(kp_cond, cond) for name, sample in samplers.items()}  # first window of each
     reference = next(iter(agreement.values()))
 

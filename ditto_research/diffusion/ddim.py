@@ -13,7 +13,7 @@ Notation (code -> paper; the paper's alpha_t is the cumulative product, alpha-ba
 
 The reference draws the per-step noises once, when a step count is first set up, and reuses them for every
 later call with that step count; only x_T is drawn per call. :func:`draw_step_noises` draws them in that order
-from an explicit generator (x_T follows per window,
+from the run's noise source (:mod:`ditto_research.diffusion.noise`; x_T follows per window,
 :class:`~ditto_research.diffusion.samplers.WindowSampler`); the sampler itself only consumes injected tensors.
 """
 
@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ditto_research.diffusion.noise import NoiseSource, as_noise_source
 from ditto_research.errors import ConfigError, InputError
 
 __all__ = [
@@ -96,18 +97,16 @@ def ddim_sample_reference(
 def draw_step_noises(
     steps: int,
     shape: Sequence[int],
-    generator: torch.Generator,
-    dtype: torch.dtype = torch.float32,
+    noise: NoiseSource | torch.Generator,
 ) -> torch.Tensor:
     """The per-step noises (steps - 1, *shape), drawn one ``randn(shape)`` at a time as the reference's setup
     does.
 
-    Drawing them as one big tensor would give different numbers. On the generator's device.
+    Drawing them as one big tensor would give different numbers. ``noise``: the run's noise source (a bare
+    ``torch.Generator`` is drawn with ``torch.randn``); the result is on its device.
     """
     if steps < 1:
         raise ConfigError(f"sampling steps must be a positive integer, got {steps}")
-    device = generator.device
-    noises = [
-        torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) for _ in range(steps - 1)
-    ]
-    return torch.stack(noises) if noises else torch.empty((0, *shape), device=device, dtype=dtype)
+    source = as_noise_source(noise)
+    noises = [source.randn(shape) for _ in range(steps - 1)]
+    return torch.stack(noises) if noises else torch.empty((0, *shape), device=source.device)

@@ -11,7 +11,8 @@ it evaluates the network at, and a solver ``(denoise, x_T) -> x_0``) registered 
   (``prediction_type="sample"``), "trailing" timesteps (the first step at t = 999 like the reference, the
   last one at 1000 / S - 1; Lin et al. 2024, table 2) and a final step to sigma = 0 (they return x_0).
 
-Randomness: a sampler draws from one explicit generator, in a fixed order, so a run is reproducible from its
+Randomness: a sampler draws from one noise source (:mod:`ditto_research.diffusion.noise`: a seeded torch
+generator, a NumPy RandomState, or a recorded stream), in a fixed order, so a run is reproducible from its
 seed: ddim first draws its S - 1 step noises (once per run, shared by every window, as the reference does),
 then every sampler draws one x_T per window.
 
@@ -37,6 +38,7 @@ from typing import Any, Protocol
 import torch
 
 from ditto_research.diffusion.ddim import Denoiser, ddim_sample_reference, draw_step_noises
+from ditto_research.diffusion.noise import NoiseSource, as_noise_source
 from ditto_research.diffusion.schedule import NUM_TRAIN_STEPS, cosine_betas, ddim_timestep_pairs
 from ditto_research.errors import ConfigError, InputError
 
@@ -261,13 +263,14 @@ def make_plan(
     steps: int,
     *,
     eta: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource | torch.Generator | None = None,
     step_noises: torch.Tensor | Sequence[torch.Tensor] | None = None,
 ) -> SamplingPlan:
     """Build sampler ``name`` at ``steps`` steps for windows shaped like ``lmdm``'s.
 
     ddim takes its per-step noises from ``step_noises`` ((S - 1, 1, N, F)) or draws them from ``generator``
-    now (the first draws of a run); eta None = 1.0 (the reference). The ODE solvers draw nothing.
+    (a noise source or a torch generator) now: the first draws of a run. eta None = 1.0 (the reference). The
+    ODE solvers draw nothing.
     """
     check_sampler_options(name, steps, eta, 1.0)
     spec = SAMPLERS[name]
@@ -303,23 +306,26 @@ def solve_window(
 class WindowSampler:
     """``(kp_cond (1, F), cond (1, N, C)) -> motion (1, N, F)``, one window after another.
 
-    x_T is drawn per window from the run's generator, after whatever the plan drew at setup (ddim: its
+    x_T is drawn per window from the run's noise source, after whatever the plan drew at setup (ddim: its
     step noises), so the draw order is the reference's and a run is reproducible from its seed.
     """
 
     def __init__(
-        self, lmdm: GuidedLMDM, plan: SamplingPlan, guidance_scale: float, generator: torch.Generator
+        self,
+        lmdm: GuidedLMDM,
+        plan: SamplingPlan,
+        guidance_scale: float,
+        noise: NoiseSource | torch.Generator,
     ) -> None:
         self.lmdm = lmdm
         self.plan = plan
         self.guidance_scale = float(guidance_scale)
-        self.generator = generator
+        self.noise = as_noise_source(noise)
         self.windows = 0
 
     def next_x_T(self) -> torch.Tensor:
-        """The next window's x_T (1, N, F) from the generator."""
-        shape = (1, self.lmdm.seq_frames, self.lmdm.motion_dim)
-        return torch.randn(shape, generator=self.generator, device=self.generator.device)
+        """The next window's x_T (1, N, F) from the noise source."""
+        return self.noise.randn((1, self.lmdm.seq_frames, self.lmdm.motion_dim))
 
     def __call__(self, kp_cond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x_T = self.next_x_T()
@@ -334,12 +340,14 @@ def make_window_sampler(
     steps: int,
     eta: float | None = None,
     guidance_scale: float = 2.0,
-    generator: torch.Generator,
+    generator: NoiseSource | torch.Generator,
 ) -> WindowSampler:
     """The window sampler for ``sampler=name``: validates the options, then draws ddim's step noises.
 
-    eta: ddim only (None = 1.0, the reference); guidance_scale: w, 1.0 = no unconditional pass.
+    eta: ddim only (None = 1.0, the reference); guidance_scale: w, 1.0 = no unconditional pass;
+    generator: the run's noise source (a torch generator is drawn with ``torch.randn``).
     """
     check_sampler_options(name, steps, eta, guidance_scale)
-    plan = make_plan(lmdm, name, steps, eta=eta, generator=generator)
-    return WindowSampler(lmdm, plan, guidance_scale, generator)
+    noise = as_noise_source(generator)
+    plan = make_plan(lmdm, name, steps, eta=eta, generator=noise)
+    return WindowSampler(lmdm, plan, guidance_scale, noise)

@@ -6,12 +6,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-import torch
-
 from ditto_research.backends import make_backend_from_config
 from ditto_research.backends.base import NetworkRunner
 from ditto_research.config.schema import BackendConfig, ModelConfig, MotionConfig, SamplerConfig
-from ditto_research.diffusion.samplers import make_window_sampler
+from ditto_research.diffusion.noise import NoiseSource
+from ditto_research.diffusion.samplers import WindowSampler, make_window_sampler
 from ditto_research.models import NETWORK_NAMES
 
 log = logging.getLogger(__name__)
@@ -46,10 +45,9 @@ def build_networks(model: ModelConfig, motion: MotionConfig, backend: BackendCon
     return Networks(**runners, load_s=time.perf_counter() - t0)  # type: ignore[arg-type]
 
 
-def build_window_sampler(
-    lmdm: NetworkRunner, sampler: SamplerConfig, seed: int, device: str | torch.device = "cpu"
-):
-    """The LMDM window sampler ``(kp_cond (1, 265), cond (1, S, D)) -> (1, S, 265)`` for ``sampler``.
+def build_window_sampler(lmdm: NetworkRunner, sampler: SamplerConfig, noise: NoiseSource) -> WindowSampler:
+    """The LMDM window sampler ``(kp_cond (1, 265), cond (1, S, D)) -> (1, S, 265)`` for ``sampler``, drawing
+    from ``noise`` (the run's stream, :mod:`ditto_research.pipeline.randomness`).
 
     Every LMDM runner has a ``guided_denoiser`` and goes through
     :func:`ditto_research.diffusion.samplers.make_window_sampler` (every sampler; ddim is the reference DDIM
@@ -62,14 +60,13 @@ def build_window_sampler(
       per evaluation; its baked guidance weight and integer times only (a ConfigError names the export that
       lifts both).
     """
-    generator = torch.Generator(device=str(device)).manual_seed(int(seed))
     window_sampler = make_window_sampler(
         lmdm,
         sampler.name,
         steps=sampler.steps,
         eta=sampler.eta,
         guidance_scale=sampler.guidance_scale,
-        generator=generator,
+        generator=noise,
     )
     check = getattr(
         lmdm, "check_sampler", None

@@ -16,6 +16,7 @@ from ditto_research.backends.base import LMDM_PAIR_IO
 from ditto_research.backends.lmdm_pair import CachedPairLmdm, CachedStepGraph, ConditionMemoryGraph
 from ditto_research.backends.onnx import OnnxLmdm, load_onnx_network
 from ditto_research.config.schema import SamplerConfig
+from ditto_research.diffusion.noise import make_noise
 from ditto_research.errors import CheckpointError, ConfigError, InputError
 from ditto_research.pipeline.networks import build_window_sampler
 from tests.helpers import max_rel_err
@@ -94,7 +95,7 @@ def test_window_sampler_on_the_pair_matches_pytorch(pair_dir, torch_lmdm, sample
     config = SamplerConfig(name=sampler, steps=5)
     windows = {}
     for key, lmdm in (("pytorch", torch_lmdm), ("onnx", onnx_lmdm)):
-        window_sampler = build_window_sampler(lmdm, config, seed=7)
+        window_sampler = build_window_sampler(lmdm, config, make_noise("torch", 7))
         windows[key] = torch.cat([window_sampler(kp_cond, cond), window_sampler(kp_cond, cond)])
     assert windows["onnx"].shape == (2, torch_lmdm.seq_frames, torch_lmdm.motion_dim)
     assert not torch.equal(windows["onnx"][0], windows["onnx"][1])  # each window draws its own x_T
@@ -105,9 +106,9 @@ def test_every_sampler_and_weight_builds_on_the_pair(pair_dir):
     lmdm = load_onnx_network("lmdm", pair_dir)
     kp_cond, cond, _ = _window_inputs(lmdm, seed=3)
     for name in ("unipc", "euler", "heun"):
-        motion = build_window_sampler(lmdm, SamplerConfig(name=name, steps=2, guidance_scale=1.5), seed=0)(
-            kp_cond, cond
-        )
+        motion = build_window_sampler(
+            lmdm, SamplerConfig(name=name, steps=2, guidance_scale=1.5), make_noise("torch", 0)
+        )(kp_cond, cond)
         assert motion.shape == (1, lmdm.seq_frames, lmdm.motion_dim) and torch.isfinite(motion).all()
 
 
@@ -115,11 +116,16 @@ def test_official_step_refuses_what_only_the_pair_can_do(pair_dir, tmp_path):
     shutil.copy(pair_dir / "lmdm_v0.4_hubert.onnx", tmp_path)
     official = load_onnx_network("lmdm", tmp_path)
     with pytest.raises(ConfigError, match=r"guidance weight 2 baked in.*lmdm_form=cached"):
-        build_window_sampler(official, SamplerConfig(name="ddim", steps=2, guidance_scale=1.5), seed=0)
+        build_window_sampler(
+            official, SamplerConfig(name="ddim", steps=2, guidance_scale=1.5), make_noise("torch", 0)
+        )
     with pytest.raises(ConfigError, match=r"integer diffusion times.*lmdm_form=cached"):
         official.check_sampler(2.0, torch.tensor([999.0, 412.5]))
     # Integer grids still run on the official step (one whole guided step per evaluation).
-    assert build_window_sampler(official, SamplerConfig(name="dpmpp_2m", steps=2), seed=0) is not None
+    assert (
+        build_window_sampler(official, SamplerConfig(name="dpmpp_2m", steps=2), make_noise("torch", 0))
+        is not None
+    )
 
 
 def test_runner_over_torch_graphs_is_exact_enough():

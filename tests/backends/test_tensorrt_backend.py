@@ -170,6 +170,7 @@ def test_tensorrt_lmdm_pair_matches_pytorch(tiny_onnx, tmp_path):
 
     from ditto_research.backends.lmdm_pair import CachedPairLmdm
     from ditto_research.config.schema import SamplerConfig
+    from ditto_research.diffusion.noise import make_noise
     from ditto_research.export.config import TensorRTExportConfig
     from ditto_research.export.tensorrt import run_build
     from ditto_research.pipeline.networks import build_window_sampler
@@ -189,6 +190,6 @@ def test_tensorrt_lmdm_pair_matches_pytorch(tiny_onnx, tmp_path):
     kp_cond = torch.randn((1, lmdm.motion_dim), generator=gen)
     cond = torch.randn((1, lmdm.seq_frames, lmdm.cond_dim), generator=gen)
     config = SamplerConfig(name="dpmpp_2m", steps=5)
-    ours = build_window_sampler(lmdm, config, seed=1)(kp_cond, cond)
-    ref = build_window_sampler(torch_lmdm, config, seed=1)(kp_cond, cond)
+    ours = build_window_sampler(lmdm, config, make_noise("torch", 1))(kp_cond, cond)
+    ref = build_window_sampler(torch_lmdm, config, make_noise("torch", 1))(kp_cond, cond)
     assert max_rel_err(ours.cpu(), ref.numpy()) < 1e-3

@@ -172,3 +172,37 @@ def test_ddim_sample_matches_golden(det_init, load_golden, name: str) -> None:
     # measured 3.9e-5 (s10, 0.67x it) and 4.1e-5 (s50, 1.2x it), i.e. max rel 1.3e-6 / 1.4e-6.
     err, tol = max_abs_err(out, golden["out"]), 4.0 * float(golden["fp64_maxabs_out"])
     assert err <= tol, f"{name}: max abs err {err:.2e} > {tol:.2e}"
+
+
+class ReplayNoise:
+    """A noise source replaying recorded draws in order."""
+
+    def __init__(self, draws: torch.Tensor) -> None:
+        self.draws, self.device, self.used = draws, torch.device("cpu"), 0
+
+    def randn(self, shape):
+        draw = self.draws[self.used]
+        assert tuple(draw.shape) == tuple(shape)
+        self.used += 1
+        return draw.clone()
+
+
+@pytest.mark.parametrize("name", ["lmdm_ddim_sample_s10", "lmdm_ddim_sample_s50"])
+def test_ddim_sample_in_reference_order_is_bit_exact(det_init, load_golden, name: str) -> None:
+    """The pipeline's window sampler on the PyTorch runner with backend.lmdm_order=reference, drawing from
+    the golden's recorded stream: the reference's output, bit for bit."""
+    from ditto_research.backends.pytorch import TorchLmdm
+    from ditto_research.diffusion.samplers import make_window_sampler
+
+    golden = load_golden(name)
+    _, frames, motion_dim = golden["out"].shape
+    model = LMDM(motion_dim=motion_dim, cond_dim=golden["aud_cond"].shape[-1], seq_frames=frames).eval()
+    model.load_state_dict(det_init.fill_state_dict(model, int(golden["seed"]), skip=("rotary.freqs",)))
+    runner = TorchLmdm("lmdm", model)
+    runner.order = "reference"
+    steps = int(golden["sampling_timesteps"])
+    noise = ReplayNoise(torch.from_numpy(golden["randn_draws"]))  # (S, 1, N, F): step noises, then x_T
+    sampler = make_window_sampler(runner, "ddim", steps=steps, generator=noise)
+    out = sampler(torch.from_numpy(golden["kp_cond"]), torch.from_numpy(golden["aud_cond"]))
+    assert noise.used == steps
+    np.testing.assert_array_equal(out.numpy(), golden["out"])
