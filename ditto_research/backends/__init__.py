@@ -88,6 +88,7 @@ def make_backend(
     lmdm_file: str = "lmdm_v0.4_hubert.pth",
     cond_dim: int | None = None,
     seq_frames: int = 80,
+    lmdm_order: str = "fast",
 ) -> Backend:
     """Build backend ``name`` (pytorch | onnx | tensorrt); device and precision are checked here, files on
     load.
@@ -101,10 +102,16 @@ def make_backend(
         num_threads: onnxruntime intra-op threads (0: onnxruntime's default).
         cond_dim, seq_frames: the LMDM condition width / window the configured flags give (checked against a
             checkpoint; used to size a random LMDM).
+        lmdm_order: pytorch only: "fast", or "reference" (the original's operation order, bit-identical).
     """
     if name not in BACKEND_NAMES:
         raise ConfigError(f"backend={name!r} is not valid; choose one of: {', '.join(BACKEND_NAMES)}")
     check_precision(name, precision, _PRECISIONS[name])
+    if lmdm_order != "fast" and name != "pytorch":
+        raise ConfigError(
+            f"backend.lmdm_order={lmdm_order} needs backend=pytorch (an exported LMDM graph has its own "
+            "operation order); use backend=pytorch or backend.lmdm_order=fast"
+        )
     root = Path(checkpoint_root)
     if name == "pytorch":
         return _torch_backend(
@@ -117,6 +124,7 @@ def make_backend(
             lmdm_file,
             cond_dim,
             seq_frames,
+            lmdm_order,
         )
     if name == "onnx":
         return _onnx_backend(
@@ -141,6 +149,7 @@ def make_backend_from_config(backend: object, model: object, motion: object | No
         lmdm_file=model.lmdm_file,  # type: ignore[attr-defined]
         cond_dim=motion.cond_dim if motion is not None else None,  # type: ignore[attr-defined]
         seq_frames=motion.seq_frames if motion is not None else 80,  # type: ignore[attr-defined]
+        lmdm_order=getattr(backend, "lmdm_order", "fast"),
     )
 
 
@@ -154,6 +163,7 @@ def _torch_backend(
     lmdm_file: str,
     cond_dim: int | None,
     seq_frames: int,
+    lmdm_order: str = "fast",
 ) -> Backend:
     from ditto_research.backends.pytorch import load_torch_network, resolve_torch_device
     from ditto_research.checkpoints import CheckpointRoot
@@ -169,11 +179,23 @@ def _torch_backend(
         if model_name == "ditto":
             path = CheckpointRoot(root).model_path(network, lmdm_file if network == "lmdm" else None)
             return load_torch_network(
-                network, device, precision, path, expected_cond_dim=cond_dim if network == "lmdm" else None
+                network,
+                device,
+                precision,
+                path,
+                expected_cond_dim=cond_dim if network == "lmdm" else None,
+                lmdm_order=lmdm_order,  # type: ignore[arg-type]
             )
         extra = {"cond_dim": cond_dim or 1103, "seq_frames": seq_frames} if network == "lmdm" else {}
         return load_torch_network(
-            network, device, precision, None, seed=seed + NETWORK_NAMES.index(network), tiny=tiny, **extra
+            network,
+            device,
+            precision,
+            None,
+            seed=seed + NETWORK_NAMES.index(network),
+            tiny=tiny,
+            lmdm_order=lmdm_order,  # type: ignore[arg-type]
+            **extra,
         )
 
     source = f"checkpoints in {root}" if model_name == "ditto" else f"{model_name} weights, seed {seed}"

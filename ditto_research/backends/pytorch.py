@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -24,9 +24,18 @@ from ditto_research.backends.base import (
 )
 from ditto_research.errors import ConfigError, InputError
 
-__all__ = ["TorchLmdm", "TorchNetwork", "load_torch_network", "resolve_torch_device"]
+__all__ = [
+    "LMDM_ORDERS",
+    "LmdmOrder",
+    "TorchLmdm",
+    "TorchNetwork",
+    "load_torch_network",
+    "resolve_torch_device",
+]
 
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+LmdmOrder = Literal["fast", "reference"]
+LMDM_ORDERS: tuple[LmdmOrder, ...] = ("fast", "reference")
 
 
 def resolve_torch_device(device: str) -> torch.device:
@@ -91,7 +100,10 @@ class TorchNetwork:
 
 class TorchLmdm(TorchNetwork):
     """The LMDM runner; the sampler interface goes straight to the module (condition encoded once per
-    window)."""
+    window). ``order="reference"`` computes each guided x_0 in the original's operation order instead
+    (:mod:`ditto_research.models.lmdm_reference`: bit-identical to the original, slower)."""
+
+    order: LmdmOrder = "fast"
 
     @property
     def seq_frames(self) -> int:
@@ -117,12 +129,23 @@ class TorchLmdm(TorchNetwork):
     def guidance_weight(self, value: float) -> None:
         self.module.guidance_weight = float(value)
 
-    def guided_denoiser(self, cond_frame: torch.Tensor, cond: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        """The module's ``guided_denoiser`` (condition encoded once per window), under no_grad."""
+    def guided_denoiser(
+        self,
+        cond_frame: torch.Tensor,
+        cond: torch.Tensor,
+        guidance_scale: float | None = None,
+        times: torch.Tensor | None = None,
+    ) -> Any:
+        """The module's ``guided_denoiser`` (condition encoded once per window), under no_grad; with
+        ``order="reference"`` the original's operation order (``times`` unused: nothing is precomputed)."""
+        cond_frame, cond = cond_frame.to(self.device), cond.to(self.device)
         with torch.no_grad():
-            inner = self.module.guided_denoiser(
-                cond_frame.to(self.device), cond.to(self.device), *args, **kwargs
-            )
+            if self.order == "reference":
+                from ditto_research.models.lmdm_reference import reference_guided_denoiser
+
+                inner = reference_guided_denoiser(self.module, cond_frame, cond, guidance_scale)
+            else:
+                inner = self.module.guided_denoiser(cond_frame, cond, guidance_scale, times=times)
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -145,14 +168,23 @@ def load_torch_network(
     seed: int = 0,
     tiny: bool = False,
     expected_cond_dim: int | None = None,
+    lmdm_order: LmdmOrder = "fast",
     **kwargs: Any,
 ) -> TorchNetwork:
-    """Build network ``name`` (official checkpoint or seeded random weights) and wrap it."""
+    """Build network ``name`` (official checkpoint or seeded random weights) and wrap it (``lmdm_order``:
+    the LMDM's operation order, see :class:`TorchLmdm`)."""
     from ditto_research.models import load_network
 
     resolved = resolve_torch_device(str(device))
     module = load_network(
         name, checkpoint, resolved, seed=seed, tiny=tiny, expected_cond_dim=expected_cond_dim, **kwargs
     )
-    runner_class = TorchLmdm if name == "lmdm" else TorchNetwork
-    return runner_class(name, module, resolved, precision)
+    if name != "lmdm":
+        return TorchNetwork(name, module, resolved, precision)
+    if lmdm_order not in LMDM_ORDERS:
+        raise ConfigError(
+            f"backend.lmdm_order={lmdm_order!r} is not valid; choose one of: {', '.join(LMDM_ORDERS)}"
+        )
+    runner = TorchLmdm(name, module, resolved, precision)
+    runner.order = lmdm_order
+    return runner
