@@ -43,3 +43,29 @@ def official_rows(golden_dir, module: str) -> dict[str, tuple[list[int], str, fl
         if name == module:
             rows[key] = ([int(s) for s in shape.strip("[]").split(",") if s.strip()], dtype, float(fill_sum))
     return rows
+
+
+def synthetic_landmarks(
+    center: tuple[float, float] = (256.0, 256.0), size: float = 120.0, frames: int = 1, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Arrays of a valid ``face=given`` landmark file: a face of ``size`` pixels around ``center``, the 203
+    points spread over its box (their eye / mouth rows land where the crop expects eyes and a mouth:
+    the eye rows above the centre, the mouth rows below), ``frames`` source frames drifting by a pixel."""
+    rng = np.random.default_rng(seed)
+    cx, cy = center
+    half = size / 2
+    box = np.array([[cx - half, cy - half, cx + half, cy + half, 0.9]], np.float32)
+    lmk106 = (rng.uniform(-half, half, (106, 2)) + center).astype(np.float32)
+    base = rng.uniform(-0.8 * half, 0.8 * half, (203, 2)).astype(np.float32)
+    base[0:24] = [-0.35 * half, -0.25 * half] + rng.normal(0, 2, (24, 2))  # eye A ring
+    base[24:48] = [0.35 * half, -0.25 * half] + rng.normal(0, 2, (24, 2))  # eye B ring
+    base[48:96] = [0.0, 0.45 * half] + rng.normal(0, 3, (48, 2))  # mouth
+    lmk203 = np.stack([base + center + [i, 0] for i in range(frames)]).astype(np.float32)
+    lmk478 = np.tile(rng.uniform(0.3, 0.7, (1, 1, 478, 3)).astype(np.float32), (frames, 1, 1, 1))
+    return {"det_boxes": box, "lmk106": lmk106, "lmk203": lmk203, "lmk478": lmk478}
+
+
+def write_landmark_file(path, **kwargs) -> str:
+    """Write :func:`synthetic_landmarks` (``kwargs`` passed on) to ``path`` (.npz); returns the path."""
+    np.savez(path, **synthetic_landmarks(**kwargs))
+    return str(path)

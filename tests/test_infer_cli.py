@@ -26,7 +26,7 @@ def test_help_lists_groups_and_presets(tmp_path):
         "model: ditto, tiny, untrained",
         "backend: onnx, pytorch, tensorrt",
         "sampler: ddim",
-        "face: auto, mediapipe, official",
+        "face: auto, given, mediapipe, official",
         "preset: fast, quality",
         "+preset=NAME",
     ):
@@ -147,3 +147,45 @@ def test_a_bug_inside_a_stage_keeps_its_traceback(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: an unexpected failure")
     assert "this is a bug in ditto-research" in proc.stderr
     assert not out.exists() and not list(tmp_path.glob(".bug*"))
+
+
+def test_given_landmarks_and_precomputed_features(tmp_path):
+    """face=given + audio_encoder=precomputed from the command line; bad files are one line, exit 2."""
+    import numpy as np
+
+    from ditto_research.audio.io import write_wav
+    from ditto_research.examples import example_source, synthetic_speech
+    from tests.helpers import write_landmark_file
+
+    landmarks = write_landmark_file(tmp_path / "face.npz", center=(256.0, 250.0), size=180.0)
+    wav = write_wav(tmp_path / "speech.wav", synthetic_speech(0.5))  # 13 frames
+    np.save(tmp_path / "feats.npy", np.zeros((13, 1024), np.float32))
+    np.save(tmp_path / "short.npy", np.zeros((12, 1024), np.float32))
+    common = ["model=tiny", "sampler.steps=2", f"source={example_source()}", f"audio={wav}", "face=given"]
+    out = tmp_path / "out.mp4"
+    ok = infer(
+        *common,
+        f"face.landmarks={landmarks}",
+        "audio_encoder=precomputed",
+        f"audio_encoder.path={tmp_path / 'feats.npy'}",
+        f"output={out}",
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert out.is_file()
+    short = infer(
+        *common,
+        f"face.landmarks={landmarks}",
+        "audio_encoder=precomputed",
+        f"audio_encoder.path={tmp_path / 'short.npy'}",
+        f"output={tmp_path / 'b.mp4'}",
+        cwd=tmp_path,
+    )
+    assert short.returncode == 2 and short.stderr.strip().count("\n") == 0, short.stderr
+    assert "has 12 feature rows but" in short.stderr and "expected (13, 1024)" in short.stderr
+    np.savez(tmp_path / "bad.npz", lmk106=np.zeros((106, 2)))
+    bad = infer(
+        *common, f"face.landmarks={tmp_path / 'bad.npz'}", f"output={tmp_path / 'c.mp4'}", cwd=tmp_path
+    )
+    assert bad.returncode == 2 and "det_boxes is missing" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "b.mp4").exists() and not (tmp_path / "c.mp4").exists()

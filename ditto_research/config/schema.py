@@ -10,6 +10,7 @@ same parsers the run uses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import MISSING
 
+from ditto_research.audio.precomputed import PrecomputedFeatures
 from ditto_research.constants import (
     AUDIO_FEATURE_DIM,
     EMOTION_DIM,
@@ -25,7 +27,8 @@ from ditto_research.constants import (
     MOTION_DIM,
     SOURCE_KP_DIM,
 )
-from ditto_research.errors import ConfigError
+from ditto_research.errors import ConfigError, InputError
+from ditto_research.face.landmark_file import GivenLandmarks
 from ditto_research.motion.controls import (
     MOTION_KEYS,
     load_ctrl_info_file,
@@ -40,8 +43,10 @@ DEVICE_NAMES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
 MODE_NAMES = ("offline", "online")
 SAMPLER_NAMES = ("ddim", "dpmpp_2m", "unipc", "euler", "heun")
-FACE_NAMES = ("auto", "official", "mediapipe")
-AUDIO_ENCODER_NAMES = ("auto", "hubert_onnx", "hubert_torch", "untrained")
+FACE_NAMES = ("auto", "official", "mediapipe", "given")
+AUDIO_ENCODER_NAMES = ("auto", "hubert_onnx", "hubert_torch", "untrained", "precomputed")
+NOISE_KINDS = ("torch", "numpy")
+LMDM_ORDERS = ("fast", "reference")
 FADE_TYPES = ("", "d0", "s")
 
 
@@ -71,6 +76,30 @@ def load_npy(path: str, name: str, shape: str, width: int, rows: int | None = No
     if not np.isfinite(array).all():
         raise ConfigError(f"{name}={path} holds NaN or infinite values")
     return array
+
+
+def _as_config_error(check: Callable[[], object]) -> None:
+    """Run a file check at compose time; its InputError becomes a ConfigError (same message)."""
+    try:
+        check()
+    except InputError as e:
+        raise ConfigError(str(e)) from e
+
+
+def _check_open_n(value: Any) -> None:
+    """``control.delta_eye_open_n``: an int >= -1, or a non-empty list of frame counts >= 1 (cycled)."""
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int):
+        _check_range("control.delta_eye_open_n", value, low=-1)
+        return
+    values = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") else None
+    if values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        return
+    raise ConfigError(
+        f"control.delta_eye_open_n={value!r} is not valid; give -1 (never blink), 0 (random gaps of 60-100 "
+        "frames), n > 0 (a fixed gap) or a list of gaps [n1, n2, ...] (cycled)"
+    )
 
 
 def _check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
@@ -117,12 +146,22 @@ class BackendConfig:
     # Intra-op threads of each render stage (torch, set per stage thread; onnxruntime, per session). 0 = the
     # library default (every core for each stage): fastest end to end on CPU (docs/offline.md, threads).
     num_threads: int = 0
+    # LMDM arithmetic (pytorch only): fast = both guidance branches batched, condition and time inputs cached
+    # per window (equal to the original up to float32 rounding, ~1e-6 relative); reference = the original's
+    # operation order, bit-identical to it on CPU float32 and about 2x slower (models/lmdm_reference.py).
+    lmdm_order: str = "fast"
 
     def __post_init__(self) -> None:
         _check_choice("backend", self.name, BACKEND_NAMES)
         _check_choice("backend.device", self.device, DEVICE_NAMES)
         _check_choice("backend.precision", self.precision, PRECISIONS)
         _check_range("backend.num_threads", self.num_threads, low=0)
+        _check_choice("backend.lmdm_order", self.lmdm_order, LMDM_ORDERS)
+        if self.lmdm_order == "reference" and self.name != "pytorch":
+            raise ConfigError(
+                f"backend.lmdm_order=reference needs backend=pytorch (backend={self.name} runs an exported "
+                "graph with its own operation order)"
+            )
 
 
 @dataclass
@@ -270,16 +309,23 @@ class FaceConfig:
     """Source registration: face front-end and crop (group ``face``)."""
 
     # auto: `official` when the checkpoint's face models exist, else `mediapipe`;
-    # official: det_10g + 2d106det + landmark203 + face_landmarker.task; mediapipe: FaceMesh from the wheel.
+    # official: det_10g + 2d106det + landmark203 + face_landmarker.task; mediapipe: FaceMesh from the wheel;
+    # given: the official chain's crops on recorded model answers from `landmarks` (no detection).
     name: str = MISSING
+    # face=given: .npz with det_boxes (F, 5), lmk106 (106, 2), lmk203 (T, 203, 2), lmk478 (T, 478, 3) in
+    # source pixels (after the max_size resize); the format is documented in face/landmark_file.py.
+    landmarks: str | None = None
     # Crop box size relative to the face (larger = more background).
     crop_scale: float = 2.3
-    # Horizontal crop shift as a fraction of the box (the original ignores it: kept at 0 for parity).
+    # Horizontal crop shift as a fraction of the box; ignored as by the original unless apply_crop_vx_ratio.
     crop_vx_ratio: float = 0.0
     # Vertical crop shift as a fraction of the box (negative moves the box up).
     crop_vy_ratio: float = -0.125
     # Rotate the crop so the eyes are level.
     crop_flag_do_rot: bool = True
+    # A fix for a quirk of the original, off by default for parity: its crop never applies crop_vx_ratio (the
+    # shift is always 0); true applies it.
+    apply_crop_vx_ratio: bool = False
     # Longest side of the source after resizing (pixels); the output has this resolution.
     max_size: int = 1920
     # Video sources: number of source frames to use (-1 = all frames, looped/mirrored to the audio length).
@@ -295,6 +341,15 @@ class FaceConfig:
         _check_range("face.max_size", self.max_size, low=64)
         _check_range("face.smo_k_s", self.smo_k_s, low=1)
         _check_range("face.min_face_size", self.min_face_size, low=0)
+        if self.name == "given":
+            if not self.landmarks:
+                raise ConfigError(
+                    "face=given needs face.landmarks=FILE.npz (det_boxes, lmk106, lmk203, lmk478; the format "
+                    "is in ditto_research/face/landmark_file.py)"
+                )
+            _as_config_error(lambda: GivenLandmarks.load(str(self.landmarks)))
+        elif self.landmarks is not None:
+            raise ConfigError(f"face.landmarks is used by face=given only (this is face={self.name})")
 
 
 @dataclass
@@ -303,10 +358,12 @@ class AudioEncoderConfig:
 
     # auto: hubert_onnx with model=ditto, untrained with the random-weight models (their LMDM is random
     # anyway); hubert_onnx: the official hubert_streaming_fix_kv.onnx; hubert_torch: a local transformers
-    # HuBERT-large directory; untrained: seeded random encoder (tests, benchmarks).
+    # HuBERT-large directory; untrained: seeded random encoder (tests, benchmarks); precomputed: (N, 1024)
+    # features at 25 Hz read from `path` and used as they are (audio/precomputed.py).
     name: str = MISSING
     # hubert_onnx: file (null = <checkpoint_root>/ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx);
-    # hubert_torch: model directory.
+    # hubert_torch: model directory; precomputed: a .npy (N, 1024), or an .npz with `features` (N, 1024) and,
+    # for mode=online, `silence` (overlap_v2 rows: the features of silence the stream starts with).
     path: str | None = None
     # Seed of the untrained encoder.
     seed: int = 0
@@ -317,6 +374,13 @@ class AudioEncoderConfig:
             raise ConfigError(
                 "audio_encoder=hubert_torch needs audio_encoder.path=DIR (a transformers HuBERT-large folder)"
             )
+        if self.name == "precomputed":
+            if not self.path:
+                raise ConfigError(
+                    f"audio_encoder=precomputed needs audio_encoder.path=FILE (a .npy of (N, "
+                    f"{AUDIO_FEATURE_DIM}) features at 25 Hz)"
+                )
+            _as_config_error(lambda: PrecomputedFeatures.load(str(self.path)))
 
 
 @dataclass
@@ -332,9 +396,10 @@ class ControlConfig:
     # Drive eye expression from the generated motion (null = true for images, false for videos).
     drive_eye: bool | None = None
     # Blinks from a (K, 63) expression-delta .npy (null = none). delta_eye_open_n: -1 never blink, 0 random
-    # schedule (seeded by `seed`), n > 0 fixed open interval in frames.
+    # schedule (gaps of 60-100 frames, seeded by `seed`), n > 0 a fixed open interval in frames, or a list of
+    # intervals [n1, n2, ...] (cycled, as the original takes).
     delta_eye_arr: str | None = None
-    delta_eye_open_n: int = 0
+    delta_eye_open_n: Any = 0
     # Motion keys taken from the generated motion (null = exp, pitch, yaw, roll, t).
     use_d_keys: list[str] | None = None
     # Drive relative to the first generated frame (true) or with absolute generated motion (false).
@@ -348,6 +413,10 @@ class ControlConfig:
     fade_out: int = -1
     # Run the stitching network (keeps the shoulders/face border consistent with the source).
     flag_stitching: bool = True
+    # A fix for a quirk of the original, off by default for parity: when a faded pose angle (fade_out_keys)
+    # also has a delta_<angle> control, the original blends its degrees against the fade target's 66-bin
+    # logits by broadcasting, which garbles that angle; true blends both in degrees.
+    fade_pose_in_degrees: bool = False
     # Controls for every frame, {control: value}; the controls are the fields of
     # motion.controls.FrameControls: fade_alpha, fade_out_keys, delta_pitch/yaw/roll (degrees),
     # alpha_pitch/yaw/roll, delta_exp (a number or 63 numbers), vad_alpha.
@@ -360,12 +429,16 @@ class ControlConfig:
     ctrl_info_file: str | None = None
     # Seed for the random blink schedule and diffusion noise.
     seed: int = 0
+    # Diffusion noise stream: torch (torch.randn from a seeded generator) or numpy (RandomState(seed): the
+    # draws of the reference's ONNX / TensorRT path after np.random.seed(seed)). See diffusion/noise.py.
+    noise: str = "torch"
 
     def __post_init__(self) -> None:
         _check_choice("control.fade_type", self.fade_type, FADE_TYPES)
+        _check_choice("control.noise", self.noise, NOISE_KINDS)
         for key in list(self.fade_out_keys) + list(self.use_d_keys or []):
             _check_choice("control motion key", key, MOTION_KEYS)
-        _check_range("control.delta_eye_open_n", self.delta_eye_open_n, low=-1)
+        _check_open_n(self.delta_eye_open_n)
         _check_range("control.fade_in", self.fade_in, low=-1)
         _check_range("control.fade_out", self.fade_out, low=-1)
         load_emotion(self.emo)

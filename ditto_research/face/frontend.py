@@ -14,6 +14,8 @@ Two front-ends implement :class:`FaceFrontend`:
                :mod:`ditto_research.face.official_frontend`.
 ``mediapipe``  MediaPipe FaceMesh from the mediapipe wheel (no files, works offline); 478 points stand in for
                the 203, see :mod:`ditto_research.face.mediapipe_frontend` for the point mapping.
+``given``      the official chain's logic on recorded model answers from a file (``face.landmarks``), see
+               :mod:`ditto_research.face.given` and :mod:`ditto_research.face.landmark_file`.
 =============  ==============================================================================================
 
 ``make_frontend("auto", aux_dir, ...)`` picks ``official`` when all four aux files are in ``aux_dir``.
@@ -48,8 +50,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FrontendName = Literal["auto", "official", "mediapipe"]
-FRONTEND_NAMES: tuple[FrontendName, ...] = ("auto", "official", "mediapipe")
+FrontendName = Literal["auto", "official", "mediapipe", "given"]
+FRONTEND_NAMES: tuple[FrontendName, ...] = ("auto", "official", "mediapipe", "given")
 NO_FACE_HINT = "use a frontal portrait where the face is clearly visible and not too small"
 
 
@@ -78,18 +80,27 @@ class FaceFrontend(Protocol):
     """Face detection + landmarks for registration. Implementations subclass this to inherit ``with``."""
 
     def locate(
-        self, rgb: np.ndarray, previous: FaceLandmarks | None = None, *, what: str = "the image"
+        self,
+        rgb: np.ndarray,
+        previous: FaceLandmarks | None = None,
+        *,
+        what: str = "the image",
+        index: int = 0,
     ) -> FaceLandmarks:
         """Crop landmarks of the (largest) face in ``rgb`` (H, W, 3) uint8 RGB.
 
         ``previous``: the last frame's result for video tracking (None for a still image or a first frame).
-        ``what`` names the input in error messages. Raises InputError when no face is found or the face is
-        smaller than the front-end's ``min_face_size``.
+        ``what`` names the input in error messages; ``index`` is the source frame (front-ends that look
+        landmarks up per frame use it). Raises InputError when no face is found or the face is smaller than
+        the front-end's ``min_face_size``.
         """
         ...
 
-    def landmarks478(self, crop_rgb: np.ndarray, *, what: str = "the face crop") -> np.ndarray:
-        """(1, 478, 3) float32 MediaPipe landmarks of the face crop (512, 512, 3) uint8.
+    def landmarks478(
+        self, crop_rgb: np.ndarray, *, what: str = "the face crop", index: int = 0
+    ) -> np.ndarray:
+        """(1, 478, 3) float32 MediaPipe landmarks of the face crop (512, 512, 3) uint8 of source frame
+        ``index``.
 
         Coordinates are normalised like MediaPipe's output and the reference's: x / W, y / H, z on the x
         scale; the reference feeds them to ``EyeAttrUtilsByMP`` unscaled (eye ball moves depend on the unit),
@@ -118,8 +129,10 @@ def crop_face(
     flag_do_rot: bool = True,
     *,
     backend: WarpBackend = "exact",
+    honour_vx_ratio: bool = False,
 ) -> CropResult:
-    """The registration crop of ``face`` in ``rgb`` (reference defaults: 512 px, scale 2.3, vy -0.125)."""
+    """The registration crop of ``face`` in ``rgb`` (reference defaults: 512 px, scale 2.3, vy -0.125;
+    ``vx_ratio`` ignored as in the reference unless ``honour_vx_ratio``)."""
     return crop_image(
         rgb,
         face.points,
@@ -130,6 +143,7 @@ def crop_face(
         flag_do_rot,
         landmarks=face.groups,
         backend=backend,
+        honour_vx_ratio=honour_vx_ratio,
     )
 
 
@@ -146,18 +160,28 @@ def make_frontend(
     warp_backend: WarpBackend = "exact",
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
     verbose: bool = False,
+    landmarks: str | Path | None = None,
 ) -> FaceFrontend:
     """Build a front-end: ``official`` (files from ``aux_dir``), ``mediapipe``, or ``auto`` (official when all
     of :data:`~ditto_research.checkpoints.FACE_FILES` are in ``aux_dir``, else mediapipe).
 
     ``min_face_size`` (pixels, 0 = any): smaller faces raise InputError. ``warp_backend`` is the crop warp
     used inside the official chain; ``providers`` are onnxruntime execution providers for it. ``verbose``
-    lets the mediapipe front-end's native INFO / WARNING lines through to stderr.
+    lets the mediapipe front-end's native INFO / WARNING lines through to stderr. ``given`` answers the
+    official chain's model calls from the ``landmarks`` file (:mod:`ditto_research.face.landmark_file`).
     """
     if name not in FRONTEND_NAMES:
         raise ConfigError(f"unknown face front-end {name!r}; expected one of {FRONTEND_NAMES}")
     if min_face_size < 0:
         raise ConfigError(f"min_face_size must be >= 0 pixels, got {min_face_size}")
+    if name == "given":
+        if landmarks is None:
+            raise ConfigError(
+                "face=given needs face.landmarks=FILE.npz (see ditto_research/face/landmark_file.py)"
+            )
+        from ditto_research.face.given import GivenFrontend
+
+        return GivenFrontend(landmarks, min_face_size=min_face_size, warp_backend=warp_backend)
     if name == "auto":
         name = "official" if official_files_present(aux_dir) else "mediapipe"
         log.info(

@@ -190,7 +190,12 @@ class MediaPipeFrontend(FaceFrontend):
     # ----------------------------------------------------------------------------------------------------
 
     def locate(
-        self, rgb: np.ndarray, previous: FaceLandmarks | None = None, *, what: str = "the image"
+        self,
+        rgb: np.ndarray,
+        previous: FaceLandmarks | None = None,
+        *,
+        what: str = "the image",
+        index: int = 0,
     ) -> FaceLandmarks:
         """Crop landmarks (127, 2) of the largest face (or the tracked one); see the module docstring."""
         rgb = check_rgb(rgb, what)
@@ -203,17 +208,19 @@ class MediaPipeFrontend(FaceFrontend):
         pixels = [mesh[:, :2] * np.array([width, height], dtype=np.float32) for mesh in meshes]
         boxes = np.stack([points_box(p) for p in pixels])
         if previous is None:
-            index = largest_face(boxes, what)
-            check_face_size(boxes[index], self.min_face_size, what)
+            chosen = largest_face(boxes, what)
+            check_face_size(boxes[chosen], self.min_face_size, what)
         else:
             overlap = box_iou(previous.box, boxes)
-            index = int(np.argmax(overlap)) if overlap.max() > 0 else largest_face(boxes, what)
-        points = np.ascontiguousarray(pixels[index][list(FACEMESH_CROP_POINTS)])
+            chosen = int(np.argmax(overlap)) if overlap.max() > 0 else largest_face(boxes, what)
+        points = np.ascontiguousarray(pixels[chosen][list(FACEMESH_CROP_POINTS)])
         return FaceLandmarks(
-            points=points, groups=FACEMESH_CROP_GROUPS, box=boxes[index], num_faces=len(meshes)
+            points=points, groups=FACEMESH_CROP_GROUPS, box=boxes[chosen], num_faces=len(meshes)
         )
 
-    def landmarks478(self, crop_rgb: np.ndarray, *, what: str = "the face crop") -> np.ndarray:
+    def landmarks478(
+        self, crop_rgb: np.ndarray, *, what: str = "the face crop", index: int = 0
+    ) -> np.ndarray:
         """(1, 478, 3) float32 normalised FaceMesh landmarks of the face in the crop."""
         meshes = self._run("crop", check_rgb(crop_rgb, what))
         if not meshes:

@@ -32,24 +32,9 @@ import numpy as np
 
 from ditto_research.checkpoints import FACE_FILES
 from ditto_research.errors import CheckpointError
-from ditto_research.face.crop import (
-    LANDMARKS_106,
-    LANDMARKS_203,
-    CropLandmarkGroups,
-    WarpBackend,
-    crop_image,
-    transform_points,
-    warp_affine,
-)
-from ditto_research.face.frontend import (
-    FaceFrontend,
-    FaceLandmarks,
-    check_face_size,
-    check_rgb,
-    largest_face,
-    no_face_error,
-    points_box,
-)
+from ditto_research.face.chain import LandmarkChain
+from ditto_research.face.crop import WarpBackend, transform_points, warp_affine
+from ditto_research.face.frontend import check_rgb, no_face_error
 
 __all__ = [
     "OfficialFrontend",
@@ -241,12 +226,13 @@ def _static_size(session: Any, default: int) -> int:
     return shape[2] if len(shape) == 4 and isinstance(shape[2], int) and shape[2] > 0 else default
 
 
-class OfficialFrontend(FaceFrontend):
+class OfficialFrontend(LandmarkChain):
     """det_10g + 2d106det + landmark203 (onnxruntime) and face_landmarker.task (MediaPipe Tasks).
 
-    ``face_landmarker`` may be None (then :meth:`landmarks478` raises CheckpointError); the task file is
-    loaded on the first :meth:`landmarks478` call. ``warp_backend`` is the crop warp of steps 2-3
-    ("exact" reproduces the reference's OpenCV bit for bit, "opencv" is faster).
+    The chain's logic (largest box, crops, tracking) is :class:`~ditto_research.face.chain.LandmarkChain`;
+    this class answers its model calls. ``face_landmarker`` may be None (then :meth:`landmarks478` raises
+    CheckpointError); the task file is loaded on the first :meth:`landmarks478` call. ``warp_backend`` is the
+    crop warp of steps 2-3 ("exact" reproduces the reference's OpenCV bit for bit, "opencv" is faster).
     """
 
     def __init__(
@@ -271,7 +257,7 @@ class OfficialFrontend(FaceFrontend):
         self._lmk106 = _session(Path(landmark106), providers)
         self._lmk203 = _session(Path(landmark203), providers)
         self._size106 = _static_size(self._lmk106, 192)
-        self._size203 = _static_size(self._lmk203, 224)
+        self.size203 = _static_size(self._lmk203, 224)
         self._task_path = face_landmarker
         self._landmarker: Any = None
 
@@ -283,30 +269,14 @@ class OfficialFrontend(FaceFrontend):
 
     # ----------------------------------------------------------------------------------------------------
 
-    def locate(
-        self, rgb: np.ndarray, previous: FaceLandmarks | None = None, *, what: str = "the image"
-    ) -> FaceLandmarks:
-        """203 landmarks: detect -> 106 -> 203, or track from ``previous``'s 203 points (num_faces 1)."""
-        rgb = check_rgb(rgb, what)
-        if previous is not None and previous.groups == LANDMARKS_203 and len(previous.points) == 203:
-            points = self.landmarks203(rgb, previous.points, LANDMARKS_203)
-            return FaceLandmarks(points=points, groups=LANDMARKS_203, box=points_box(points), num_faces=1)
-        faces = self.detect(rgb)
-        if len(faces) == 0:
-            raise no_face_error(what)
-        box = faces[largest_face(faces, what), :4]
-        check_face_size(box, self.min_face_size, what)
-        points = self.landmarks203(rgb, self.landmarks106(rgb, box), LANDMARKS_106)
-        return FaceLandmarks(points=points, groups=LANDMARKS_203, box=box.copy(), num_faces=len(faces))
-
-    def detect(self, rgb: np.ndarray) -> np.ndarray:
+    def detect(self, rgb: np.ndarray, *, index: int = 0) -> np.ndarray:
         """(F, 5) float32 face boxes x1, y1, x2, y2, score in ``rgb`` pixels (step 1)."""
         image, det_scale = letterbox(rgb, self.scrfd.input_size)
         blob = det_blob(image)
         outputs = self._det.run(None, {self._det.get_inputs()[0].name: blob})
         return detect_faces(_scrfd_order(self._det, outputs), blob.shape[2:], det_scale, self.scrfd)
 
-    def landmarks106(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+    def landmarks106(self, rgb: np.ndarray, box: np.ndarray, *, index: int = 0) -> np.ndarray:
         """(106, 2) float32 image pixels for a face box (step 2)."""
         matrix = landmark106_matrix(box, self._size106)
         crop = warp_affine(rgb, matrix, (self._size106, self._size106), backend=self.warp_backend)
@@ -314,22 +284,15 @@ class OfficialFrontend(FaceFrontend):
         prediction = self._lmk106.run(None, {self._lmk106.get_inputs()[0].name: blob})[0][0]
         return landmark106_points(prediction, matrix, self._size106)
 
-    def landmarks203(self, rgb: np.ndarray, points: np.ndarray, groups: CropLandmarkGroups) -> np.ndarray:
-        """(203, 2) float32 image pixels from a 224 crop placed by ``points`` (step 3)."""
-        crop = crop_image(
-            rgb,
-            points,
-            dsize=self._size203,
-            scale=1.5,
-            vy_ratio=-0.1,
-            landmarks=groups,
-            backend=self.warp_backend,
-        )
-        outputs = self._lmk203.run(None, {self._lmk203.get_inputs()[0].name: landmark203_blob(crop.img_crop)})
+    def run_landmark203(self, crop224: np.ndarray, M_c2o: np.ndarray, *, index: int = 0) -> np.ndarray:
+        """(203, 2) float32 image pixels from the 224 crop (step 3)."""
+        outputs = self._lmk203.run(None, {self._lmk203.get_inputs()[0].name: landmark203_blob(crop224)})
         raw = _landmark203_output(self._lmk203, outputs)
-        return transform_points(raw[0].reshape(-1, 2) * np.float32(self._size203), crop.M_c2o)
+        return transform_points(raw[0].reshape(-1, 2) * np.float32(self.size203), M_c2o)
 
-    def landmarks478(self, crop_rgb: np.ndarray, *, what: str = "the face crop") -> np.ndarray:
+    def landmarks478(
+        self, crop_rgb: np.ndarray, *, what: str = "the face crop", index: int = 0
+    ) -> np.ndarray:
         """(1, 478, 3) float32 normalised FaceLandmarker landmarks of the crop (step 4)."""
         import mediapipe as mp
 

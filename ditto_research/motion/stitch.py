@@ -169,19 +169,24 @@ def apply_pose_controls(info: dict[str, np.ndarray], controls: FrameControls) ->
 
 
 def fade_toward(
-    info: dict[str, np.ndarray], target: MotionDict, alpha: float, keys: Sequence[str] | None
+    info: dict[str, np.ndarray],
+    target: MotionDict,
+    alpha: float,
+    keys: Sequence[str] | None,
+    pose_in_degrees: bool = False,
 ) -> dict[str, np.ndarray]:
     """Step 5: ``info[k] * alpha + target[k] * (1 - alpha)`` for each key (None: every key but ``kp``).
 
-    Deviation from the reference, on purpose: when a pose key is in degrees on one side and logits on the
-    other (a ``delta_*`` control on a faded angle), both are converted to degrees before blending; the
-    reference broadcast degrees against logits there, which has no meaning.
+    A reference quirk, kept by default: when a pose key is in degrees on one side and 66-bin logits on the
+    other (a ``delta_*`` control on a faded angle), the reference blends them by broadcasting, which garbles
+    that angle. ``pose_in_degrees=True`` (``control.fade_pose_in_degrees``) converts both to degrees first.
     """
     for key in info.keys() if keys is None else keys:
         if key == "kp":
             continue
         mine, theirs = info[key], target[key]
-        if key in ("pitch", "yaw", "roll") and is_pose_logits(mine) != is_pose_logits(theirs):
+        mixed_units = key in ("pitch", "yaw", "roll") and is_pose_logits(mine) != is_pose_logits(theirs)
+        if mixed_units and pose_in_degrees:
             mine, theirs = to_degrees(mine), to_degrees(theirs)
         info[key] = mine * alpha + theirs * (1 - alpha)
     return info
@@ -260,6 +265,8 @@ class MotionStitcher:
         fade_type: fade target: "" (fading off), "s" (the source motion), "d0" (the first frame's controlled
             motion). Default "".
         use_stitching: run the stitching network on the driving keypoints. Default True.
+        fade_pose_in_degrees: fade a pose angle that a ``delta_*`` control turned into degrees in degrees
+            (see :func:`fade_toward`); False, the default, blends it as the reference does.
         is_image: the source is a still image (cache source keypoints, pose and fade target). Default True.
         d0: the reference driving frame; None: the first driving frame seen (with relative_d).
         reference_scale: scale of the character whose motion the generator imitates (the reference's
@@ -283,6 +290,7 @@ class MotionStitcher:
         fade_out_keys: Sequence[str] | None = ("exp",),
         fade_type: FadeType = "",
         use_stitching: bool = True,
+        fade_pose_in_degrees: bool = False,
         is_image: bool = True,
         d0: MotionDict | None = None,
         reference_scale: float | None = None,
@@ -316,6 +324,7 @@ class MotionStitcher:
         self.relative_d = relative_d
         self.drive_eye = is_image if drive_eye is None else drive_eye
         self.fade_type = fade_type
+        self.fade_pose_in_degrees = fade_pose_in_degrees
         self.fade_out_keys = None if fade_out_keys is None else tuple(fade_out_keys)
         self.overall_controls = FrameControls.coerce(overall_controls)
         self._d_weights = (
@@ -434,7 +443,8 @@ class MotionStitcher:
             self._fade_target = _copy_record(info)
         if ctrl.fade_alpha is not None and self.fade_type in ("d0", "s"):
             keys = ctrl.fade_out_keys if ctrl.fade_out_keys is not None else self.fade_out_keys
-            info = fade_toward(info, self._fade_source_target(x_s_info), ctrl.fade_alpha, keys)
+            target = self._fade_source_target(x_s_info)
+            info = fade_toward(info, target, ctrl.fade_alpha, keys, self.fade_pose_in_degrees)
 
         if self.drive_eye:
             if self._source_pose is None:

@@ -39,27 +39,44 @@ def build_frame_controls(control: ControlConfig, num_frames: int) -> dict[int, F
 
 
 def build_stitcher(
-    control: ControlConfig, stitch_network: nn.Module, source: RegisteredSource, num_frames: int
+    control: ControlConfig,
+    stitch_network: nn.Module,
+    source: RegisteredSource,
+    num_frames: int,
+    blink_rng: random.Random | None = None,
 ) -> MotionStitcher:
-    """The stitcher for one clip, with every control of the config."""
+    """The stitcher for one clip, with every control of the config.
+
+    The random blink schedule draws from ``blink_rng`` (None: ``random.Random(control.seed)``) in the
+    reference's order: a 3000-frame schedule first (its setup, length unknown), then the clip's own
+    (``num_frames >= 0``), so a given seed gives the reference's blinks.
+    """
     delta_eye = (
         load_npy(control.delta_eye_arr, "control.delta_eye_arr", f"(K, {SOURCE_KP_DIM})", SOURCE_KP_DIM)
         if control.delta_eye_arr
         else None
     )
-    return MotionStitcher(
+    stitcher = MotionStitcher(
         stitch_network,
         x_s_info=source.frames[0].x_s_info if source.is_image else None,
-        n_frames=num_frames,
+        n_frames=-1,
         use_d_keys=tuple(control.use_d_keys) if control.use_d_keys else None,
         relative_d=control.relative_d,
         drive_eye=control.drive_eye,
         delta_eye_arr=delta_eye,
-        delta_eye_open_n=control.delta_eye_open_n,
+        delta_eye_open_n=(
+            control.delta_eye_open_n
+            if isinstance(control.delta_eye_open_n, int)
+            else [int(v) for v in control.delta_eye_open_n]
+        ),
         fade_out_keys=tuple(control.fade_out_keys),
         fade_type=control.fade_type,  # type: ignore[arg-type]
         use_stitching=control.flag_stitching,
+        fade_pose_in_degrees=control.fade_pose_in_degrees,
         is_image=source.is_image,
         overall_controls=overall_controls(control),
-        rng=random.Random(control.seed),
+        rng=random.Random(control.seed) if blink_rng is None else blink_rng,
     )
+    if num_frames >= 0:
+        stitcher.set_num_frames(num_frames)
+    return stitcher

@@ -27,11 +27,14 @@ import torch
 from omegaconf import DictConfig
 
 from ditto_research.audio.encoders import SpeechEncoder, make_encoder
-from ditto_research.audio.features import offline_features
+from ditto_research.audio.features import OnlineFeatureStream, offline_features
 from ditto_research.audio.io import num_video_frames
+from ditto_research.audio.precomputed import PrecomputedFeatures, PrecomputedFeatureStream
 from ditto_research.checkpoints import HUBERT_FILE, CheckpointRoot
 from ditto_research.config import InferConfig, compose, to_config
 from ditto_research.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ditto_research.diffusion.noise import NoiseSource
+from ditto_research.diffusion.samplers import WindowSampler
 from ditto_research.errors import ConfigError
 from ditto_research.face.frontend import FaceFrontend, make_frontend
 from ditto_research.motion.audio2motion import Audio2MotionSettings, generate_motion_offline
@@ -41,7 +44,13 @@ from ditto_research.motion.format import clip_motion, source_motion_vector
 from ditto_research.motion.online import REFERENCE_PREFIX_CHUNKSIZE, OnlineMotionGenerator
 from ditto_research.pipeline.controls import build_frame_controls, build_stitcher
 from ditto_research.pipeline.networks import Networks, build_networks, build_window_sampler
-from ditto_research.pipeline.observers import PipelineObserver
+from ditto_research.pipeline.observers import (
+    PipelineObserver,
+    notify,
+    observed_conditions,
+    observed_window_sampler,
+)
+from ditto_research.pipeline.randomness import RandomnessFactory, RunRandomness, default_randomness
 from ditto_research.pipeline.registration import RegisteredSource, register_source
 from ditto_research.pipeline.runner import BaseStage
 from ditto_research.pipeline.stages import (
@@ -69,8 +78,9 @@ class Engine:
         cfg: the composed config (any ``mode``; the sessions decide how to run).
     """
 
-    def __init__(self, cfg: InferConfig | DictConfig) -> None:
+    def __init__(self, cfg: InferConfig | DictConfig, randomness: RandomnessFactory | None = None) -> None:
         self.cfg: InferConfig = cfg if isinstance(cfg, InferConfig) else to_config(cfg)
+        self._randomness = randomness
         backend = self.cfg.backend
         if backend.device == "cuda" and backend.name == "pytorch" and not torch.cuda.is_available():
             raise ConfigError("backend.device=cuda but no CUDA device is available; use backend.device=cpu")
@@ -83,12 +93,15 @@ class Engine:
         self._parent: Engine | None = None  # derive(): components come from this engine
         self._networks: Networks | None = None
         self._encoder: SpeechEncoder | None = None
+        self._features_file: PrecomputedFeatures | None = None
         self._frontend: FaceFrontend | None = None
 
     @classmethod
-    def from_overrides(cls, overrides: list[str] | None = None) -> Engine:
+    def from_overrides(
+        cls, overrides: list[str] | None = None, randomness: RandomnessFactory | None = None
+    ) -> Engine:
         """Compose ``conf/infer.yaml`` with command-line style overrides (e.g. ``["model=tiny"]``)."""
-        return cls(compose("infer", overrides))
+        return cls(compose("infer", overrides), randomness)
 
     def derive(self, cfg: InferConfig) -> Engine:
         """An engine for ``cfg`` that shares this one's networks, encoder and face front-end.
@@ -111,7 +124,7 @@ class Engine:
                 raise ConfigError(
                     f"motion.{key} is fixed by the loaded LMDM ({getattr(self.cfg.motion, key)})"
                 )
-        child = Engine(cfg)
+        child = Engine(cfg, self._randomness)
         child._parent = self._parent or self
         return child
 
@@ -137,14 +150,34 @@ class Engine:
 
     @property
     def encoder(self) -> SpeechEncoder:
+        """The speech encoder (ConfigError with ``audio_encoder=precomputed``, which has none)."""
+        if self.cfg.audio_encoder_name == "precomputed":
+            raise ConfigError(
+                "audio_encoder=precomputed reads features from audio_encoder.path and has no encoder; "
+                "choose another audio_encoder to compute features"
+            )
         return self._built("_encoder", self._make_encoder)
+
+    @property
+    def features_file(self) -> PrecomputedFeatures | None:
+        """The feature file of ``audio_encoder=precomputed`` (read once), else None."""
+        if self.cfg.audio_encoder_name != "precomputed":
+            return None
+        path = self.cfg.audio_encoder.path
+        return self._built("_features_file", lambda: PrecomputedFeatures.load(str(path)))
 
     @property
     def frontend(self) -> FaceFrontend:
         face = self.cfg.face
         return self._built(
             "_frontend",
-            lambda: make_frontend(face.name, self.root.aux_dir, face.min_face_size, verbose=self.cfg.verbose),
+            lambda: make_frontend(
+                face.name,
+                self.root.aux_dir,
+                face.min_face_size,
+                verbose=self.cfg.verbose,
+                landmarks=face.landmarks,
+            ),
         )
 
     def _make_encoder(self) -> SpeechEncoder:
@@ -157,7 +190,8 @@ class Engine:
     def load(self) -> float:
         """Build networks, speech encoder and face front-end now; returns the seconds it took."""
         t0 = time.perf_counter()
-        _ = self.networks, self.encoder, self.frontend
+        _ = self.networks, self.frontend
+        _ = self.features_file if self.cfg.audio_encoder_name == "precomputed" else self.encoder
         return time.perf_counter() - t0
 
     def close(self) -> None:
@@ -172,10 +206,13 @@ class Engine:
 
     # ---- source --------------------------------------------------------------------------------------------
 
-    def register(self, source_path: str | Path) -> RegisteredSource:
+    def register(
+        self, source_path: str | Path, observers: Sequence[PipelineObserver] = ()
+    ) -> RegisteredSource:
         """Load and register a portrait image or video (see :mod:`ditto_research.pipeline.registration`).
 
-        The caller owns the result: close ``source.media`` when done with it.
+        ``observers`` see every registered source frame (``on_source_frame``). The caller owns the result:
+        close ``source.media`` when done with it.
         """
         face = self.cfg.face
         media = load_source(source_path, max_size=face.max_size, n_frames=face.template_n_frames)
@@ -191,10 +228,19 @@ class Engine:
                     self.device,
                     what=Path(source_path).name,
                     progress=self.cfg.progress,
+                    observers=observers,
                 )
         except BaseException:
             media.close()
             raise
+
+    # ---- randomness ----------------------------------------------------------------------------------------
+
+    def randomness(self) -> RunRandomness:
+        """Fresh random streams for one run (from ``control.seed`` / ``control.noise``, or the factory)."""
+        if self._randomness is not None:
+            return self._randomness()
+        return default_randomness(self.cfg.control, self.device)
 
     # ---- motion --------------------------------------------------------------------------------------------
 
@@ -230,28 +276,62 @@ class Engine:
         )
         return builder
 
-    def window_sampler(self):
-        """A fresh LMDM window sampler (its noise from ``control.seed``): one per run."""
-        return build_window_sampler(self.networks.lmdm, self.cfg.sampler, self.cfg.control.seed, self.device)
+    def window_sampler(
+        self, noise: NoiseSource | None = None, observers: Sequence[PipelineObserver] = ()
+    ) -> WindowSampler:
+        """A fresh LMDM window sampler, one per run; its draws come from ``noise`` (None: this run's
+        :meth:`randomness`). ``observers`` see every sampled window (``on_motion_window``)."""
+        noise = self.randomness().noise if noise is None else noise
+        sampler = build_window_sampler(self.networks.lmdm, self.cfg.sampler, noise)
+        return observed_window_sampler(sampler, observers) if observers else sampler
 
-    def generate_motion(self, audio: np.ndarray, source: RegisteredSource) -> np.ndarray:
-        """(N, 265) motion for 16 kHz mono ``audio`` (N = ceil(seconds * 25)), as the reference computes
-        it."""
+    def speech_features(self, audio: np.ndarray, what: str = "the audio") -> np.ndarray:
+        """(N, D) speech features of 16 kHz mono ``audio``, one row per output frame (N = ceil(seconds * 25)):
+        the encoder's offline features, or the rows of ``audio_encoder=precomputed``."""
         num_frames = num_video_frames(len(audio), SAMPLE_RATE, FPS)
-        feats = offline_features(audio, self.encoder, tuple(self.cfg.mode.chunksize))[:num_frames]
+        if self.features_file is not None:
+            return self.features_file.for_frames(num_frames, what)
+        return offline_features(audio, self.encoder, tuple(self.cfg.mode.chunksize))[:num_frames]
+
+    def generate_motion(
+        self,
+        audio: np.ndarray,
+        source: RegisteredSource,
+        observers: Sequence[PipelineObserver] = (),
+        randomness: RunRandomness | None = None,
+    ) -> np.ndarray:
+        """(N, 265) motion for 16 kHz mono ``audio`` (N = ceil(seconds * 25)), as the reference computes it.
+
+        ``observers`` see the conditions (``on_conditions``) and every sampled window; ``randomness``: this
+        run's streams (None: fresh ones).
+        """
+        feats = self.speech_features(audio)
         conds = self.condition_builder(source)(feats, 0)
-        source_motion = source_motion_vector(source.frames[0].x_s_info)
+        notify(observers, "on_conditions", 0, conds)
+        noise = (randomness or self.randomness()).noise
         motion = generate_motion_offline(
-            torch.from_numpy(conds), self.window_sampler(), source_motion, self.motion_settings(), self.device
+            torch.from_numpy(conds),
+            self.window_sampler(noise, observers),
+            source_motion_vector(source.frames[0].x_s_info),
+            self.motion_settings(),
+            self.device,
         )
         return clip_motion(motion, self.motion_value_range())
 
-    def online_motion_generator(self, source: RegisteredSource) -> OnlineMotionGenerator:
-        """The online audio-to-motion state of one stream (fresh sampler noise from ``control.seed``)."""
+    def online_motion_generator(
+        self,
+        source: RegisteredSource,
+        observers: Sequence[PipelineObserver] = (),
+        randomness: RunRandomness | None = None,
+    ) -> OnlineMotionGenerator:
+        """The online audio-to-motion state of one stream (fresh noise unless ``randomness`` is given)."""
         settings = self.motion_settings(fuse_mode="online")
+        builder = self.condition_builder(source)
+        condition = observed_conditions(builder, observers) if observers else builder
+        noise = (randomness or self.randomness()).noise
         return OnlineMotionGenerator(
-            self.window_sampler(),
-            self.condition_builder(source),
+            self.window_sampler(noise, observers),
+            condition,
             source_motion_vector(source.frames[0].x_s_info),
             settings,
             self.silence_features(settings.overlap_v2),
@@ -261,33 +341,56 @@ class Engine:
 
     def silence_features(self, num_frames: int) -> np.ndarray:
         """(O, D) features of O * 640 zero samples, with the reference's default chunksize (its wav2feat
-        call)."""
+        call); ``audio_encoder=precomputed``: the file's ``silence`` rows."""
+        if self.features_file is not None:
+            return self.features_file.silence_rows(num_frames)
         silence = np.zeros(max(num_frames, 1) * SAMPLES_PER_FRAME, np.float32)
         return offline_features(silence, self.encoder, REFERENCE_PREFIX_CHUNKSIZE)[:num_frames]
 
+    def feature_stream(self) -> OnlineFeatureStream | PrecomputedFeatureStream:
+        """Online speech features as audio arrives (``mode.chunksize`` windows)."""
+        chunksize = tuple(self.cfg.mode.chunksize)
+        if self.features_file is not None:
+            return self.features_file.stream(chunksize)
+        return OnlineFeatureStream(self.encoder, chunksize)
+
     # ---- stages (assembled here only) ---------------------------------------------------------------------
 
-    def render_stages(self, source: RegisteredSource, num_frames: int) -> list[BaseStage]:
+    def stitcher(self, source: RegisteredSource, num_frames: int, randomness: RunRandomness | None = None):
+        """The motion stitcher of one clip (``num_frames < 0``: an open-ended stream)."""
+        blink = (randomness or self.randomness()).blink
+        return build_stitcher(self.cfg.control, self.networks.stitch_network, source, num_frames, blink)
+
+    def render_stages(
+        self,
+        source: RegisteredSource,
+        num_frames: int,
+        observers: Sequence[PipelineObserver] = (),
+        randomness: RunRandomness | None = None,
+    ) -> list[BaseStage]:
         """stitch -> warp -> decode -> paste for ``source``; ``num_frames < 0``: an open-ended stream."""
         cfg, nets = self.cfg, self.networks
         if num_frames < 0 and cfg.control.fade_out > 0:
             log.warning("control.fade_out needs the stream length; it is off for an open-ended stream")
         threads = cfg.backend.num_threads
-        stitcher = build_stitcher(cfg.control, nets.stitch_network, source, num_frames)
+        stitcher = self.stitcher(source, num_frames, randomness)
         controls = build_frame_controls(cfg.control, max(num_frames, 0))
         return [
-            StitchStage(stitcher, source, controls, self.device),
-            WarpStage(nets.warp_network, source, threads),
-            DecodeStage(nets.decoder, threads),
+            StitchStage(stitcher, source, controls, self.device, observers=observers),
+            WarpStage(nets.warp_network, source, threads, observers=observers),
+            DecodeStage(nets.decoder, threads, observers=observers),
             PasteStage(source),
         ]
 
     def offline_stages(
         self, source: RegisteredSource, num_frames: int, observers: Sequence[PipelineObserver] = ()
     ) -> list[BaseStage]:
-        """The offline pipeline: the whole clip's audio in, :class:`FrameImage` out."""
-        motion = MotionStage(lambda audio: self.generate_motion(audio, source), observers)
-        return [motion, *self.render_stages(source, num_frames)]
+        """The offline pipeline: the whole clip's audio in, :class:`FrameImage` out (one run's randomness)."""
+        randomness = self.randomness()
+        motion = MotionStage(
+            lambda audio: self.generate_motion(audio, source, observers, randomness), observers
+        )
+        return [motion, *self.render_stages(source, num_frames, observers, randomness)]
 
     def stream_stages(
         self,
@@ -297,10 +400,12 @@ class Engine:
         render: bool = True,
     ) -> list[BaseStage]:
         """The online pipeline: :class:`AudioPiece` in; :class:`FrameImage` out (``render=False``: motion)."""
+        randomness = self.randomness()
         stages: list[BaseStage] = [
-            FeatureStage(self.encoder, tuple(self.cfg.mode.chunksize)),  # type: ignore[arg-type]
-            OnlineMotionStage(self.online_motion_generator(source), observers),
+            FeatureStage(self.feature_stream()),
+            OnlineMotionStage(self.online_motion_generator(source, observers, randomness), observers),
         ]
         if render:
-            stages += self.render_stages(source, -1 if num_frames is None else int(num_frames))
+            length = -1 if num_frames is None else int(num_frames)
+            stages += self.render_stages(source, length, observers, randomness)
         return stages

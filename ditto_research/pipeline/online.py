@@ -199,7 +199,7 @@ class StreamingSession:
             if self._stream is not None and not self._stream_finished():
                 raise RuntimeError("a stream is already running; close() it and consume its frames first")
             owns = not isinstance(source, RegisteredSource)
-            registered = self.engine.register(source) if owns else source
+            registered = self.engine.register(source, observers) if owns else source
             timer = StageTimer()
             try:
                 stages = self.engine.stream_stages(registered, num_frames, observers, render=self.render)
@@ -350,8 +350,10 @@ class StreamingSession:
         realtime = self.cfg.mode.realtime if realtime is None else realtime
         samples = load_audio(audio, SAMPLE_RATE)
         num_frames = num_video_frames(samples.shape[0], SAMPLE_RATE, FPS)
+        if self.engine.features_file is not None:  # precomputed features: enough rows, before any work
+            self.engine.features_file.for_frames(num_frames, str(audio))
         t_reg = time.perf_counter()
-        registered = self.engine.register(source)
+        registered = self.engine.register(source, observers)
         register_s = time.perf_counter() - t_reg
         t0 = time.perf_counter()
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from ditto_research.config.schema import FaceConfig
 from ditto_research.face.eye import eye_ball_move, eye_open
 from ditto_research.face.frontend import FaceFrontend, FaceLandmarks, crop_face
+from ditto_research.pipeline.observers import PipelineObserver, notify
 from ditto_research.render.source_io import SourceMedia
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,21 @@ class AppearanceCache:
         return f_s
 
 
+@dataclass(frozen=True)
+class RegistrationRecord:
+    """What registering one source frame saw (for observers, ``on_source_frame``): the located face, the
+    512 crop with its matrices (crop -> image ``M_c2o``, image -> crop ``M_o2c``), the (1, 478, 3) crop
+    landmarks, and the :class:`SourceFrame` kept for rendering (x_s_info before any video smoothing)."""
+
+    index: int
+    face: FaceLandmarks
+    crop512: np.ndarray
+    M_c2o: np.ndarray
+    M_o2c: np.ndarray
+    lmk478: np.ndarray
+    frame: SourceFrame
+
+
 @dataclass
 class RegisteredSource:
     """Everything the stages need about the source."""
@@ -149,8 +166,10 @@ def register_source(
     what: str = "the source",
     progress: bool = False,
     cache_frames: int = 8,
+    observers: Sequence[PipelineObserver] = (),
 ) -> RegisteredSource:
-    """Register every source frame (see the module docstring)."""
+    """Register every source frame (see the module docstring); ``observers`` see each one
+    (``on_source_frame``)."""
     frames: list[SourceFrame] = []
     previous: FaceLandmarks | None = None
     faces_seen = 1
@@ -159,7 +178,7 @@ def register_source(
     ):
         rgb = media.frame(i, mirror=False)
         label = what if media.is_image else f"frame {i} of {what}"
-        located = frontend.locate(rgb, previous, what=label)
+        located = frontend.locate(rgb, previous, what=label, index=i)
         if i == 0:
             faces_seen = located.num_faces  # the front-end logs when it picks the largest of several
         crop = crop_face(
@@ -170,19 +189,24 @@ def register_source(
             face.crop_vx_ratio,
             face.crop_vy_ratio,
             face.crop_flag_do_rot,
+            honour_vx_ratio=face.apply_crop_vx_ratio,
         )
-        lmk478 = frontend.landmarks478(crop.img_crop, what=label)
+        lmk478 = frontend.landmarks478(crop.img_crop, what=label, index=i)
         crop256 = cv2.resize(crop.img_crop, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA)
         info = motion_info(motion_extractor, to_network_input(crop256, device))
-        frames.append(
-            SourceFrame(
-                info,
-                crop.M_c2o.astype(np.float32),
-                eye_open(lmk478).reshape(1, 2),
-                eye_ball_move(lmk478).reshape(1, 6),
-                crop256,
-            )
+        frame = SourceFrame(
+            info,
+            crop.M_c2o.astype(np.float32),
+            eye_open(lmk478).reshape(1, 2),
+            eye_ball_move(lmk478).reshape(1, 6),
+            crop256,
         )
+        frames.append(frame)
+        if observers:
+            record = RegistrationRecord(
+                i, located, crop.img_crop, frame.M_c2o, crop.M_o2c.astype(np.float32), lmk478, frame
+            )
+            notify(observers, "on_source_frame", i, record)
         previous = located
     if len(frames) > 1 and face.smo_k_s > 1:
         for key in MOTION_OUTPUT_NAMES:

@@ -110,9 +110,11 @@ class TalkingHeadSession:
     def close(self) -> None:
         self.engine.close()
 
-    def register(self, source_path: str | Path) -> RegisteredSource:
+    def register(
+        self, source_path: str | Path, observers: Sequence[PipelineObserver] = ()
+    ) -> RegisteredSource:
         """Load and register a portrait image or video (see :mod:`ditto_research.pipeline.registration`)."""
-        return self.engine.register(source_path)
+        return self.engine.register(source_path, observers)
 
     def generate_motion(self, audio: np.ndarray, source: RegisteredSource) -> np.ndarray:
         """(N, 265) motion for 16 kHz mono ``audio`` (N = ceil(seconds * 25)), as the reference computes
@@ -156,10 +158,12 @@ class TalkingHeadSession:
         t0 = time.perf_counter()
         load_s = self.networks.load_s
         audio = load_audio(audio_path, SAMPLE_RATE)
-        t_reg = time.perf_counter()
-        source = self.register(source_path)
-        register_s = time.perf_counter() - t_reg
         num_frames = num_video_frames(len(audio), SAMPLE_RATE, FPS)
+        if self.engine.features_file is not None:  # precomputed features: enough rows, before any work
+            self.engine.features_file.for_frames(num_frames, str(audio_path))
+        t_reg = time.perf_counter()
+        source = self.register(source_path, observers)
+        register_s = time.perf_counter() - t_reg
         timer = StageTimer()
         try:
             path, _ = write_frames(

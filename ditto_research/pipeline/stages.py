@@ -14,18 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from ditto_research.audio.features import OnlineFeatureStream
 from ditto_research.audio.io import num_video_frames
 from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.motion.format import MotionInfo
 from ditto_research.motion.online import OnlineMotionGenerator
 from ditto_research.motion.stitch import FrameControls, MotionStitcher
-from ditto_research.pipeline.observers import PipelineObserver, notify_motion
+from ditto_research.pipeline.observers import PipelineObserver, notify, notify_motion
 from ditto_research.pipeline.registration import RegisteredSource
 from ditto_research.pipeline.runner import BaseStage
 from ditto_research.render.putback import PasteBack
@@ -147,14 +147,22 @@ class MotionStage(BaseStage):
             yield FrameMotion(i, info.frame(i))
 
 
+class FeatureStream(Protocol):
+    """Online speech features: ``push(samples)`` / ``flush()`` -> lists of (current, D) rows."""
+
+    def push(self, samples: np.ndarray) -> list[np.ndarray]: ...
+
+    def flush(self) -> list[np.ndarray]: ...
+
+
 class FeatureStage(BaseStage):
-    """Online: pushed samples -> HuBERT feature rows (the reference chunks: lead-in zeros, 6480-sample
-    windows)."""
+    """Online: pushed samples -> speech feature rows (the reference chunks: lead-in zeros, 6480-sample
+    windows; :class:`~ditto_research.audio.features.OnlineFeatureStream` or precomputed rows)."""
 
     name = "features"
 
-    def __init__(self, encoder: Callable[[np.ndarray], np.ndarray], chunksize: tuple[int, int, int]) -> None:
-        self.stream = OnlineFeatureStream(encoder, chunksize)
+    def __init__(self, stream: FeatureStream) -> None:
+        self.stream = stream
         self.num_samples = 0
 
     def process(self, item: AudioPiece) -> Iterator[FeatureRows]:
@@ -209,9 +217,11 @@ class StitchStage(_TorchStage):
         controls: Mapping[int, FrameControls],
         device: torch.device | str = "cpu",
         num_threads: int = 0,
+        observers: Sequence[PipelineObserver] = (),
     ) -> None:
         super().__init__(num_threads)
         self.stitcher, self.source, self.controls, self.device = stitcher, source, controls, device
+        self.observers = observers
 
     def process(self, item: FrameMotion | DriveReference) -> Iterator[FrameKeypoints]:
         if isinstance(item, DriveReference):
@@ -222,6 +232,7 @@ class StitchStage(_TorchStage):
             x_s, x_d = self.stitcher(
                 self.source.frames[src].x_s_info, item.x_d_info, self.controls.get(item.index)
             )
+        notify(self.observers, "on_keypoints", item.index, x_s, x_d)
         yield FrameKeypoints(
             item.index, src, torch.from_numpy(x_s).to(self.device), torch.from_numpy(x_d).to(self.device)
         )
@@ -232,14 +243,22 @@ class WarpStage(_TorchStage):
 
     name = "warp"
 
-    def __init__(self, warp_network: nn.Module, source: RegisteredSource, num_threads: int = 0) -> None:
+    def __init__(
+        self,
+        warp_network: nn.Module,
+        source: RegisteredSource,
+        num_threads: int = 0,
+        observers: Sequence[PipelineObserver] = (),
+    ) -> None:
         super().__init__(num_threads)
-        self.net, self.source = warp_network, source
+        self.net, self.source, self.observers = warp_network, source, observers
 
     @torch.no_grad()
     def process(self, item: FrameKeypoints) -> Iterator[FrameFeature]:
         f_s = self.source.appearance.get(item.source_index)
-        yield FrameFeature(item.index, item.source_index, self.net(f_s, item.x_s, item.x_d))
+        feature = self.net(f_s, item.x_s, item.x_d)
+        notify(self.observers, "on_warp", item.index, feature)
+        yield FrameFeature(item.index, item.source_index, feature)
 
 
 class DecodeStage(_TorchStage):
@@ -247,14 +266,18 @@ class DecodeStage(_TorchStage):
 
     name = "decode"
 
-    def __init__(self, decoder: nn.Module, num_threads: int = 0) -> None:
+    def __init__(
+        self, decoder: nn.Module, num_threads: int = 0, observers: Sequence[PipelineObserver] = ()
+    ) -> None:
         super().__init__(num_threads)
-        self.net = decoder
+        self.net, self.observers = decoder, observers
 
     @torch.no_grad()
     def process(self, item: FrameFeature) -> Iterator[FrameRender]:
         out = self.net(item.feature)[0].float().clamp_(0, 1).mul_(255).permute(1, 2, 0)
-        yield FrameRender(item.index, item.source_index, np.ascontiguousarray(out.cpu().numpy()))
+        image = np.ascontiguousarray(out.cpu().numpy())
+        notify(self.observers, "on_render", item.index, image)
+        yield FrameRender(item.index, item.source_index, image)
 
 
 class PasteStage(BaseStage):

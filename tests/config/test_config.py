@@ -20,6 +20,7 @@ from ditto_research.config import (
 )
 from ditto_research.constants import MOTION_DIM
 from ditto_research.errors import ConfigError
+from tests.helpers import write_landmark_file
 
 OPTIONS = sorted((group, path.stem) for group in GROUP_SCHEMAS for path in (CONF_DIR / group).glob("*.yaml"))
 PRESETS = sorted(path.stem for path in (CONF_DIR / "preset").glob("*.yaml"))
@@ -44,6 +45,11 @@ def test_every_option_composes_and_validates(group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if (group, option) == ("audio_encoder", "hubert_torch"):
         overrides.append(f"audio_encoder.path={tmp_path}")
+    if (group, option) == ("audio_encoder", "precomputed"):
+        np.save(tmp_path / "feats.npy", np.zeros((10, 1024), np.float32))
+        overrides.append(f"audio_encoder.path={tmp_path / 'feats.npy'}")
+    if (group, option) == ("face", "given"):
+        overrides.append(f"face.landmarks={write_landmark_file(tmp_path / 'lmk.npz')}")
     cfg = to_config(compose("infer", overrides))
     assert isinstance(cfg, InferConfig)
     node = getattr(cfg, group)

@@ -18,6 +18,7 @@ from ditto_research.motion.stitch import (
     FrameControls,
     MotionStitcher,
     blink_schedule,
+    fade_toward,
     fix_gaze,
     parse_ctrl_info,
     stitch_sequence,
@@ -334,4 +335,19 @@ def test_reference_scale_weights_driven_changes() -> None:
     np.testing.assert_allclose(motion["yaw"], x_s_info["yaw"] + change * 2, atol=1e-5)
     np.testing.assert_allclose(
         motion["t"], x_s_info["t"] + (x_d_infos[1]["t"] - x_d_infos[0]["t"]), atol=1e-7
+    )
+
+
+def test_fading_a_delta_controlled_angle_matches_the_reference_or_the_fix() -> None:
+    """The reference blends a delta_yaw angle (degrees) against the fade target's logits by broadcasting; the
+    fix (control.fade_pose_in_degrees) blends both in degrees."""
+    rng = np.random.default_rng(0)
+    degrees = np.array([12.5], np.float32)
+    target = {"yaw": rng.standard_normal((1, 66)).astype(np.float32)}
+    quirk = fade_toward({"yaw": degrees.copy()}, target, 0.25, ["yaw"])
+    np.testing.assert_array_equal(quirk["yaw"], degrees * 0.25 + target["yaw"] * 0.75)
+    assert quirk["yaw"].shape == (1, 66)  # the reference's broadcast: a garbled angle
+    fixed = fade_toward({"yaw": degrees.copy()}, target, 0.25, ["yaw"], pose_in_degrees=True)
+    np.testing.assert_allclose(
+        fixed["yaw"], degrees * 0.25 + bin66_to_degree(target["yaw"]) * 0.75, rtol=1e-6
     )
