@@ -172,7 +172,8 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
         ``n`` samples (librosa's length; ``L = n`` at the native rate). All-silent audio is valid.
 
     Raises:
-        InputError: the file is missing, is not decodable audio, or decodes to zero samples.
+        InputError: the file is missing, is not decodable audio, decodes to zero samples, or holds NaN or
+            infinite samples.
         ConfigError: ``sample_rate`` is not a positive integer, or no ffmpeg binary is available.
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
@@ -180,6 +181,8 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
     file = Path(path).expanduser()
     if not file.exists():
         raise InputError(f"audio file not found: {file}")
+    if file.is_dir():
+        raise InputError(f"audio path {file} is a folder, not a file; give an audio file such as speech.wav")
     if not file.is_file():
         raise InputError(f"audio path is not a file: {file}")
 
@@ -187,6 +190,12 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
     native, orig_sr = _parse_au(_run_ffmpeg(_decode_command(ffmpeg, file.resolve()), file), file)
     if native.size == 0:
         raise InputError(f"audio file {file} contains no audio samples (0 s of audio)")
+    bad = int(np.count_nonzero(~np.isfinite(native)))
+    if bad:
+        raise InputError(
+            f"audio file {file} has {bad} NaN or infinite samples (a float WAV written from broken data); "
+            "fix or re-export the audio"
+        )
     target_sr = int(sample_rate)
     if orig_sr == target_sr:
         return native

@@ -213,7 +213,7 @@ def _onnx_backend(device: str, precision: str, onnx_dir: Path, num_threads: int,
         )
 
     def load(network: str) -> NetworkRunner:
-        return load_onnx_network(network, onnx_dir, device, precision, num_threads)
+        return load_onnx_network(network, onnx_dir, device, precision, num_threads, export_model=model_name)
 
     return Backend("onnx", device, precision, load, f"ONNX files in {onnx_dir}")
 

@@ -113,15 +113,17 @@ def default_opset(model: onnx.ModelProto) -> int:
     return 0
 
 
-def read_checked_model(path: str | Path, io: NetworkIO) -> onnx.ModelProto:
-    """Load ``path`` and check it against ``io``; every failure is a CheckpointError with the remedy."""
+def read_checked_model(path: str | Path, io: NetworkIO, export_model: str = "ditto") -> onnx.ModelProto:
+    """Load ``path`` and check it against ``io``; every failure is a CheckpointError with the remedy (the
+    export command for ``model=export_model``, the weights the run uses)."""
     import onnx
 
     path = Path(path)
     if io.name in LMDM_PAIR_IO:
-        remedy = f"export the pair with: {export_command(path.parent, ['lmdm'], lmdm_form='cached')}"
+        command = export_command(path.parent, ["lmdm"], model=export_model, lmdm_form="cached")
+        remedy = f"export the pair with: {command}"
     else:
-        remedy = f"export it with: {export_command(path.parent, [io.name])}"
+        remedy = f"export it with: {export_command(path.parent, [io.name], model=export_model)}"
     if not path.is_file():
         hint = "" if path.parent.is_dir() else f" (the folder {path.parent} does not exist either)"
         raise CheckpointError(f"ONNX file {path} for {io.name} is missing{hint}; {remedy}")
@@ -407,13 +409,15 @@ class OnnxNetwork:
         precision: str = "fp32",
         num_threads: int = 0,
         io: NetworkIO | None = None,
+        export_model: str = "ditto",
     ) -> None:
-        """``io``: the interface to check the file against (default: network ``name``'s official one)."""
+        """``io``: the interface to check the file against (default: network ``name``'s official one);
+        ``export_model``: the weights named in the export command of an error message."""
         check_precision("onnx", precision, ("fp32", "fp16"))
         self.name = name
         self.io: NetworkIO = io or get_io(name)
         self.path = Path(path)
-        model = read_checked_model(self.path, self.io)
+        model = read_checked_model(self.path, self.io, export_model)
         self.metadata = metadata(model)
         self.precision = self.metadata.get("precision", "fp32")  # the official files are fp32
         expected = "fp32" if name in FP32_NETWORKS else precision
@@ -467,9 +471,15 @@ class OnnxLmdm(LmdmSampling, OnnxNetwork):
     """The guided LMDM step on onnxruntime, with the DDIM sampler interface of :class:`LmdmSampling`."""
 
     def __init__(
-        self, name: str, path: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0
+        self,
+        name: str,
+        path: str | Path,
+        device: str = "cpu",
+        precision: str = "fp32",
+        num_threads: int = 0,
+        export_model: str = "ditto",
     ) -> None:
-        OnnxNetwork.__init__(self, name, path, device, precision, num_threads)
+        OnnxNetwork.__init__(self, name, path, device, precision, num_threads, export_model=export_model)
         self.seq_frames = self.static_dim("x", 1, 80)
         self.motion_dim = self.static_dim("x", 2, 265)
         self.cond_dim = self.static_dim("cond", 2, 1103)
@@ -531,14 +541,21 @@ def open_lmdm_pair(
 
 
 def load_onnx_network(
-    name: str, onnx_dir: str | Path, device: str = "cpu", precision: str = "fp32", num_threads: int = 0
+    name: str,
+    onnx_dir: str | Path,
+    device: str = "cpu",
+    precision: str = "fp32",
+    num_threads: int = 0,
+    export_model: str = "ditto",
 ) -> OnnxNetwork | CachedPairLmdm:
     """Open ``<onnx_dir>/<official file name>`` for network ``name``; the LMDM as its cached pair when
-    present."""
+    present (``export_model``: the ``model=`` an error's export command names)."""
     onnx_dir = Path(onnx_dir)
     if name == "lmdm":
         pair = lmdm_pair_paths(onnx_dir)
         if pair is not None:
             return open_lmdm_pair(*pair, device=device, precision=precision, num_threads=num_threads)
     runner_class: Callable[..., OnnxNetwork] = OnnxLmdm if name == "lmdm" else OnnxNetwork
-    return runner_class(name, onnx_dir / get_io(name).onnx_file, device, precision, num_threads)
+    return runner_class(
+        name, onnx_dir / get_io(name).onnx_file, device, precision, num_threads, export_model=export_model
+    )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -222,10 +224,115 @@ def check_command_line(config_name: str, args: Sequence[str]) -> None:
     compose(config_name, overrides)
 
 
-def check_command_line_or_exit(config_name: str) -> None:
-    """:func:`check_command_line` on ``sys.argv[1:]`` for an app's ``__main__``: a bad override is one line on
-    stderr and exit code 2, before Hydra starts."""
+def _parses(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     try:
+        OverridesParser.create().parse_override(override)
+    except (HydraException, OmegaConfBaseException, ValueError):
+        return False
+    return True
+
+
+def _hydra_quote(value: str) -> str:
+    """``value`` as a single-quoted Hydra string: quotes escaped, and the backslashes before a quote or the
+    closing quote doubled (Hydra's escaping rule)."""
+    out, run = [], 0
+    for ch in value:
+        if ch == "\\":
+            run += 1
+            continue
+        if ch == "'":
+            out.append("\\" * (2 * run) + "\\'")
+        else:
+            out.append("\\" * run + ch)
+        run = 0
+    out.append("\\" * (2 * run))
+    return "'" + "".join(out) + "'"
+
+
+def quote_override_values(args: Sequence[str]) -> list[str]:
+    """Command-line overrides whose value Hydra's lexer rejects (spaces next to other symbols, non-ASCII,
+    parentheses, quotes, ...: file names as people have them) get their value quoted, so
+    ``source=my face é (1).png`` means that file. Values that parse, flags, and values that start like a list,
+    a dict or a quoted string are left alone.
+
+    Raises:
+        ConfigError: an override that does not parse even quoted (one line saying how to quote it).
+    """
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if arg.startswith("-") or not sep or _parses(arg):
+            out.append(arg)
+            continue
+        structured = value[:1] in ("'", '"', "[", "{") or "${" in value
+        quoted = f"{key}={_hydra_quote(value)}"
+        if structured or not _parses(quoted):
+            raise ConfigError(
+                f"cannot read the override {arg!r} (a list, dict, quote or ${{...}} not closed?); to pass it "
+                f"as text, quote the value for Hydra: {key}=\"'...'\" in the shell"
+            )
+        out.append(quoted)
+    return out
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return False
+    return True
+
+
+def writable_run_root(app: str) -> Path | None:
+    """Where Hydra's run folders go when the current folder is not writable: ``$DITTO_CACHE_DIR`` or
+    ``~/.cache/ditto_research``, else the system's temporary folder (None: no writable place found)."""
+    for base in (
+        Path(os.environ["DITTO_CACHE_DIR"]) if os.environ.get("DITTO_CACHE_DIR") else None,
+        Path.home() / ".cache" / "ditto_research",
+        Path(tempfile.gettempdir()) / "ditto_research",
+    ):
+        if base is not None and _writable(base / "outputs" / app):
+            return base / "outputs" / app
+    return None
+
+
+def ensure_writable_run_dir(app: str, args: list[str]) -> list[str]:
+    """``args`` with ``hydra.run.dir`` / ``hydra.sweep.dir`` moved to :func:`writable_run_root` (and a
+    warning line) when the current folder, where they go by default (``outputs/``), is not writable and the
+    command line does not set them; otherwise unchanged."""
+    default = Path.cwd() / "outputs"
+    if default.is_dir():
+        writable = _writable(default)
+    else:  # "outputs" must be creatable: no file of that name, a writable folder
+        writable = not default.exists() and os.access(Path.cwd(), os.W_OK | os.X_OK)
+    if writable or any(a.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args):
+        return args
+    root = writable_run_root(app)
+    if root is None:
+        return args  # Hydra reports it
+    stamp = "${now:%Y-%m-%d_%H-%M-%S}"
+    print(
+        f"warning: the current folder {Path.cwd()} is not writable; run logs and results go to {root}",
+        file=sys.stderr,
+    )
+    return [
+        *args,
+        f"hydra.run.dir={_hydra_quote(f'{root}/{stamp}')}",
+        f"hydra.sweep.dir={_hydra_quote(f'{root}/multirun/{stamp}')}",
+    ]
+
+
+def check_command_line_or_exit(config_name: str) -> None:
+    """:func:`check_command_line` on ``sys.argv[1:]`` for an app's ``__main__``: values Hydra cannot lex are
+    quoted in place (:func:`quote_override_values`), Hydra's run folder moves somewhere writable when the
+    current folder is not (:func:`ensure_writable_run_dir`), and a bad override is one line on stderr and exit
+    code 2, before Hydra starts."""
+    try:
+        sys.argv[1:] = ensure_writable_run_dir(config_name, quote_override_values(sys.argv[1:]))
         check_command_line(config_name, sys.argv[1:])
     except DittoError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -252,6 +359,7 @@ __all__ = [
     "check_known_keys",
     "compose",
     "composition_error",
+    "quote_override_values",
     "register_configs",
     "to_config",
 ]

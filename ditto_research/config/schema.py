@@ -29,6 +29,7 @@ from ditto_research.constants import (
 )
 from ditto_research.errors import ConfigError, InputError
 from ditto_research.face.landmark_file import GivenLandmarks
+from ditto_research.face.select import check_select
 from ditto_research.motion.controls import (
     MOTION_KEYS,
     load_ctrl_info_file,
@@ -332,8 +333,11 @@ class FaceConfig:
     template_n_frames: int = -1
     # Video sources: temporal mean-filter width over per-frame source keypoint info (1 = off).
     smo_k_s: int = 13
-    # Smallest accepted face, as the shorter side of its box in pixels.
+    # Smallest accepted face, the longer side of its box in pixels (the MediaPipe detector looks down to it).
     min_face_size: int = 32
+    # Which face when there are several: largest (the original's rule), center (nearest the image centre), or
+    # a number i (the i-th face from the left, from 0).
+    select: Any = "largest"
 
     def __post_init__(self) -> None:
         _check_choice("face", self.name, FACE_NAMES)
@@ -341,6 +345,7 @@ class FaceConfig:
         _check_range("face.max_size", self.max_size, low=64)
         _check_range("face.smo_k_s", self.smo_k_s, low=1)
         _check_range("face.min_face_size", self.min_face_size, low=0)
+        check_select(self.select)
         if self.name == "given":
             if not self.landmarks:
                 raise ConfigError(

@@ -153,6 +153,9 @@ class EvaluateConfig:
     report: bool = True
     # Show the third-party libraries' own logging (mediapipe / absl / TensorFlow Lite) and debug messages.
     verbose: bool = False
+    # Exit non-zero (2) when any clip failed; otherwise a run with failed clips exits 0 and says so in its
+    # last line (the failures are in results.json and the report).
+    strict: bool = False
 
     def __post_init__(self) -> None:
         for name in self.metrics:

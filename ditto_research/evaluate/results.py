@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 RESULTS_FILE = "results.json"
-Status = Literal["ok", "failed"]
+Status = Literal["ok", "failed", "interrupted"]
 
 # Per-clip scalar metrics (None when not computed); the motion statistics come from
 # ditto_research.evaluate.metrics.
@@ -287,22 +287,33 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+def _write_atomic(path: Path, write: Any) -> None:
+    """``write(file)`` into a hidden sibling, then rename it onto ``path``: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            write(f)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_run(record: RunRecord, run_dir: Path) -> Path:
-    """Write ``results.json``, ``clips.csv`` and ``stages.csv`` into ``run_dir``; returns the JSON path."""
+    """Write ``results.json``, ``clips.csv`` and ``stages.csv`` into ``run_dir`` (each atomically); returns
+    the JSON path."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RESULTS_FILE
     text = json.dumps(_finite_or_none(asdict(record)), indent=1, default=_json_default)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
     params = sorted(record.params)
-    with (run_dir / "clips.csv").open("w", newline="", encoding="utf-8") as f:
+
+    def clips_csv(f: Any) -> None:
         writer = csv.writer(f)
         writer.writerow([*params, *CLIP_COLUMNS])
         for clip in record.clips:
             row = clip.row()
             writer.writerow([record.params[p] for p in params] + [_cell(row[c]) for c in CLIP_COLUMNS])
-    with (run_dir / "stages.csv").open("w", newline="", encoding="utf-8") as f:
+
+    def stages_csv(f: Any) -> None:
         writer = csv.writer(f)
         writer.writerow(["clip_id", "stage", "calls", "ms_per_frame", "p50_ms", "p95_ms", "max_ms"])
         for clip_id, stages in [("(all)", record.stages)] + [(c.clip_id, c.stages) for c in record.clips]:
@@ -315,6 +326,10 @@ def write_run(record: RunRecord, run_dir: Path) -> Path:
                         *(_cell(v) for v in (s.ms_per_frame, s.p50_ms, s.p95_ms, s.max_ms)),
                     ]
                 )
+
+    _write_atomic(run_dir / "clips.csv", clips_csv)
+    _write_atomic(run_dir / "stages.csv", stages_csv)
+    _write_atomic(path, lambda f: f.write(text))
     return path
 
 

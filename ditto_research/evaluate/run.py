@@ -48,6 +48,7 @@ from ditto_research.evaluate.measure import (
     reset_peak_rss,
 )
 from ditto_research.evaluate.results import ClipResult, RunRecord, summarize_run, write_run
+from ditto_research.interrupts import Interrupted, exit_on_interrupt, install_signal_handlers
 from ditto_research.logs import configure_logging
 
 __all__ = ["ReportCallback", "evaluate_from_overrides", "main", "run_evaluation"]
@@ -168,6 +169,13 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path | None = None) -> Run
             load_s, stage_calls = _run_clips(typed, clips, ctx, record, logger)
         except DittoError as e:
             return _fail(record, e, out, logger)
+        except (KeyboardInterrupt, Interrupted) as e:
+            # The clips that finished are kept, recorded complete; the one in progress left nothing behind.
+            record.status, record.finished = "interrupted", _now()
+            record.error = f"{e or 'interrupted'} after {len(record.clips)} of {len(clips)} clips"
+            write_run(record, out)
+            _finish_logger(logger, record)
+            raise
     peaks = [c.peak_rss_mb for c in record.clips if c.peak_rss_mb is not None]
     record.summary = summarize_run(
         record, stage_calls, load_s, max(peaks) if peaks else peak_rss_mb(), _peak_cuda_mb()
@@ -305,9 +313,16 @@ class ReportCallback(Callback):
     """Writes report.md / report.html once a sweep has finished (single runs write theirs in :func:`main`)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not config.get("report", True):
+        sweep = Path(config.hydra.sweep.dir)
+        if config.get("report", True):
+            _write_report(sweep)
+        from ditto_research.evaluate.results import find_runs
+
+        try:
+            runs = find_runs(sweep)
+        except DittoError:
             return
-        _write_report(Path(config.hydra.sweep.dir))
+        _report_failed_clips(runs, bool(config.get("strict", False)))
 
 
 def _write_report(folder: Path) -> None:
@@ -350,10 +365,28 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {record.error}", file=sys.stderr)
     if record.status == "failed" or record.logger_error:
         sys.exit(2)
+    _report_failed_clips([record], bool(cfg.get("strict", False)))
+
+
+def _report_failed_clips(records: list[RunRecord], strict: bool) -> None:
+    """The last line when clips failed; exit 2 with ``strict``."""
+    clips = [c for r in records for c in r.clips]
+    failed = sum(c.status != "ok" for c in clips)
+    if not failed:
+        return
+    where = records[0].run_dir if len(records) == 1 else "each run's results.json"
+    print(
+        f"{'error' if strict else 'warning'}: {failed} of {len(clips)} clips failed (errors in {where})"
+        + ("" if strict else "; pass strict=true to exit non-zero when a clip fails"),
+        file=sys.stderr,
+    )
+    if strict:
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    check_command_line_or_exit(
-        "evaluate"
-    )  # a bad override: one line naming the allowed keys, not Hydra's report
-    main()
+    install_signal_handlers()  # SIGTERM / SIGHUP stop a sweep cleanly: finished runs kept, no partial files
+    with exit_on_interrupt("finished runs are kept; the stopped run is recorded as interrupted"):
+        # A bad override: one line naming the allowed keys, not Hydra's report.
+        check_command_line_or_exit("evaluate")
+        main()

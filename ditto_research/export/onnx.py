@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,12 +43,13 @@ from torch import nn
 
 from ditto_research.backends.base import FP32_NETWORKS, LMDM_PAIR_IO, NetworkIO, example_inputs, get_graph_io
 from ditto_research.backends.onnx import METADATA_PREFIX
-from ditto_research.config import CONF_DIR, to_config
+from ditto_research.config import CONF_DIR, check_command_line_or_exit, to_config
 from ditto_research.config.schema import ModelConfig, MotionConfig
 from ditto_research.errors import DittoError, ExportError
 from ditto_research.export.config import ExportConfig, register_export_configs, resolve_output_dir
 from ditto_research.export.grid_sample import make_grid_sample
 from ditto_research.export.verify import VerifyReport, verify_export
+from ditto_research.interrupts import exit_on_interrupt, install_signal_handlers
 
 __all__ = ["ExportResult", "IOWrapper", "build_network", "export_module", "main", "run_export"]
 
@@ -382,33 +386,57 @@ def _export_lmdm_pair(cfg: ExportConfig, out_dir: Path) -> list[ExportResult]:
     return results
 
 
+def _writable_folder(out_dir: Path) -> None:
+    """Create ``out_dir`` (and check it takes files) before any export work; ExportError in one line."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise ExportError(
+            f"cannot write to output_dir={out_dir} ({e.strerror or e}); choose a writable folder"
+        ) from e
+
+
 def run_export(cfg: ExportConfig, log: Any = print) -> list[ExportResult]:
-    """Export (and verify) every requested network; returns what was written."""
+    """Export (and verify) every requested network; returns what was written.
+
+    Every file is written and verified in a hidden staging folder inside ``output_dir`` first and moved into
+    place only when all of them succeeded: an export that fails (or is stopped) half way adds nothing to
+    ``output_dir`` and leaves what was there untouched.
+    """
     out_dir = resolve_output_dir(cfg)
     if cfg.model.name == "ditto":
         from ditto_research.checkpoints import check_root
 
         check_root(cfg.model.checkpoint_root, ("models",), lmdm_file=cfg.model.lmdm_file)
-    results = []
-    for name in cfg.all_networks:
-        written = []
-        if name != "lmdm" or cfg.lmdm_form in ("guided_step", "both"):
-            written.append(_export_one(name, cfg, out_dir))
-        if name == "lmdm" and cfg.lmdm_form in ("cached", "both"):
-            written.extend(_export_lmdm_pair(cfg, out_dir))
-        elif name == "lmdm":  # a pair left from an earlier export would shadow the new file in the backends
-            for io in LMDM_PAIR_IO.values():
-                if (out_dir / io.onnx_file).is_file():
-                    (out_dir / io.onnx_file).unlink()
-                    log(
-                        f"removed {out_dir / io.onnx_file} (an earlier cached LMDM pair; "
-                        "lmdm_form=guided_step)"
-                    )
-        for result in written:
-            log(f"wrote {result.path}")
-            for report in result.reports:
-                log(f"  verified {report.line()}")
-        results.extend(written)
+    _writable_folder(out_dir)
+    staging = out_dir / f".export.{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        staged: list[ExportResult] = []
+        for name in cfg.all_networks:
+            if name != "lmdm" or cfg.lmdm_form in ("guided_step", "both"):
+                staged.append(_export_one(name, cfg, staging))
+            if name == "lmdm" and cfg.lmdm_form in ("cached", "both"):
+                staged.extend(_export_lmdm_pair(cfg, staging))
+        results = []
+        for result in staged:  # every network exported and verified: publish
+            target = out_dir / result.path.name
+            os.replace(result.path, target)
+            results.append(ExportResult(result.name, target, result.reports))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if "lmdm" in cfg.all_networks and cfg.lmdm_form == "guided_step":
+        # A pair left from an earlier export would shadow the new file in the backends.
+        for io in LMDM_PAIR_IO.values():
+            if (out_dir / io.onnx_file).is_file():
+                (out_dir / io.onnx_file).unlink()
+                log(f"removed {out_dir / io.onnx_file} (an earlier cached LMDM pair; lmdm_form=guided_step)")
+    for result in results:
+        log(f"wrote {result.path}")
+        for report in result.reports:
+            log(f"  verified {report.line()}")
     return results
 
 
@@ -425,4 +453,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    install_signal_handlers()  # a stopped export removes its staging folder: nothing half written
+    with exit_on_interrupt("nothing written to the output folder"):
+        check_command_line_or_exit("export")
+        main()

@@ -26,7 +26,7 @@ from ditto_research.face.frontend import (
     FaceLandmarks,
     check_face_size,
     check_rgb,
-    largest_face,
+    choose_face,
     no_face_error,
     points_box,
 )
@@ -47,6 +47,7 @@ class LandmarkChain(FaceFrontend):
 
     min_face_size: int = 0
     warp_backend: WarpBackend = "exact"
+    select: str | int = "largest"
     size203: int = CROP224_SIZE
 
     def locate(
@@ -65,7 +66,7 @@ class LandmarkChain(FaceFrontend):
         faces = self.detect(rgb, index=index)
         if len(faces) == 0:
             raise no_face_error(what)
-        box = faces[largest_face(faces, what), :4]
+        box = faces[choose_face(faces, self.select, rgb.shape[:2], what), :4]
         check_face_size(box, self.min_face_size, what)
         lmk106 = self.landmarks106(rgb, box, index=index)
         points = self.landmarks203(rgb, lmk106, LANDMARKS_106, index=index)

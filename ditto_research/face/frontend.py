@@ -37,6 +37,7 @@ import numpy as np
 from ditto_research.checkpoints import FACE_FILES
 from ditto_research.errors import CheckpointError, ConfigError, InputError
 from ditto_research.face.crop import CropLandmarkGroups, CropResult, WarpBackend, crop_image
+from ditto_research.face.select import check_select
 
 __all__ = [
     "FRONTEND_NAMES",
@@ -161,6 +162,7 @@ def make_frontend(
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
     verbose: bool = False,
     landmarks: str | Path | None = None,
+    select: str | int = "largest",
 ) -> FaceFrontend:
     """Build a front-end: ``official`` (files from ``aux_dir``), ``mediapipe``, or ``auto`` (official when all
     of :data:`~ditto_research.checkpoints.FACE_FILES` are in ``aux_dir``, else mediapipe).
@@ -169,7 +171,10 @@ def make_frontend(
     used inside the official chain; ``providers`` are onnxruntime execution providers for it. ``verbose``
     lets the mediapipe front-end's native INFO / WARNING lines through to stderr. ``given`` answers the
     official chain's model calls from the ``landmarks`` file (:mod:`ditto_research.face.landmark_file`).
+    ``select`` picks the face when there are several (:func:`choose_face`: largest, center, or i-th from the
+    left).
     """
+    check_select(select)
     if name not in FRONTEND_NAMES:
         raise ConfigError(f"unknown face front-end {name!r}; expected one of {FRONTEND_NAMES}")
     if min_face_size < 0:
@@ -181,7 +186,7 @@ def make_frontend(
             )
         from ditto_research.face.given import GivenFrontend
 
-        return GivenFrontend(landmarks, min_face_size=min_face_size, warp_backend=warp_backend)
+        return GivenFrontend(landmarks, min_face_size=min_face_size, warp_backend=warp_backend, select=select)
     if name == "auto":
         name = "official" if official_files_present(aux_dir) else "mediapipe"
         log.info(
@@ -199,11 +204,15 @@ def make_frontend(
         from ditto_research.face.official_frontend import OfficialFrontend
 
         return OfficialFrontend.from_dir(
-            Path(aux_dir), min_face_size=min_face_size, warp_backend=warp_backend, providers=providers
+            Path(aux_dir),
+            min_face_size=min_face_size,
+            warp_backend=warp_backend,
+            providers=providers,
+            select=select,
         )
     from ditto_research.face.mediapipe_frontend import MediaPipeFrontend
 
-    return MediaPipeFrontend(min_face_size=min_face_size, verbose=verbose)
+    return MediaPipeFrontend(min_face_size=min_face_size, verbose=verbose, select=select)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -241,6 +250,58 @@ def largest_face(boxes: np.ndarray, what: str) -> int:
             np.round(boxes[index, :4], 1).tolist(),
         )
     return index
+
+
+def choose_face(boxes: np.ndarray, select: str | int, image_hw: tuple[int, int], what: str) -> int:
+    """Row of the face ``select`` picks among (K, >=4) x1, y1, x2, y2 ``boxes`` (K >= 1); logs the choice when
+    K > 1.
+
+    "largest": the largest area (the reference's rule: ``argsort`` of the negated area, first row);
+    "center": the box centre nearest the image centre; an int i: the i-th face from the left (InputError when
+    there are fewer).
+    """
+    if select == "largest":
+        return largest_face(boxes, what)
+    if select == "center":
+        height, width = image_hw
+        centers = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+        index = int(np.argmin(np.hypot(centers[:, 0] - width / 2, centers[:, 1] - height / 2)))
+        rule = "the one nearest the centre"
+    else:
+        check_select(select)
+        order = np.argsort((boxes[:, 0] + boxes[:, 2]) / 2, kind="stable")
+        if int(select) >= len(boxes):
+            raise InputError(
+                f"face.select={select} asks for face {select} (counted from the left, from 0) but {what} has "
+                f"{len(boxes)} face(s): use face.select=0..{len(boxes) - 1}, largest or center"
+            )
+        index = int(order[int(select)])
+        rule = f"face {select} from the left"
+    if len(boxes) > 1:
+        log.warning(
+            "%d faces found in %s; using %s (box %s)",
+            len(boxes),
+            what,
+            rule,
+            np.round(boxes[index, :4], 1).tolist(),
+        )
+    return index
+
+
+def check_face_inside(box: np.ndarray, image_hw: tuple[int, int], what: str, limit: float = 0.15) -> None:
+    """InputError when more than ``limit`` of the face box's width or height lies outside the image (a face
+    cut by the frame edge cannot be animated: the missing part has no appearance)."""
+    height, width = image_hw
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    size_x, size_y = max(x2 - x1, 1e-6), max(y2 - y1, 1e-6)
+    outside_x = (max(0.0, -x1) + max(0.0, x2 - width)) / size_x
+    outside_y = (max(0.0, -y1) + max(0.0, y2 - height)) / size_y
+    outside = max(outside_x, outside_y)
+    if outside > limit:
+        raise InputError(
+            f"the face in {what} is cut by the frame edge ({outside:.0%} of it outside the image): use a "
+            "picture with the whole face inside the frame"
+        )
 
 
 def check_face_size(box: np.ndarray, min_face_size: int, what: str) -> None:

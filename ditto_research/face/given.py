@@ -31,6 +31,8 @@ class GivenFrontend(LandmarkChain):
         min_face_size: smaller chosen boxes raise InputError, as with the official detector.
         warp_backend: the chain's crop warp ("exact": OpenCV 5.0's bilinear warp bit for bit).
         record_inputs: keep each call's inputs in ``inputs`` (see the module docstring).
+        select: which detector box when there are several (largest, as the original; center; i-th from
+            the left).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class GivenFrontend(LandmarkChain):
         min_face_size: int = 0,
         warp_backend: WarpBackend = "exact",
         record_inputs: bool = False,
+        select: str | int = "largest",
     ) -> None:
         self.landmarks = (
             landmarks if isinstance(landmarks, GivenLandmarks) else GivenLandmarks.load(landmarks)
@@ -47,6 +50,7 @@ class GivenFrontend(LandmarkChain):
         self.min_face_size = min_face_size
         self.warp_backend = warp_backend
         self.record_inputs = record_inputs
+        self.select = select
         self.inputs: dict[int, dict[str, np.ndarray]] = {}
 
     def _record(self, index: int, **arrays: np.ndarray) -> None:

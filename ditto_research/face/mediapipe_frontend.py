@@ -29,9 +29,16 @@ construction; its exact size on a given photo is not verified against the real l
 available here). ``landmarks478`` runs FaceMesh on the 512 crop (the reference runs FaceLandmarker there):
 the same 478-point topology, a different model version, so eye attributes are close but not equal.
 
-Tracking: with ``previous`` set, frames go through a second FaceMesh in video mode
-(``static_image_mode=False``), which follows the face from frame to frame; of several faces the one
-overlapping ``previous.box`` most is kept. A call without ``previous`` resets that tracker.
+Detection (as the original: detect first, then landmarks on a crop): the tile pyramid of
+:mod:`ditto_research.face.mediapipe_detect` proposes faces of any size anywhere in the frame; each candidate
+is confirmed by FaceMesh on a square crop 2.2 times its box (resized to 384 pixels), whose 478 points are
+mapped back to the frame. ``select`` picks among the confirmed faces (largest by default, as the original);
+a face below ``min_face_size``, more than 15 % outside the frame, or turned to the side (a profile) is
+refused with one line.
+
+Tracking (video frames after the first, ``previous`` set): FaceMesh on the same kind of crop around the
+previous face box; when the face there is lost (no face, or one not overlapping the previous box), the frame
+is detected again.
 
 Logging: building a FaceMesh and running its first frame print MediaPipe / TF Lite INFO and WARNING lines
 on stderr; unless ``verbose=True`` they are held back (:mod:`ditto_research.logs`).
@@ -39,22 +46,31 @@ on stderr; unless ``verbose=True`` they are held back (:mod:`ditto_research.logs
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
+from ditto_research.errors import InputError
 from ditto_research.face.crop import CropLandmarkGroups
 from ditto_research.face.frontend import (
     FaceFrontend,
     FaceLandmarks,
     box_iou,
+    check_face_inside,
     check_face_size,
     check_rgb,
-    largest_face,
+    check_select,
+    choose_face,
     no_face_error,
     points_box,
 )
+from ditto_research.face.mediapipe_detect import TileDetectorSettings, scan_pyramid
 from ditto_research.logs import configure_logging, quiet_native_logs
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FACEMESH_CROP_GROUPS", "FACEMESH_CROP_POINTS", "MediaPipeFrontend"]
 
@@ -157,16 +173,46 @@ _LOWER_OVAL = (
 FACEMESH_CROP_POINTS: tuple[int, ...] = _ANCHORS + _EYE_RINGS + _BROWS + _NOSE + _LIPS + _LOWER_OVAL
 FACEMESH_CROP_GROUPS = CropLandmarkGroups(left_eye=(0, 1, 2, 3), right_eye=(4, 5, 6, 7), mouth=(8, 9))
 _NUM_POINTS = 478
+_DETECTOR = TileDetectorSettings()
+# FaceMesh confirms a candidate on a square crop this many times the candidate box, resized to this side.
+_CROP_PAD = 2.2
+_CROP_SIZE = 384
+_CONFIRM_SCORE = 0.75
+# Refuse profiles: the nose tip further than this many half face widths from the middle of the cheeks
+# (frontal portraits, rotated or mirrored: |turn| <= 0.1 on the face set; scikit-image's camera man: 1.7).
+_MAX_SIDE_TURN = 0.8
+
+
+def side_turn(pixels: np.ndarray) -> float:
+    """How far the face is turned to the side: the nose tip's offset from the midpoint of the cheek
+    contour points (FaceMesh 234 / 454) along the line between them, in half face widths (0 frontal, > 1 a
+    profile; in-plane rotation does not change it)."""
+    left, right, nose = pixels[234], pixels[454], pixels[1]
+    axis = right - left
+    width = float(np.linalg.norm(axis))
+    if width < 1e-6:
+        return float("inf")
+    return float(np.dot(nose - (left + right) / 2, axis / width) / (width / 2))
+
+
+@dataclass(frozen=True)
+class _Face:
+    """A confirmed face: its 478 FaceMesh points in frame pixels (x, y), box and detector score."""
+
+    pixels: np.ndarray
+    box: np.ndarray
+    score: float
 
 
 class MediaPipeFrontend(FaceFrontend):
-    """FaceMesh on the frame for the crop, FaceMesh on the crop for the 478 eye landmarks.
+    """Detect (tile pyramid), confirm and landmark each face with FaceMesh on a crop around it; FaceMesh on
+    the registration crop for the 478 eye landmarks.
 
     Args:
         min_face_size: faces whose box (around all 478 points) has a longer side below this many pixels raise
-            InputError on detection (0 = any size).
-        max_faces: faces FaceMesh looks for; the largest is used.
-        min_detection_confidence / min_tracking_confidence: FaceMesh thresholds (its defaults).
+            InputError on detection (0 = any size); the detector looks for faces down to it (24 px floor).
+        select: which face: "largest" (default, as the original), "center", or i (the i-th from the left).
+        min_detection_confidence: the detector's threshold.
         verbose: let MediaPipe's own INFO / WARNING lines through to stderr.
     """
 
@@ -174,18 +220,20 @@ class MediaPipeFrontend(FaceFrontend):
         self,
         *,
         min_face_size: int = 0,
-        max_faces: int = 4,
+        select: str | int = "largest",
         min_detection_confidence: float = 0.5,
-        min_tracking_confidence: float = 0.5,
         verbose: bool = False,
+        detector: TileDetectorSettings = _DETECTOR,
     ) -> None:
         configure_logging(verbose)
+        check_select(select)
         self.min_face_size = min_face_size
+        self.select = select
         self.verbose = verbose
-        self.max_faces = max_faces
-        self._confidence = (min_detection_confidence, min_tracking_confidence)
-        self._meshes: dict[str, Any] = {}  # "image", "video", "crop" -> FaceMesh, created on first use
-        self._fresh: set[str] = set()  # meshes that have not run a frame yet (their first frame logs)
+        self.detector = detector
+        self._confidence = min_detection_confidence
+        self._graphs: dict[str, Any] = {}  # "detect", "confirm", "crop": MediaPipe graphs, made on first use
+        self._fresh: set[str] = set()  # graphs that have not run a frame yet (their first frame logs)
 
     # ----------------------------------------------------------------------------------------------------
 
@@ -197,77 +245,143 @@ class MediaPipeFrontend(FaceFrontend):
         what: str = "the image",
         index: int = 0,
     ) -> FaceLandmarks:
-        """Crop landmarks (127, 2) of the largest face (or the tracked one); see the module docstring."""
+        """Crop landmarks (127, 2) of the selected face, or of the face tracked from ``previous`` (a crop
+        around its box; detection again when it is lost); see the module docstring."""
         rgb = check_rgb(rgb, what)
-        if previous is None:
-            self._drop("video")  # a new image or video: the next tracked frame starts a fresh tracker
-        meshes = self._run("image" if previous is None else "video", rgb)
-        if not meshes:
+        image_hw = rgb.shape[:2]
+        if previous is not None:
+            tracked = self._confirm(rgb, previous.box, score=1.0)
+            if tracked is not None and box_iou(previous.box, tracked.box[None])[0] > 0.3:
+                return self._landmarks(tracked, num_faces=1)
+            log.info("lost the face in %s; detecting it again", what)
+        faces = self.detect(rgb)
+        if not faces:
             raise no_face_error(what)
-        height, width = rgb.shape[:2]
-        pixels = [mesh[:, :2] * np.array([width, height], dtype=np.float32) for mesh in meshes]
-        boxes = np.stack([points_box(p) for p in pixels])
-        if previous is None:
-            chosen = largest_face(boxes, what)
-            check_face_size(boxes[chosen], self.min_face_size, what)
-        else:
-            overlap = box_iou(previous.box, boxes)
-            chosen = int(np.argmax(overlap)) if overlap.max() > 0 else largest_face(boxes, what)
-        points = np.ascontiguousarray(pixels[chosen][list(FACEMESH_CROP_POINTS)])
-        return FaceLandmarks(
-            points=points, groups=FACEMESH_CROP_GROUPS, box=boxes[chosen], num_faces=len(meshes)
-        )
+        chosen = faces[choose_face(np.stack([f.box for f in faces]), self.select, image_hw, what)]
+        check_face_size(chosen.box, self.min_face_size, what)
+        check_face_inside(chosen.box, image_hw, what)
+        turn = side_turn(chosen.pixels)
+        if abs(turn) > _MAX_SIDE_TURN:
+            raise InputError(
+                f"the face in {what} is turned to the side (a profile: its nose is {abs(turn):.1f} half face "
+                "widths from the middle), which cannot be animated: use a portrait that faces the camera"
+            )
+        return self._landmarks(chosen, num_faces=len(faces))
+
+    def detect(self, rgb: np.ndarray) -> list[_Face]:
+        """Every face found in ``rgb`` (H, W, 3) uint8, each confirmed by FaceMesh, in detection order."""
+        faces: list[_Face] = []
+
+        def confirm(candidates: np.ndarray) -> float | None:
+            for box in candidates:
+                if any(box_iou(f.box, box[None, :4])[0] > 0.3 for f in faces):
+                    continue
+                face = self._confirm(rgb, box[:4], float(box[4]))
+                if face is not None and not any(box_iou(f.box, face.box[None])[0] > 0.3 for f in faces):
+                    faces.append(face)
+            if self.select != "largest" or not faces:
+                return None
+            return max(float(np.max(f.box[2:4] - f.box[:2])) for f in faces)
+
+        scan_pyramid(rgb, self._detect_tile, self.min_face_size, self.detector, confirmed_size=confirm)
+        return faces
 
     def landmarks478(
         self, crop_rgb: np.ndarray, *, what: str = "the face crop", index: int = 0
     ) -> np.ndarray:
         """(1, 478, 3) float32 normalised FaceMesh landmarks of the face in the crop."""
-        meshes = self._run("crop", check_rgb(crop_rgb, what))
+        meshes = self._mesh(check_rgb(crop_rgb, what), "crop")
         if not meshes:
             raise no_face_error(what)
         return meshes[0][None]
 
     def close(self) -> None:
-        for key in list(self._meshes):
+        for key in list(self._graphs):
             self._drop(key)
 
     # ----------------------------------------------------------------------------------------------------
 
-    def _mesh(self, key: str) -> Any:
-        if key not in self._meshes:
-            from mediapipe.python.solutions.face_mesh import FaceMesh
+    def _landmarks(self, face: _Face, num_faces: int) -> FaceLandmarks:
+        points = np.ascontiguousarray(face.pixels[list(FACEMESH_CROP_POINTS)])
+        return FaceLandmarks(points=points, groups=FACEMESH_CROP_GROUPS, box=face.box, num_faces=num_faces)
 
-            detection, tracking = self._confidence
-            self._meshes[key] = FaceMesh(
-                static_image_mode=key != "video",
-                max_num_faces=1 if key == "crop" else self.max_faces,
-                refine_landmarks=True,
-                min_detection_confidence=detection,
-                min_tracking_confidence=tracking,
-            )
-            self._fresh.add(key)
-        return self._meshes[key]
+    def _confirm(self, rgb: np.ndarray, box: np.ndarray, score: float) -> _Face | None:
+        """FaceMesh on a padded square crop around ``box``: the face whose mesh lies on the box, or None."""
+        x1, y1, x2, y2 = (float(v) for v in box[:4])
+        center = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+        side = _CROP_PAD * max(x2 - x1, y2 - y1, 8.0)
+        scale = _CROP_SIZE / side
+        # Crop pixel (u, v) shows image point offset + (u, v) / scale (a square warp, borders replicated).
+        offset = center - side / 2
+        matrix = np.array([[scale, 0, -offset[0] * scale], [0, scale, -offset[1] * scale]], np.float64)
+        crop = cv2.warpAffine(
+            rgb, matrix, (_CROP_SIZE, _CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        meshes = self._mesh(crop, "confirm")
+        if not meshes:
+            return None
+        pixels = meshes[0][:, :2] * _CROP_SIZE / scale + offset
+        found = points_box(pixels.astype(np.float32))
+        mesh_center = (found[:2] + found[2:]) / 2
+        if not (x1 - 0.25 * (x2 - x1) <= mesh_center[0] <= x2 + 0.25 * (x2 - x1)):
+            return None  # FaceMesh found another face in the padding, not this candidate
+        if not (y1 - 0.25 * (y2 - y1) <= mesh_center[1] <= y2 + 0.25 * (y2 - y1)):
+            return None
+        return _Face(pixels.astype(np.float32), found, score)
 
-    def _drop(self, key: str) -> None:
-        self._fresh.discard(key)
-        mesh = self._meshes.pop(key, None)
-        if mesh is not None:
-            mesh.close()
+    def _detect_tile(self, tile: np.ndarray) -> np.ndarray:
+        """Full-range BlazeFace on one tile: (n, 5) relative x1, y1, x2, y2, score."""
+        result = self._process("detect", tile)
+        rows = []
+        for detection in result.detections or []:
+            b = detection.location_data.relative_bounding_box
+            rows.append((b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height, detection.score[0]))
+        return np.array(rows, np.float64).reshape(-1, 5)
 
-    def _process(self, key: str, rgb: np.ndarray) -> Any:
-        """FaceMesh ``key``'s raw result on ``rgb``; building it and its first frame run with native logs
-        quiet (the graph's threads log while they load the models, which has finished once a frame came
-        out)."""
-        if key in self._meshes and key not in self._fresh:
-            return self._meshes[key].process(rgb)
-        with quiet_native_logs(self.verbose):
-            result = self._mesh(key).process(rgb)
-        self._fresh.discard(key)
-        return result
-
-    def _run(self, key: str, rgb: np.ndarray) -> list[np.ndarray]:
-        """FaceMesh on ``rgb``: one (478, 3) float32 array of normalised x, y, z per face found."""
+    def _mesh(self, rgb: np.ndarray, key: str) -> list[np.ndarray]:
+        """FaceMesh ``key`` (static, one face) on ``rgb``: one (478, 3) float32 array of normalised x, y, z,
+        or []."""
         result = self._process(key, rgb)
         faces = result.multi_face_landmarks or []
         meshes = [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32) for face in faces]
         return [mesh for mesh in meshes if len(mesh) == _NUM_POINTS]
+
+    def _graph(self, key: str) -> Any:
+        if key not in self._graphs:
+            if key == "detect":
+                from mediapipe.python.solutions.face_detection import FaceDetection
+
+                self._graphs[key] = FaceDetection(
+                    model_selection=1, min_detection_confidence=self._confidence
+                )
+            else:
+                from mediapipe.python.solutions.face_mesh import FaceMesh
+
+                # "confirm" accepts a candidate only when FaceMesh's own short-range detector is sure on the
+                # padded crop: real faces score >= 0.88 there, the tile detector's false positives (a rocket
+                # nose, a logo) <= 0.65 on the face set (docs/face_detection.md).
+                threshold = _CONFIRM_SCORE if key == "confirm" else self._confidence
+                self._graphs[key] = FaceMesh(
+                    static_image_mode=True,
+                    max_num_faces=1,
+                    refine_landmarks=True,
+                    min_detection_confidence=threshold,
+                )
+            self._fresh.add(key)
+        return self._graphs[key]
+
+    def _drop(self, key: str) -> None:
+        self._fresh.discard(key)
+        graph = self._graphs.pop(key, None)
+        if graph is not None:
+            graph.close()
+
+    def _process(self, key: str, rgb: np.ndarray) -> Any:
+        """Graph ``key``'s raw result on ``rgb``; building it and its first frame run with native logs quiet
+        (the graph's threads log while they load the models, which has finished once a frame came out)."""
+        if key in self._graphs and key not in self._fresh:
+            return self._graphs[key].process(rgb)
+        with quiet_native_logs(self.verbose):
+            result = self._graph(key).process(rgb)
+        self._fresh.discard(key)
+        return result

@@ -246,6 +246,7 @@ class OfficialFrontend(LandmarkChain):
         warp_backend: WarpBackend = "exact",
         providers: tuple[str, ...] = ("CPUExecutionProvider",),
         scrfd: ScrfdSettings = _DEFAULT_SCRFD,
+        select: str | int = "largest",
     ) -> None:
         for path in (det, landmark106, landmark203, face_landmarker):
             if path is not None and not Path(path).is_file():
@@ -253,6 +254,7 @@ class OfficialFrontend(LandmarkChain):
         self.min_face_size = min_face_size
         self.warp_backend = warp_backend
         self.scrfd = scrfd
+        self.select = select
         self._det = _session(Path(det), providers)
         self._lmk106 = _session(Path(landmark106), providers)
         self._lmk203 = _session(Path(landmark203), providers)

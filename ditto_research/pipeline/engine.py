@@ -177,6 +177,7 @@ class Engine:
                 face.min_face_size,
                 verbose=self.cfg.verbose,
                 landmarks=face.landmarks,
+                select=face.select,
             ),
         )
 
@@ -375,6 +376,14 @@ class Engine:
         threads = cfg.backend.num_threads
         stitcher = self.stitcher(source, num_frames, randomness)
         controls = build_frame_controls(cfg.control, max(num_frames, 0))
+        late = sorted(frame for frame in controls if num_frames >= 0 and frame >= num_frames)
+        if late:
+            shown = ", ".join(map(str, late[:5])) + (", ..." if len(late) > 5 else "")
+            log.warning(
+                "per-frame controls for frame(s) %s are past the clip's last frame %d: they have no effect",
+                shown,
+                num_frames - 1,
+            )
         return [
             StitchStage(stitcher, source, controls, self.device, observers=observers),
             WarpStage(nets.warp_network, source, threads, observers=observers),

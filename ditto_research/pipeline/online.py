@@ -400,7 +400,8 @@ class StreamingSession:
         pieces at 1x wall-clock speed when ``realtime``, else 1 s pieces as fast as the pipeline takes them.
 
         A stream that failed or was cancelled ends the feed quietly (the consumer sees the error); a chunk the
-        stream refuses (e.g. NaN samples) becomes the stream's error, so the consumer never waits forever.
+        stream refuses (e.g. NaN samples), or anything else that goes wrong on the feeder thread (a bug keeps
+        its traceback), becomes the stream's error, so the consumer never waits forever.
         """
         step = max(1, int(SAMPLE_RATE * chunk_ms / 1000)) if realtime else SAMPLE_RATE
         start = time.perf_counter()
@@ -414,7 +415,7 @@ class StreamingSession:
                         time.sleep(delay)
                 self.push(piece)
             self.close()
-        except (DittoError, StageError) as e:
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, never lost with the thread
             if stream is not None and stream.error is None and not stream.cancelled.is_set():
                 self._fail(stream, e)
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from ditto_research.checkpoints import check_root
 from ditto_research.config import InferConfig, to_config
 from ditto_research.errors import ConfigError, InputError
+from ditto_research.render.output_files import reserve_output
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,17 @@ def check_inputs(cfg: InferConfig) -> None:
     """Fail before any model loads: missing inputs, an output that would overwrite an input or an existing
     file."""
     for label, value in (("source", cfg.source), ("audio", cfg.audio)):
-        if value is not None and not Path(value).is_file():
+        if value is not None and Path(value).expanduser().is_dir():
+            raise InputError(f"{label}={value} is a folder; pass {label}=PATH to a file in it")
+        if value is not None and not Path(value).expanduser().is_file():
             raise InputError(f"{label} file {value} does not exist; pass {label}=PATH to an existing file")
-    out = Path(cfg.output)
+    out = Path(cfg.output).expanduser()
+    if out.is_dir():
+        raise ConfigError(f"output={cfg.output} is a folder; give a file name such as {out / 'out.mp4'}")
     if out.suffix.lower() != ".mp4":
         raise ConfigError(f"output={cfg.output} must end in .mp4")
     for label, value in (("source", cfg.source), ("audio", cfg.audio)):
-        if value is not None and out.resolve() == Path(value).resolve():
+        if value is not None and out.resolve() == Path(value).expanduser().resolve():
             raise ConfigError(f"output={cfg.output} is the {label} file; choose another output path")
     if out.exists() and not cfg.overwrite:
         raise ConfigError(f"output {cfg.output} already exists; pass overwrite=true or choose another path")
@@ -68,8 +73,8 @@ def resolve_inputs(cfg: InferConfig) -> tuple[Path, Path]:
     """The source and audio paths, falling back to the bundled example (generated locally on first use)."""
     from ditto_research.examples import example_audio, example_source
 
-    source = Path(cfg.source) if cfg.source else example_source()
-    audio = Path(cfg.audio) if cfg.audio else example_audio()
+    source = Path(cfg.source).expanduser() if cfg.source else example_source()
+    audio = Path(cfg.audio).expanduser() if cfg.audio else example_audio()
     if cfg.source is None or cfg.audio is None:
         log.info("using the bundled example: source=%s audio=%s", source, audio)
     return source, audio
@@ -83,6 +88,8 @@ def run(cfg: DictConfig) -> Path:
     from ditto_research.pipeline.session import TalkingHeadSession
 
     typed = validate(cfg)
+    # The output is ours from now on: a second run asking for it is refused before loading anything.
+    reservation = reserve_output(typed.output, typed.overwrite)
     source, audio = resolve_inputs(typed)
     engine = Engine(typed)
     online = typed.mode.name == "online"
@@ -93,6 +100,7 @@ def run(cfg: DictConfig) -> Path:
             result = TalkingHeadSession(engine).generate(source, audio, typed.output)
     finally:
         engine.close()
+        reservation.release()
     print(f"done: {result.summary()}")
     if online and result.realtime:
         stages = ", ".join(f"{name} {ms:.0f}" for name, ms in result.stage_ms_per_frame.items())

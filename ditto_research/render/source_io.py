@@ -16,6 +16,7 @@ Reference: ``core/atomic_components/loader.py`` (``check_resize``, ``load_image`
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import threading
@@ -33,6 +34,8 @@ from ditto_research.audio.io import find_ffmpeg
 from ditto_research.errors import ConfigError, InputError
 
 __all__ = ["SourceMedia", "check_resize", "load_source", "mirror_index"]
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_CACHE_BYTES = 2 << 30  # decoded video frames kept in memory (2 GiB)
@@ -338,6 +341,23 @@ def _probe_video(ffmpeg: str, path: Path, max_size: int) -> _VideoGeometry:
     return _VideoGeometry(decoded_h, decoded_w, height, width, needs_resize, fps)
 
 
+def _warn_if_transparent(path: Path) -> None:
+    """The colour channels are used as the original reads them (alpha dropped); a portrait that is fully
+    transparent shows nothing a person would recognise, so say so."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.ndim != 3 or raw.shape[2] != 4:
+        return
+    alpha = raw[:, :, 3]
+    if not alpha.any():
+        log.warning(
+            "source image %s is fully transparent (alpha 0 everywhere): its hidden colour values are used as "
+            "they are; save the portrait without transparency if that is not what you see",
+            path,
+        )
+    elif alpha.min() < alpha.max():
+        log.info("source image %s has transparent parts; its colours are used, alpha is dropped", path)
+
+
 def _load_image(path: Path, max_size: int) -> SourceMedia:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -345,6 +365,7 @@ def _load_image(path: Path, max_size: int) -> SourceMedia:
             f"cannot decode source image {path}: the file is corrupt or truncated; "
             "re-export it as PNG or JPEG"
         )
+    _warn_if_transparent(path)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     height, width, needs_resize = check_resize(rgb.shape[0], rgb.shape[1], max_size)
     if height <= 0 or width <= 0:
@@ -390,6 +411,8 @@ def load_source(
     file = Path(path).expanduser()
     if not file.exists():
         raise InputError(f"source file not found: {file}; give the path of a portrait image or video")
+    if file.is_dir():
+        raise InputError(f"source {file} is a folder; give the path of a portrait image or video in it")
     if not file.is_file():
         raise InputError(f"source path is not a file: {file}; give the path of a portrait image or video")
     if cv2.haveImageReader(str(file)):  # image signature (PNG, JPEG, BMP, WebP, TIFF, ...)

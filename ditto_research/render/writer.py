@@ -28,6 +28,7 @@ import numpy as np
 from ditto_research.audio.io import find_ffmpeg
 from ditto_research.constants import FPS
 from ditto_research.errors import ConfigError, DittoError, InputError
+from ditto_research.render.output_files import OutputReservation, reserve_output, temp_name
 
 __all__ = ["VideoWriter", "probe_video"]
 
@@ -43,8 +44,9 @@ def _remove(*paths: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _kill_and_clean(process: subprocess.Popen[bytes] | None, *paths: Path) -> None:
-    """Stop the encoder (if running) and delete temporary files; the finalizer of an unclosed writer."""
+def _clean(process: subprocess.Popen[bytes] | None, reservation: OutputReservation, *paths: Path) -> None:
+    """Stop the encoder (if running), delete temporary files and release the output; the end of every
+    writer (closed, aborted, or garbage collected)."""
     if process is not None:
         if process.poll() is None:
             process.kill()
@@ -55,6 +57,7 @@ def _kill_and_clean(process: subprocess.Popen[bytes] | None, *paths: Path) -> No
             except OSError:  # the pipe is broken: the process is gone anyway
                 pass
     _remove(*paths)
+    reservation.release()
 
 
 class VideoWriter:
@@ -80,12 +83,13 @@ class VideoWriter:
         overwrite: bool = False,
     ) -> None:
         self.path = Path(path).expanduser().resolve()
-        if self.path.is_dir():
-            raise InputError(f"output path {self.path} is a folder; give a file name such as out.mp4")
-        if self.path.exists() and not overwrite:
-            raise InputError(f"output {self.path} already exists; pass overwrite=True or choose another path")
         if fps <= 0:
             raise ConfigError(f"fps must be positive, got {fps}")
+        if not self.path.parent.is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Claims the path (refused at once if it exists or another run writes it) and cleans up what runs
+        # killed by SIGKILL left in the folder.
+        self._reservation = reserve_output(self.path, overwrite)
         self.fps = float(fps)
         self.crf = int(crf)
         self.preset = preset
@@ -97,10 +101,12 @@ class VideoWriter:
         self._log: IO[bytes] | None = None
         self._finished = False
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._video_tmp = self._temp_path("video")
-        self._final_tmp = self._temp_path("part")
-        self._finalizer = weakref.finalize(self, _remove, self._video_tmp, self._final_tmp)
+        token = uuid.uuid4().hex[:12]
+        self._video_tmp = temp_name(self.path, "video", token)
+        self._final_tmp = temp_name(self.path, "part", token)
+        self._finalizer = weakref.finalize(
+            self, _clean, None, self._reservation, self._video_tmp, self._final_tmp
+        )
 
     # ---------------------------------------------------------------- frames
     def write(self, frame: np.ndarray) -> None:
@@ -186,7 +192,7 @@ class VideoWriter:
         # An unclosed writer that is garbage collected must not leave the encoder running.
         self._finalizer.detach()
         self._finalizer = weakref.finalize(
-            self, _kill_and_clean, self._process, self._video_tmp, self._final_tmp
+            self, _clean, self._process, self._reservation, self._video_tmp, self._final_tmp
         )
 
     # ---------------------------------------------------------------- finish
@@ -296,10 +302,6 @@ class VideoWriter:
             self._final_tmp.unlink()
 
     # ---------------------------------------------------------------- helpers
-    def _temp_path(self, tag: str) -> Path:
-        """A hidden, unique name next to the output (ffmpeg creates it, so the umask applies as usual)."""
-        return self.path.parent / f".{self.path.stem}.{uuid.uuid4().hex[:12]}.{tag}.mp4"
-
     def _encoder_log(self) -> str:
         if self._log is None or self._log.closed:
             return "no message from ffmpeg"

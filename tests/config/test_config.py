@@ -201,3 +201,53 @@ def test_command_line_check_reports_hydra_errors_as_one_line():
     # Sweeps and help are Hydra's to report.
     check_command_line("infer", ["-m", "sampler=ddim,unipc", "sampler.stepz=1"])
     check_command_line("infer", ["--help"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "my face é.png",
+        "voix – 1.wav",
+        "x (1).png",
+        "a[b].png",
+        "it's.png",
+        'q"uote.png',
+        "k=v.png",
+        "a\\'b",
+        "end\\",
+    ],
+)
+def test_paths_as_people_have_them_are_quoted_for_hydra(value):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ditto_research.config import quote_override_values
+
+    (quoted,) = quote_override_values([f"source={value}"])
+    assert OverridesParser.create().parse_override(quoted).value() == value
+    assert to_config(compose("infer", ["model=tiny", quoted])).source == value
+
+
+def test_values_hydra_reads_are_left_alone_and_broken_structures_are_one_line():
+    from ditto_research.config import quote_override_values
+
+    kept = ["source=a b.png", "sampler.steps=5,10", "control.emo=[3,4]", "--cfg", "job", "+preset=fast"]
+    assert quote_override_values(kept) == kept
+    for bad in ("source=${nope", "control.emo=[3,4"):
+        with pytest.raises(ConfigError, match="cannot read the override .* quote the value for Hydra"):
+            quote_override_values([bad])
+
+
+def test_run_folder_moves_when_the_current_folder_is_not_writable(tmp_path, monkeypatch, capsys):
+    from ditto_research import config as config_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DITTO_CACHE_DIR", str(tmp_path / "cache"))
+    assert config_module.ensure_writable_run_dir("infer", ["model=tiny"]) == ["model=tiny"]
+    monkeypatch.setattr(config_module.os, "access", lambda *a, **k: False)
+    moved = config_module.ensure_writable_run_dir("infer", ["model=tiny"])
+    assert moved[0] == "model=tiny" and moved[1].startswith(
+        f"hydra.run.dir='{tmp_path / 'cache'}/outputs/infer/"
+    )
+    assert "is not writable; run logs and results go to" in capsys.readouterr().err
+    given = ["hydra.run.dir=/somewhere"]
+    assert config_module.ensure_writable_run_dir("infer", given) == given

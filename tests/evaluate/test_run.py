@@ -211,3 +211,32 @@ def test_cli_sweep_goes_on_after_failed_runs_and_reports_them(eval_media, tmp_pa
     assert "Runs that failed" in report and report.count("checkpoint") >= 2
     assert (sweep / "report.html").is_file()
     assert (sweep / "runs.csv").read_text().count("\n") == 3  # the csv logger: header + one row per run
+
+
+def test_failed_clips_are_the_last_line_and_strict_exits_non_zero(eval_media, tmp_path):
+    dataset = write_csv(
+        tmp_path / "set.csv",
+        [
+            (str(eval_media["face"]), str(eval_media["speech"])),
+            (str(eval_media["wall"]), str(eval_media["speech"])),
+        ],
+    )
+    common = [
+        *TINY,
+        f"dataset={dataset}",
+        "max_seconds=0.2",
+        "metrics=[motion]",
+        "report=false",
+        "logger=none",
+    ]
+    lenient = _cli(*common, f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path)
+    assert lenient.returncode == 0, lenient.stderr
+    last = lenient.stderr.strip().splitlines()[-1]
+    assert last.startswith("warning: 1 of 2 clips failed") and last.endswith(
+        "pass strict=true to exit non-zero when a clip fails"
+    )
+    strict = _cli(*common, "strict=true", f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
+    assert strict.returncode == 2 and strict.stderr.strip().splitlines()[-1].startswith(
+        "error: 1 of 2 clips failed"
+    )
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["status"] == "ok"

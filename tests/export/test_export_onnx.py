@@ -206,3 +206,34 @@ def test_hubert_export_from_a_transformers_folder(tmp_path):
     for samples in (3240, 12960):  # any chunk length
         audio = torch.randn(1, samples, generator=torch.Generator().manual_seed(samples)) * 0.1
         assert max_rel_err(runner(audio), model(audio).numpy()) < 1e-4
+
+
+def test_an_export_that_fails_half_way_adds_nothing(tmp_path, monkeypatch):
+    """Files are staged and verified in a hidden folder and moved only when every network succeeded."""
+    import ditto_research.export.onnx as onnx_export
+
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "keep.txt").write_text("the user's file")
+    real = onnx_export._export_one
+
+    def fail_on_decoder(name, cfg, folder):
+        if name == "decoder":
+            raise ExportError("exporting decoder failed: simulated")
+        return real(name, cfg, folder)
+
+    monkeypatch.setattr(onnx_export, "_export_one", fail_on_decoder)
+    with pytest.raises(ExportError, match="simulated"):
+        onnx_export.run_export(export_config(out, ["networks=[stitch_network,decoder]"]), log=lambda _: None)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # no stitch_network.onnx, no staging folder
+
+
+def test_export_into_an_unusable_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(
+        ExportError, match=r"cannot write to output_dir=.*a_file/onnx .*choose a writable folder"
+    ):
+        from ditto_research.export.onnx import run_export
+
+        run_export(export_config(blocker / "onnx", ["networks=[stitch_network]"]), log=lambda _: None)

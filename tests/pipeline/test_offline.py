@@ -87,7 +87,7 @@ def test_silence_is_valid_and_renders_an_idle_face(session, media, tmp_path):
         ("face", "empty", "no audio samples|empty"),
         ("face", "text", "notes.wav"),
         ("corrupt", "speech", "broken.png"),
-        ("camera", "speech", "no face found in camera.png"),
+        ("camera", "speech", "the face in camera.png is turned to the side"),
         ("tiny_face", "speech", "no face found in tiny.png|smaller than min_face_size"),
         ("text", "speech", "notes.wav"),
     ],
@@ -156,7 +156,7 @@ def test_stage_failure_stops_cleanly_with_the_stage_name(media, tmp_path):
     s.close()
 
 
-def test_per_frame_controls_file_and_unknown_control(media, tmp_path):
+def test_per_frame_controls_file_and_unknown_control(media, tmp_path, caplog):
     ctrl = tmp_path / "ctrl.yaml"
     ctrl.write_text("0: {delta_yaw: 10}\n5: {delta_pitch: -5, vad_alpha: 0.5}\n")
     s = TalkingHeadSession.from_overrides(
@@ -164,6 +164,10 @@ def test_per_frame_controls_file_and_unknown_control(media, tmp_path):
     )
     out = tmp_path / "ctrl.mp4"
     assert s.generate(media["face"], media["speech"], out).frames == 23
+    ctrl.write_text("0: {delta_yaw: 10}\n40: {delta_pitch: 3}\n")  # the clip has 23 frames
+    with caplog.at_level("WARNING"):
+        s.generate(media["face"], media["speech"], tmp_path / "late.mp4")
+    assert "per-frame controls for frame(s) 40 are past the clip's last frame 22" in caplog.text
     ctrl.write_text("0: {delta_yaww: 10}\n")
     with pytest.raises(ConfigError, match="unknown frame control"):
         s.generate(media["face"], media["speech"], tmp_path / "ctrl2.mp4")

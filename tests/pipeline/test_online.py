@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -474,3 +475,24 @@ def test_ring_buffer_keeps_the_last_values_and_the_total():
         ring.append(v)
     assert ring.values().tolist() == [3.0, 4.0, 5.0] and list(ring) == [3.0, 4.0, 5.0]
     assert len(ring) == 3 and ring.total == 15.0
+
+
+def test_a_failure_on_the_feeder_thread_reaches_the_caller(session, tmp_path, monkeypatch):
+    """Whatever breaks the thread that pushes a file's audio ends the run with that error (no hang)."""
+    from ditto_research.audio.io import write_wav
+
+    wav = write_wav(tmp_path / "a.wav", synthetic_speech(3.0))
+    real_push, calls = StreamingSession.push, {"n": 0}
+
+    def push(self, samples, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated bug on the feeder thread")
+        return real_push(self, samples, *args)
+
+    monkeypatch.setattr(StreamingSession, "push", push)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="simulated bug on the feeder thread"):
+        session.run_file(example_source(), wav, tmp_path / "out.mp4")
+    assert time.monotonic() - t0 < 60
+    assert not (tmp_path / "out.mp4").exists() and not _threads()

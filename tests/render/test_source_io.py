@@ -177,7 +177,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_directory(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not a file"):
+    with pytest.raises(InputError, match="is a folder"):
         load_source(tmp_path)
 
 
@@ -219,3 +219,20 @@ def test_video_with_zero_frames(tmp_path: Path) -> None:
     empty.write_bytes(b"YUV4MPEG2 W64 H48 F25:1 Ip A1:1 C420jpeg\n")
     with pytest.raises(InputError, match=r"empty\.y4m contains no frames"):
         load_source(empty)
+
+
+def test_transparency_is_said_and_a_folder_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., :3] = 120
+    cv2.imwrite(str(tmp_path / "clear.png"), rgba)  # alpha 0 everywhere
+    with caplog.at_level("WARNING"):
+        load_source(tmp_path / "clear.png").close()
+    assert "is fully transparent (alpha 0 everywhere)" in caplog.text
+    caplog.clear()
+    rgba[..., 3] = 255
+    cv2.imwrite(str(tmp_path / "opaque.png"), rgba)
+    with caplog.at_level("WARNING"):
+        load_source(tmp_path / "opaque.png").close()
+    assert "transparent" not in caplog.text
+    with pytest.raises(InputError, match="is a folder; give the path of a portrait image or video in it"):
+        load_source(tmp_path)

@@ -133,7 +133,7 @@ def test_close_without_frames(tmp_path: Path) -> None:
 def test_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "result.mp4"
     out.write_bytes(b"precious")
-    with pytest.raises(InputError, match=r"result\.mp4 already exists; pass overwrite=True"):
+    with pytest.raises(InputError, match=r"result\.mp4 already exists; pass overwrite=true"):
         VideoWriter(out)
     assert out.read_bytes() == b"precious"
 
