@@ -4,7 +4,8 @@ Every encoder has ``feat_dim`` and ``encode(chunk (L,) float32) -> (T, feat_dim)
 so it plugs into :mod:`ditto_research.audio.features`). A 6480-sample chunk gives 20 rows.
 
 - :class:`HubertOnnxEncoder`: the official ``hubert_streaming_fix_kv.onnx`` through onnxruntime (input
-  ``input_values`` (1, L), output ``encoding_out``), as the reference ``core/aux_models/hubert_stream.py``.
+  ``input_values`` (1, L), output ``encoding_out``), as the reference ``core/aux_models/hubert_stream.py``;
+  on CUDA through the CUDA provider (checked to be the one running) with IO binding.
 - :class:`HubertTorchEncoder`: a local transformers HuBERT-large folder (last hidden state).
 - :class:`UntrainedEncoder`: seeded random features ``tanh(frames @ W)`` for untrained / tiny runs; with the
   golden ``stub_W_seed`` it is the golden data's stub encoder.
@@ -157,10 +158,28 @@ class HubertOnnxEncoder:
             )
         if num_encodings(samples.shape[0]) == 0:
             return np.zeros((0, self.feat_dim), dtype=np.float32)
-        encoding = self._session.run([ONNX_OUTPUT], {ONNX_INPUT: samples[None]})[0]
+        if self.device.startswith("cuda"):
+            encoding = self._run_bound(samples)
+        else:
+            encoding = self._session.run([ONNX_OUTPUT], {ONNX_INPUT: samples[None]})[0]
         if encoding.ndim == 3 and encoding.shape[0] == 1:
             encoding = encoding[0]
         return np.asarray(encoding, dtype=np.float32)
+
+    def _run_bound(self, samples: np.ndarray) -> np.ndarray:
+        """On CUDA: the chunk bound from a device tensor and the encoding written into one (IO binding; no
+        per-call allocation by onnxruntime), then copied to the host for the condition rows."""
+        import torch
+
+        _, index = _parse_device(self.device)
+        device = torch.device("cuda", index)
+        chunk = torch.from_numpy(samples[None]).to(device)
+        out = torch.empty((1, num_encodings(samples.shape[0]), self.feat_dim), device=device)
+        binding = self._session.io_binding()
+        binding.bind_input(ONNX_INPUT, "cuda", index, np.float32, tuple(chunk.shape), chunk.data_ptr())
+        binding.bind_output(ONNX_OUTPUT, "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
+        self._session.run_with_iobinding(binding)
+        return out.cpu().numpy()
 
     __call__ = encode
 

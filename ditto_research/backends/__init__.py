@@ -89,6 +89,7 @@ def make_backend(
     cond_dim: int | None = None,
     seq_frames: int = 80,
     lmdm_order: str = "fast",
+    lmdm_precision: str = "fp32",
 ) -> Backend:
     """Build backend ``name`` (pytorch | onnx | tensorrt); device and precision are checked here, files on
     load.
@@ -125,6 +126,7 @@ def make_backend(
             cond_dim,
             seq_frames,
             lmdm_order,
+            lmdm_precision,
         )
     if name == "onnx":
         return _onnx_backend(
@@ -150,6 +152,7 @@ def make_backend_from_config(backend: object, model: object, motion: object | No
         cond_dim=motion.cond_dim if motion is not None else None,  # type: ignore[attr-defined]
         seq_frames=motion.seq_frames if motion is not None else 80,  # type: ignore[attr-defined]
         lmdm_order=getattr(backend, "lmdm_order", "fast"),
+        lmdm_precision=getattr(backend, "lmdm_precision", "fp32"),
     )
 
 
@@ -164,6 +167,7 @@ def _torch_backend(
     cond_dim: int | None,
     seq_frames: int,
     lmdm_order: str = "fast",
+    lmdm_precision: str = "fp32",
 ) -> Backend:
     from ditto_research.backends.pytorch import load_torch_network, resolve_torch_device
     from ditto_research.checkpoints import CheckpointRoot
@@ -185,6 +189,7 @@ def _torch_backend(
                 path,
                 expected_cond_dim=cond_dim if network == "lmdm" else None,
                 lmdm_order=lmdm_order,  # type: ignore[arg-type]
+                lmdm_precision=lmdm_precision,
             )
         extra = {"cond_dim": cond_dim or 1103, "seq_frames": seq_frames} if network == "lmdm" else {}
         return load_torch_network(
@@ -195,6 +200,7 @@ def _torch_backend(
             seed=seed + NETWORK_NAMES.index(network),
             tiny=tiny,
             lmdm_order=lmdm_order,  # type: ignore[arg-type]
+            lmdm_precision=lmdm_precision,
             **extra,
         )
 

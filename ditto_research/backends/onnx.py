@@ -20,7 +20,7 @@ onnxruntime-gpu quietly falls back to the CPU when CUDA fails to start, which is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -431,10 +431,12 @@ class OnnxNetwork:
         self.rewritten = rewrite_grid_samples(model, "native")
         self._input_names = [n for n, _ in graph_io(model)[0]]
         self._input_dtypes = [spec.dtype for spec in self.io.inputs]
-        # Input dims (0 = dynamic); the model proto itself is not kept (onnxruntime holds its own copy).
+        # Input / output dims (0 = dynamic); the model proto itself is not kept (onnxruntime holds its own).
         self._input_dims = {
             v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input
         }
+        self._output_dims = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output]
+        self._output_names = [v.name for v in model.graph.output]
         self.session = make_session(
             self.path if not self.rewritten else model, device, num_threads, str(self.path)
         )
@@ -465,6 +467,46 @@ class OnnxNetwork:
 
     def __call__(self, *inputs: Array) -> Any:
         return bare_or_tuple(from_numpy_like(self.run_numpy(*inputs), inputs[0]))
+
+    def output_shapes(self, batch: int) -> list[tuple[int, ...]]:
+        """The outputs' shapes for a batch of ``batch`` (every other axis must be fixed in the graph)."""
+        shapes = []
+        for name, dims in zip(self._output_names, self._output_dims):
+            rest = dims[1:]
+            if any(d <= 0 for d in rest):
+                raise ConfigError(
+                    f"{self.path.name}: output {name} has dynamic axes {dims}; bind it by shape"
+                )
+            shapes.append((batch, *rest))
+        return shapes
+
+    def run_bound(self, inputs: Sequence[Any], outputs: Sequence[Any]) -> list[Any]:
+        """Run with onnxruntime IO binding: torch ``inputs`` and preallocated torch ``outputs`` on the
+        session's device are bound by pointer, so on CUDA nothing goes through host memory (the cached LMDM
+        pair keeps its memory on the GPU between steps this way). Returns ``outputs``."""
+        import torch
+
+        kind, index = check_onnx_device(self.device)
+        target = torch.device("cuda", index) if kind == "cuda" else torch.device("cpu")
+        binding = self.session.io_binding()
+        keep = []  # the bound buffers must outlive the run
+        for name, value, dtype in zip(self._input_names, inputs, self._input_dtypes):
+            tensor = torch.as_tensor(value).to(device=target, dtype=getattr(torch, dtype)).contiguous()
+            keep.append(tensor)
+            binding.bind_input(name, kind, index, np.dtype(dtype), tuple(tensor.shape), tensor.data_ptr())
+        for name, out in zip(self._output_names, outputs):
+            if not out.is_contiguous() or out.device != target:
+                raise InputError(f"{self.path.name}: output {name} must be a contiguous tensor on {target}")
+            element = np.dtype(str(out.dtype).removeprefix("torch."))
+            binding.bind_output(name, kind, index, element, tuple(out.shape), out.data_ptr())
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as e:  # onnxruntime reports bad shapes as its own exception types
+            shapes = {n: tuple(t.shape) for n, t in zip(self._input_names, keep)}
+            raise InputError(
+                f"{self.path.name} rejected inputs {shapes}: {str(e).strip().splitlines()[0]}"
+            ) from e
+        return list(outputs)
 
 
 class OnnxLmdm(LmdmSampling, OnnxNetwork):
@@ -514,7 +556,8 @@ def open_lmdm_pair(
 ) -> CachedPairLmdm:
     """The cached LMDM pair on onnxruntime, as a :class:`~ditto_research.backends.lmdm_pair.CachedPairLmdm`.
 
-    The condition memory stays in host memory between steps (fed to the step zero-copy on the CPU).
+    The condition memory stays where it was made between steps: in host memory on the CPU (fed to the step
+    zero-copy), on the GPU with CUDA (IO binding: memory outputs and step inputs bound by device pointer).
     """
     from ditto_research.backends.lmdm_pair import CachedPairLmdm
 
@@ -523,19 +566,34 @@ def open_lmdm_pair(
     )
     step = OnnxNetwork("lmdm_step", step_path, device, precision, num_threads, io=LMDM_PAIR_IO["lmdm_step"])
 
-    def run(graph: OnnxNetwork) -> Callable[..., list[Any]]:
-        import torch
+    import torch
 
+    def run(graph: OnnxNetwork) -> Callable[..., list[Any]]:
         return lambda *inputs: [torch.from_numpy(out) for out in graph.run_numpy(*inputs)]
 
+    def bound(graph: OnnxNetwork) -> Callable[..., list[Any]]:
+        """IO binding on the GPU: outputs allocated on the device, every input bound by pointer."""
+        kind, index = check_onnx_device(device)
+        target = torch.device(kind, index) if kind == "cuda" else torch.device("cpu")
+
+        def call(*inputs: Any) -> list[Any]:
+            batch = int(torch.as_tensor(inputs[0]).shape[0])
+            outputs = [torch.empty(shape, device=target) for shape in graph.output_shapes(batch)]
+            return graph.run_bound(inputs, outputs)
+
+        return call
+
+    wrap = bound if device.startswith("cuda") else run
+
     return CachedPairLmdm(
-        run(memory),
-        run(step),
+        wrap(memory),
+        wrap(step),
         seq_frames=step.static_dim("x", 1, 80),
         motion_dim=step.static_dim("x", 2, 265),
         cond_dim=memory.static_dim("cond", 2, 1103),
         guidance_weight=float(step.metadata.get("guidance_weight", 2.0)),
         label=f"the cached LMDM pair {memory.path.name} + {step.path.name} in {step.path.parent}",
+        device=f"cuda:{check_onnx_device(device)[1]}" if device.startswith("cuda") else "cpu",
         metadata=step.metadata,
     )
 

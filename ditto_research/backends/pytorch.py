@@ -139,7 +139,7 @@ class TorchLmdm(TorchNetwork):
         """The module's ``guided_denoiser`` (condition encoded once per window), under no_grad; with
         ``order="reference"`` the original's operation order (``times`` unused: nothing is precomputed)."""
         cond_frame, cond = cond_frame.to(self.device), cond.to(self.device)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             if self.order == "reference":
                 from ditto_research.models.lmdm_reference import reference_guided_denoiser
 
@@ -148,8 +148,8 @@ class TorchLmdm(TorchNetwork):
                 inner = self.module.guided_denoiser(cond_frame, cond, guidance_scale, times=times)
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return inner(x.to(self.device), t)
+            with torch.no_grad(), self._autocast():
+                return inner(x.to(self.device), t).float()
 
         return denoise
 
@@ -169,6 +169,7 @@ def load_torch_network(
     tiny: bool = False,
     expected_cond_dim: int | None = None,
     lmdm_order: LmdmOrder = "fast",
+    lmdm_precision: str = "fp32",
     **kwargs: Any,
 ) -> TorchNetwork:
     """Build network ``name`` (official checkpoint or seeded random weights) and wrap it (``lmdm_order``:
@@ -187,4 +188,8 @@ def load_torch_network(
         )
     runner = TorchLmdm(name, module, resolved, precision)
     runner.order = lmdm_order
+    if lmdm_precision != "fp32":  # asked for: the LMDM under autocast too (default fp32, as the original)
+        check_precision("pytorch", lmdm_precision, ("fp32", "fp16", "bf16"))
+        runner.precision = lmdm_precision
+        runner._autocast_dtype = _AUTOCAST_DTYPES[lmdm_precision]
     return runner

@@ -48,6 +48,7 @@ FACE_NAMES = ("auto", "official", "mediapipe", "given")
 AUDIO_ENCODER_NAMES = ("auto", "hubert_onnx", "hubert_torch", "untrained", "precomputed")
 NOISE_KINDS = ("torch", "numpy")
 LMDM_ORDERS = ("fast", "reference")
+PASTE_MODES = ("auto", "exact", "device")
 FADE_TYPES = ("", "d0", "s")
 
 
@@ -151,6 +152,15 @@ class BackendConfig:
     # per window (equal to the original up to float32 rounding, ~1e-6 relative); reference = the original's
     # operation order, bit-identical to it on CPU float32 and about 2x slower (models/lmdm_reference.py).
     lmdm_order: str = "fast"
+    # The LMDM's precision (pytorch only): fp32 (default, as the original) | fp16 | bf16 (autocast; on a GPU
+    # the LMDM dominates the time, docs/gpu.md).
+    lmdm_precision: str = "fp32"
+    # pytorch + cuda only: capture warp + decode as one CUDA graph per batch size at setup (before any stage
+    # thread starts) and replay it per batch: one launch instead of ~2000 per frame. docs/gpu.md.
+    cuda_graphs: bool = False
+    # pytorch only: torch.compile the warp and decode networks (Inductor; needs a C++ compiler on CPU, Triton
+    # on CUDA). The first batch of each shape pays the compilation. docs/gpu.md.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("backend", self.name, BACKEND_NAMES)
@@ -158,11 +168,81 @@ class BackendConfig:
         _check_choice("backend.precision", self.precision, PRECISIONS)
         _check_range("backend.num_threads", self.num_threads, low=0)
         _check_choice("backend.lmdm_order", self.lmdm_order, LMDM_ORDERS)
+        _check_choice("backend.lmdm_precision", self.lmdm_precision, PRECISIONS)
+        if self.lmdm_precision != "fp32" and self.name != "pytorch":
+            raise ConfigError(
+                f"backend.lmdm_precision={self.lmdm_precision} needs backend=pytorch (exported LMDMs are "
+                "fp32)"
+            )
+        for flag in ("cuda_graphs", "compile"):
+            if getattr(self, flag) and self.name != "pytorch":
+                raise ConfigError(
+                    f"backend.{flag}=true needs backend=pytorch (backend={self.name} runs exported graphs)"
+                )
+        if self.cuda_graphs and self.device != "cuda":
+            raise ConfigError(
+                "backend.cuda_graphs=true needs backend.device=cuda (CUDA graphs replay GPU work); "
+                "remove it on the CPU"
+            )
+        if self.compile:
+            problem = compiler_problem(self.device)
+            if problem:
+                raise ConfigError(f"backend.compile=true cannot work here: {problem}; remove backend.compile")
         if self.lmdm_order == "reference" and self.name != "pytorch":
             raise ConfigError(
                 f"backend.lmdm_order=reference needs backend=pytorch (backend={self.name} runs an exported "
                 "graph with its own operation order)"
             )
+
+
+def compiler_problem(device: str) -> str | None:
+    """Why torch.compile (Inductor) cannot build kernels for ``device`` here, or None. Torch-free: CPU kernels
+    need a C++ compiler on the PATH ($CXX or c++ / g++ / clang++), CUDA kernels the triton package."""
+    import importlib.util
+    import os
+    import shutil
+
+    if device == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            return "the triton package (the GPU compiler of torch.compile) is not installed"
+        return None
+    compilers = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    if not any(shutil.which(c) for c in compilers):
+        return f"no C++ compiler found ({' / '.join(compilers)}); install one (e.g. apt-get install g++)"
+    return None
+
+
+@dataclass
+class RenderConfig:
+    """How frames are rendered from the keypoints (warp, decode, paste back)."""
+
+    # Offline frames warped and decoded per network call (online streams render one frame at a time).
+    # null = by device: 1 on CPU (batches were not faster there, docs/gpu.md), 8 on CUDA. Memory grows
+    # with it.
+    batch_size: int | None = None
+    # Paste-back: exact = OpenCV 5.0's bilinear warp in NumPy (the reference's frames bit for bit, on the
+    # host); device = torch on the run's device (the render never leaves the GPU; within one level of
+    # exact); auto = exact on CPU, device on CUDA.
+    paste: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None:
+            if (
+                isinstance(self.batch_size, bool)
+                or not isinstance(self.batch_size, int)
+                or self.batch_size < 1
+            ):
+                raise ConfigError(
+                    f"render.batch_size={self.batch_size} is not valid; give a number of frames >= 1 "
+                    "(or null: 1 on CPU, 8 on CUDA)"
+                )
+        _check_choice("render.paste", self.paste, PASTE_MODES)
+
+    def resolved_batch_size(self, device: str) -> int:
+        return self.batch_size if self.batch_size is not None else (8 if device == "cuda" else 1)
+
+    def resolved_paste(self, device: str) -> str:
+        return self.paste if self.paste != "auto" else ("device" if device == "cuda" else "exact")
 
 
 @dataclass
@@ -467,6 +547,7 @@ class InferConfig:
     audio_encoder: AudioEncoderConfig = MISSING
     control: ControlConfig = MISSING
     motion: MotionConfig = field(default_factory=MotionConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     # Portrait image or video (null = the bundled example face).
     source: str | None = None
     # Speech file: wav, mp3, flac, m4a, ... (null = the bundled example sentence).

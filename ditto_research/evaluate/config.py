@@ -29,6 +29,7 @@ from ditto_research.config.schema import (
     ModeConfig,
     ModelConfig,
     MotionConfig,
+    RenderConfig,
     SamplerConfig,
 )
 from ditto_research.errors import ConfigError
@@ -120,6 +121,7 @@ class EvaluateConfig:
     audio_encoder: AudioEncoderConfig = MISSING
     control: ControlConfig = MISSING
     motion: MotionConfig = field(default_factory=MotionConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     # Set by conf/evaluate.yaml's defaults (logger: wandb); None is logger=none.
     logger: LoggerConfig | None = None
     # builtin (generated locally: scikit-image faces + espeak-ng speech) | a .csv with columns source,audio

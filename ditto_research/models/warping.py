@@ -121,10 +121,22 @@ class DenseMotionNetwork(nn.Module):
         self.mask = nn.Conv3d(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
         self.compress = nn.Conv3d(feature_channel, compress, kernel_size=1)
         self.norm = nn.BatchNorm3d(compress, affine=True)
+        # Identity sampling grids by (D, H, W, dtype, device): built once on the device, not every forward.
+        self._grids: dict[tuple, torch.Tensor] = {}
         self.occlusion: nn.Conv2d | None = None
         if estimate_occlusion_map:
             folded_channels = self.hourglass.out_filters * reshape_depth
             self.occlusion = nn.Conv2d(folded_channels, 1, kernel_size=7, padding=3)
+
+    def identity_grid(self, depth: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        """:func:`coordinate_grid_3d` for ``like``'s dtype and device, cached (not while tracing)."""
+        if torch.jit.is_tracing():
+            return coordinate_grid_3d(depth, height, width, like=like)
+        key = (depth, height, width, like.dtype, like.device)
+        grid = self._grids.get(key)
+        if grid is None:
+            grid = self._grids[key] = coordinate_grid_3d(depth, height, width, like=like)
+        return grid
 
     def sparse_motions(
         self, grid: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor
@@ -168,7 +180,7 @@ class DenseMotionNetwork(nn.Module):
         batch, _, depth, height, width = feature.shape
         feature = F.relu(self.norm(self.compress(feature)), inplace=True)  # (B, compress, D, H, W)
 
-        grid = coordinate_grid_3d(depth, height, width, like=feature)
+        grid = self.identity_grid(depth, height, width, feature)
         motions = self.sparse_motions(grid, kp_source, kp_driving)
         stacked = torch.cat(
             [self.heatmaps(grid, kp_source, kp_driving), self.deformed_features(feature, motions)], dim=2

@@ -43,6 +43,7 @@ from ditto_research.motion.controls import load_emotion
 from ditto_research.motion.format import clip_motion, source_motion_vector
 from ditto_research.motion.online import REFERENCE_PREFIX_CHUNKSIZE, OnlineMotionGenerator
 from ditto_research.pipeline.controls import build_frame_controls, build_stitcher
+from ditto_research.pipeline.fast_render import FastRenderer
 from ditto_research.pipeline.networks import Networks, build_networks, build_window_sampler
 from ditto_research.pipeline.observers import (
     PipelineObserver,
@@ -84,6 +85,12 @@ class Engine:
         backend = self.cfg.backend
         if backend.device == "cuda" and backend.name == "pytorch" and not torch.cuda.is_available():
             raise ConfigError("backend.device=cuda but no CUDA device is available; use backend.device=cpu")
+        if backend.device == "cuda" and "bf16" in (backend.precision, backend.lmdm_precision):
+            if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+                raise ConfigError(
+                    f"bf16 was asked for but {torch.cuda.get_device_name()} has no bfloat16 support; use "
+                    "backend.precision=fp16 (or fp32)"
+                )
         self.device = torch.device(backend.device)
         self.root = CheckpointRoot(Path(self.cfg.model.checkpoint_root))
         self._lock = threading.Lock()  # lazy building
@@ -95,6 +102,7 @@ class Engine:
         self._encoder: SpeechEncoder | None = None
         self._features_file: PrecomputedFeatures | None = None
         self._frontend: FaceFrontend | None = None
+        self._fast_renderer: FastRenderer | None = None
 
     @classmethod
     def from_overrides(
@@ -148,6 +156,22 @@ class Engine:
         cfg = self.cfg
         return self._built("_networks", lambda: build_networks(cfg.model, cfg.motion, cfg.backend))
 
+    def fast_renderer(self) -> FastRenderer:
+        """Warp + decode as compiled networks and/or captured CUDA graphs (built and captured once, here, on
+        the calling thread, before any stage thread runs them)."""
+        cfg = self.cfg
+        return self._built(
+            "_fast_renderer",
+            lambda: FastRenderer(
+                self.networks.warp_network,
+                self.networks.decoder,
+                self.device,
+                compile_networks=cfg.backend.compile,
+                cuda_graphs=cfg.backend.cuda_graphs,
+                batch_sizes=sorted({1, cfg.render.resolved_batch_size(cfg.backend.device)}),
+            ),
+        )
+
     @property
     def encoder(self) -> SpeechEncoder:
         """The speech encoder (ConfigError with ``audio_encoder=precomputed``, which has none)."""
@@ -189,10 +213,13 @@ class Engine:
         return make_encoder(name, path, enc.seed, self.cfg.backend.device)
 
     def load(self) -> float:
-        """Build networks, speech encoder and face front-end now; returns the seconds it took."""
+        """Build networks, speech encoder, face front-end (and the compiled / captured renderer) now; returns
+        the seconds it took."""
         t0 = time.perf_counter()
         _ = self.networks, self.frontend
         _ = self.features_file if self.cfg.audio_encoder_name == "precomputed" else self.encoder
+        if self.cfg.backend.cuda_graphs or self.cfg.backend.compile:
+            self.fast_renderer()
         return time.perf_counter() - t0
 
     def close(self) -> None:
@@ -368,8 +395,15 @@ class Engine:
         num_frames: int,
         observers: Sequence[PipelineObserver] = (),
         randomness: RunRandomness | None = None,
+        batch_size: int = 1,
     ) -> list[BaseStage]:
-        """stitch -> warp -> decode -> paste for ``source``; ``num_frames < 0``: an open-ended stream."""
+        """stitch -> warp -> decode -> paste for ``source``; ``num_frames < 0``: an open-ended stream.
+
+        ``batch_size`` frames are warped and decoded per call (the offline pipeline passes
+        ``render.batch_size``). With ``backend.cuda_graphs`` / ``backend.compile``, warp and decode are one
+        ``render`` stage running the captured graph / compiled networks
+        (:mod:`ditto_research.pipeline.fast_render`).
+        """
         cfg, nets = self.cfg, self.networks
         if num_frames < 0 and cfg.control.fade_out > 0:
             log.warning("control.fade_out needs the stream length; it is off for an open-ended stream")
@@ -384,12 +418,16 @@ class Engine:
                 shown,
                 num_frames - 1,
             )
-        return [
-            StitchStage(stitcher, source, controls, self.device, observers=observers),
-            WarpStage(nets.warp_network, source, threads, observers=observers),
-            DecodeStage(nets.decoder, threads, observers=observers),
-            PasteStage(source),
-        ]
+        paste = cfg.render.resolved_paste(cfg.backend.device)
+        stages: list[BaseStage] = [StitchStage(stitcher, source, controls, self.device, observers=observers)]
+        if cfg.backend.cuda_graphs or cfg.backend.compile:
+            stages.append(self.fast_renderer().stage(source, batch_size, threads, observers))
+        else:
+            stages += [
+                WarpStage(nets.warp_network, source, threads, observers=observers, batch_size=batch_size),
+                DecodeStage(nets.decoder, threads, observers=observers),
+            ]
+        return [*stages, PasteStage(source, paste, self.device)]
 
     def offline_stages(
         self, source: RegisteredSource, num_frames: int, observers: Sequence[PipelineObserver] = ()
@@ -399,7 +437,8 @@ class Engine:
         motion = MotionStage(
             lambda audio: self.generate_motion(audio, source, observers, randomness), observers
         )
-        return [motion, *self.render_stages(source, num_frames, observers, randomness)]
+        batch = self.cfg.render.resolved_batch_size(self.cfg.backend.device)
+        return [motion, *self.render_stages(source, num_frames, observers, randomness, batch_size=batch)]
 
     def stream_stages(
         self,

@@ -2,8 +2,8 @@
 
     offline:  audio ─motion─► FrameMotion ...
     online:   AudioPiece ─features─► FeatureRows ... AudioEnded ─motion─► DriveReference, FrameMotion ...
-    both:     FrameMotion ─stitch─► FrameKeypoints ─warp─► FrameFeature ─decode─► FrameRender
-                ─paste─► FrameImage
+    both:     FrameMotion ─stitch─► FrameKeypoints ─warp─► FeatureBatch ─decode─► RenderBatch
+                ─paste─► FrameImage           (offline: warp and decode take render.batch_size frames a call)
 
 Each stage is a plain object (setup / process / flush / close) run by
 :class:`~ditto_research.pipeline.runner.PipelineRunner`; items are small frozen dataclasses carrying the
@@ -12,7 +12,7 @@ output frame index, its timestamp and the source frame it is rendered from.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +28,7 @@ from ditto_research.motion.stitch import FrameControls, MotionStitcher
 from ditto_research.pipeline.observers import PipelineObserver, notify, notify_motion
 from ditto_research.pipeline.registration import RegisteredSource
 from ditto_research.pipeline.runner import BaseStage
+from ditto_research.render.device_paste import DevicePasteBack
 from ditto_research.render.putback import PasteBack
 
 # ---- items ------------------------------------------------------------------------------------------------
@@ -84,17 +85,21 @@ class FrameKeypoints:
 
 
 @dataclass(frozen=True)
-class FrameFeature:
-    index: int
-    source_index: int
-    feature: torch.Tensor  # (1, 256, 64, 64)
+class FeatureBatch:
+    """Warped features of consecutive frames ``indices`` (one or a render batch), on the run's device."""
+
+    indices: tuple[int, ...]
+    source_indices: tuple[int, ...]
+    features: torch.Tensor  # (B, 256, 64, 64)
 
 
 @dataclass(frozen=True)
-class FrameRender:
-    index: int
-    source_index: int
-    image: np.ndarray  # (512, 512, 3) float32 in [0, 255]
+class RenderBatch:
+    """Decoded crops of frames ``indices``, on the run's device."""
+
+    indices: tuple[int, ...]
+    source_indices: tuple[int, ...]
+    images: torch.Tensor  # (B, 3, 512, 512) float32 in [0, 255] (the reference post-processing)
 
 
 @dataclass(frozen=True)
@@ -238,8 +243,42 @@ class StitchStage(_TorchStage):
         )
 
 
+class _Batcher:
+    """Collects :class:`FrameKeypoints` into batches of ``size`` (the last one may be shorter)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.items: list[FrameKeypoints] = []
+
+    def add(self, item: FrameKeypoints) -> list[FrameKeypoints] | None:
+        self.items.append(item)
+        if len(self.items) < self.size:
+            return None
+        return self.take()
+
+    def take(self) -> list[FrameKeypoints]:
+        items, self.items = self.items, []
+        return items
+
+
+def stack_keypoints(
+    source: RegisteredSource, items: Sequence[FrameKeypoints]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(f_s (B, 32, 16, 64, 64), x_s (B, 21, 3), x_d (B, 21, 3)) of a batch; a still source's one appearance
+    volume is expanded (no copy)."""
+    volumes = [source.appearance.get(item.source_index) for item in items]
+    if all(v is volumes[0] for v in volumes):
+        f_s = volumes[0].expand(len(items), *volumes[0].shape[1:])
+    else:
+        f_s = torch.cat(volumes)
+    x_s = torch.cat([item.x_s for item in items])
+    x_d = torch.cat([item.x_d for item in items])
+    return f_s, x_s, x_d
+
+
 class WarpStage(_TorchStage):
-    """Warp the source appearance volume by the keypoint motion: (1, 256, 64, 64) features."""
+    """Warp the source appearance volume by the keypoint motion: (B, 256, 64, 64) features per batch of
+    ``batch_size`` frames (offline; streams use 1)."""
 
     name = "warp"
 
@@ -249,20 +288,36 @@ class WarpStage(_TorchStage):
         source: RegisteredSource,
         num_threads: int = 0,
         observers: Sequence[PipelineObserver] = (),
+        batch_size: int = 1,
     ) -> None:
         super().__init__(num_threads)
         self.net, self.source, self.observers = warp_network, source, observers
+        self.batch = _Batcher(batch_size)
+
+    def process(self, item: FrameKeypoints) -> Iterator[FeatureBatch]:
+        items = self.batch.add(item)
+        if items:
+            yield self._warp(items)
+
+    def flush(self) -> Iterator[FeatureBatch]:
+        if self.batch.items:
+            yield self._warp(self.batch.take())
 
     @torch.no_grad()
-    def process(self, item: FrameKeypoints) -> Iterator[FrameFeature]:
-        f_s = self.source.appearance.get(item.source_index)
-        feature = self.net(f_s, item.x_s, item.x_d)
-        notify(self.observers, "on_warp", item.index, feature)
-        yield FrameFeature(item.index, item.source_index, feature)
+    def _warp(self, items: list[FrameKeypoints]) -> FeatureBatch:
+        features = self.net(*stack_keypoints(self.source, items))
+        for row, item in enumerate(items):
+            notify(self.observers, "on_warp", item.index, features[row : row + 1])
+        return FeatureBatch(tuple(i.index for i in items), tuple(i.source_index for i in items), features)
+
+
+def to_image(output: torch.Tensor) -> torch.Tensor:
+    """Decoder output (B, 3, S, S) in (0, 1) -> float32 in [0, 255] (the reference post-processing)."""
+    return output.float().clamp_(0, 1).mul_(255)
 
 
 class DecodeStage(_TorchStage):
-    """SPADE decoder: features -> (512, 512, 3) float32 image in [0, 255] (the reference post-processing)."""
+    """SPADE decoder: a batch of features -> (B, 3, 512, 512) float32 images in [0, 255] on the device."""
 
     name = "decode"
 
@@ -273,24 +328,61 @@ class DecodeStage(_TorchStage):
         self.net, self.observers = decoder, observers
 
     @torch.no_grad()
-    def process(self, item: FrameFeature) -> Iterator[FrameRender]:
-        out = self.net(item.feature)[0].float().clamp_(0, 1).mul_(255).permute(1, 2, 0)
-        image = np.ascontiguousarray(out.cpu().numpy())
-        notify(self.observers, "on_render", item.index, image)
-        yield FrameRender(item.index, item.source_index, image)
+    def process(self, item: FeatureBatch) -> Iterator[RenderBatch]:
+        images = to_image(self.net(item.features))
+        notify_renders(self.observers, item.indices, images)
+        yield RenderBatch(item.indices, item.source_indices, images)
+
+
+def notify_renders(
+    observers: Sequence[PipelineObserver], indices: Sequence[int], images: torch.Tensor
+) -> None:
+    """``on_render`` with each (512, 512, 3) float32 image (copied to the host only when someone watches)."""
+    if not observers:
+        return
+    for row, index in enumerate(indices):
+        image = np.ascontiguousarray(images[row].permute(1, 2, 0).cpu().numpy())
+        notify(observers, "on_render", index, image)
 
 
 class PasteStage(BaseStage):
-    """Blend the render into its source frame with the feathered mask."""
+    """Blend each render into its source frame with the feathered mask: ``paste="exact"`` on the host
+    (OpenCV 5.0's warp, the reference's frames bit for bit), ``"device"`` on the run's device (torch; only the
+    finished uint8 frame is copied out, through a pinned buffer)."""
 
     name = "paste"
 
-    def __init__(self, source: RegisteredSource) -> None:
+    def __init__(
+        self, source: RegisteredSource, paste: str = "exact", device: torch.device | str = "cpu"
+    ) -> None:
         self.source = source
-        self.paste = PasteBack()
+        self.mode = paste
+        self.device = torch.device(device)
+        self.paste = PasteBack() if paste == "exact" else None
+        self.device_paste = DevicePasteBack(self.device) if paste == "device" else None
+        self._pinned: dict[tuple[int, ...], torch.Tensor] = {}
 
-    def process(self, item: FrameRender) -> Iterable[FrameImage]:
-        frame = self.source.media.frame(item.source_index)
-        yield FrameImage(
-            item.index, self.paste(frame, item.image, self.source.frames[item.source_index].M_c2o)
-        )
+    def process(self, item: RenderBatch) -> Iterator[FrameImage]:
+        for row, (index, src) in enumerate(zip(item.indices, item.source_indices)):
+            frame = self.source.media.frame(src)
+            M_c2o = self.source.frames[src].M_c2o
+            if self.device_paste is None:
+                render = np.ascontiguousarray(item.images[row].permute(1, 2, 0).cpu().numpy())
+                yield FrameImage(index, self.paste(frame, render, M_c2o))
+            else:
+                pasted = self.device_paste(self.device_paste.frame(src, frame), item.images[row], M_c2o)
+                yield FrameImage(index, self._to_host(pasted))
+
+    def _to_host(self, frame: torch.Tensor) -> np.ndarray:
+        """The uint8 frame on the host: a non-blocking copy into a pinned buffer on CUDA, then one memcpy into
+        the array handed on (the pinned buffer is reused)."""
+        if frame.device.type != "cuda":
+            return frame.numpy()
+        pinned = self._pinned.get(tuple(frame.shape))
+        if pinned is None:
+            pinned = self._pinned[tuple(frame.shape)] = torch.empty(
+                frame.shape, dtype=torch.uint8, pin_memory=True
+            )
+        pinned.copy_(frame, non_blocking=True)
+        torch.cuda.current_stream(frame.device).synchronize()
+        return pinned.numpy().copy()

@@ -24,6 +24,7 @@ from ditto_research.config.schema import (
     ModeConfig,
     ModelConfig,
     MotionConfig,
+    RenderConfig,
     SamplerConfig,
 )
 from ditto_research.errors import ConfigError
@@ -117,6 +118,7 @@ class ServeConfig:
     audio_encoder: AudioEncoderConfig = MISSING
     control: ControlConfig = MISSING
     motion: MotionConfig = field(default_factory=MotionConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     serve: ServeSettings = field(default_factory=ServeSettings)
     # Show the third-party libraries' own logging and debug messages.
     verbose: bool = False

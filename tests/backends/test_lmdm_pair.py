@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,3 +162,26 @@ def test_runner_over_torch_graphs_is_exact_enough():
     assert runner.guidance_weight == 3.0
     with pytest.raises(InputError, match=r"condition must be \(B, 80"):
         runner.guided_denoiser(kp_cond, cond[:, :40])
+
+
+def test_io_binding_gives_the_outputs_of_a_plain_run(pair_dir, torch_lmdm):
+    """The GPU path binds the pair's tensors by pointer (memory kept on the device between steps); on the CPU
+    the same binding gives the plain run's outputs exactly."""
+    from ditto_research.backends.onnx import OnnxNetwork
+
+    memory = OnnxNetwork(
+        "lmdm_memory", pair_dir / LMDM_PAIR_IO["lmdm_memory"].onnx_file, io=LMDM_PAIR_IO["lmdm_memory"]
+    )
+    step = OnnxNetwork(
+        "lmdm_step", pair_dir / LMDM_PAIR_IO["lmdm_step"].onnx_file, io=LMDM_PAIR_IO["lmdm_step"]
+    )
+    kp_cond, cond, x = _window_inputs(torch_lmdm, seed=4)
+    plain = memory.run_numpy(cond)
+    bound = memory.run_bound([cond], [torch.empty(s) for s in memory.output_shapes(1)])
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(plain, bound))
+    inputs = [x, torch.tensor([321.0]), kp_cond, *bound, torch.tensor([2.0])]
+    (expected,) = step.run_numpy(*inputs)
+    (got,) = step.run_bound(inputs, [torch.empty(x.shape)])
+    np.testing.assert_array_equal(got.numpy(), expected)
+    with pytest.raises(InputError, match="must be a contiguous tensor on cpu"):
+        step.run_bound(inputs, [torch.empty(x.shape).transpose(1, 2)])
