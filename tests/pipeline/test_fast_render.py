@@ -152,3 +152,21 @@ def test_gpu_check_runs_its_parts_in_children_and_writes_its_report(tmp_path):
     assert all(r.get("ms_per_window", 0) > 0 for r in rows)
     markdown = (out / "gpu_check.md").read_text()
     assert "## lmdm (ok" in markdown and "| sampler | steps |" in markdown
+
+
+def test_render_batch_memory_mode_reports_a_peak_per_batch_size():
+    """``benchmarks/render_batch.py --memory``: one child per batch size; a bigger batch needs more memory."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "render_batch.py"), "--memory", "--tiny",
+         "--batches", "1,4", "--threads", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [
+        line.split("|")[1:-1]
+        for line in proc.stdout.splitlines()
+        if line.startswith("| ") and line[2].isdigit()
+    ]
+    added = {int(r[0]): float(r[3]) for r in rows}
+    assert set(added) == {1, 4}
+    assert 0 < added[1] < added[4]
