@@ -35,19 +35,24 @@ def _frames(engine: Engine, source, audio, *overrides: str) -> list[np.ndarray]:
     return [f.image for f in TalkingHeadSession(child).frames(source, audio)]
 
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
 def test_batched_rendering_gives_the_batch_one_frames(clip):
-    """Batches of 4 (a partial last one), of the whole clip, and larger than the clip. At full size warp and
-    decode in a batch are bit-identical to batch 1 (the slow test below); the tiny model's narrow 3-D convs
-    make oneDNN pick other kernels per batch size (its warped features move by ~4e-6), so here the frames may
-    differ by one level at a few pixels (measured: 99.996 % identical)."""
+    """Batches of 4 (a partial last one) and larger than the clip give batch 1's frames bit for bit.
+
+    With oneDNN's default kernels the tiny model's narrow 3-D convs (1 to 8 channels, depth 2) pick another
+    kernel per batch size and move its warped features by ~4e-6 (one level at a few pixels, 99.996 % of the
+    values identical); the full-size convs do not (the slow test below, default kernels). So this test turns
+    oneDNN off for the run: PyTorch's own conv kernels are batch-invariant, and what is left to differ is the
+    batching itself (grouping, order, the partial batch)."""
     engine, source, audio = clip
-    one = _frames(engine, source, audio, "render.batch_size=1")
-    for size in (4, 23, 30):
-        batched = _frames(engine, source, audio, f"render.batch_size={size}")
-        assert len(batched) == len(one) == 23
-        for a, b in zip(one, batched):
-            diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
-            assert diff.max() <= 1 and (diff == 0).mean() >= 0.9999, size
+    audio = audio[: int(0.4 * 16000)]  # 10 frames: batches of 4 end with a partial one
+    with torch.backends.mkldnn.flags(enabled=False):  # global, so the stage threads see it too
+        one = _frames(engine, source, audio, "render.batch_size=1")
+        for size in (4, 16):
+            batched = _frames(engine, source, audio, f"render.batch_size={size}")
+            assert len(batched) == len(one) == 10
+            for a, b in zip(one, batched):
+                np.testing.assert_array_equal(a, b, err_msg=f"render.batch_size={size}")
 
 
 @pytest.mark.slow
