@@ -88,10 +88,12 @@ def test_abort_leaves_nothing(tmp_path: Path) -> None:
     for frame in _frames(8):
         writer.write(frame)
     deadline = time.monotonic() + 10.0  # ffmpeg creates its file once the first frame reaches the encoder
-    while not _leftovers(tmp_path) and time.monotonic() < deadline:
+    while not any(n.endswith(".video.mp4") for n in _leftovers(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.02)
     leftovers = _leftovers(tmp_path)
-    assert len(leftovers) == 1 and leftovers[0].startswith(".result.")  # hidden temporary, not the output
+    # Hidden files only, never the output: the encoder's temporary and the output's reservation.
+    assert len(leftovers) == 2 and all(n.startswith(".result.") for n in leftovers), leftovers
+    assert leftovers[1] == ".result.mp4.lock" and leftovers[0].endswith(".video.mp4"), leftovers
     writer.abort()
     assert _leftovers(tmp_path) == []
     with pytest.raises(DittoError, match="already closed"):
