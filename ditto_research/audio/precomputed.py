@@ -117,22 +117,17 @@ class PrecomputedFeatureStream:
     def layout(self):
         return self._chunker.layout
 
-    def _take(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
-        out = []
-        step = self.layout.current
-        for _ in chunks:
-            stop = self._next + step
-            rows = self._features.features[self._next : stop]
-            if len(rows) < step:
-                rows = self._features.for_frames(stop, "the streamed audio")[self._next : stop]
-            out.append(rows)
-            self._next = stop
-        return out
-
     def push(self, samples: np.ndarray) -> list[np.ndarray]:
         chunks = self._chunker.push(samples)
         self._samples += int(np.asarray(samples).shape[0])
-        return self._take(chunks)
+        out = []
+        step = self.layout.current
+        for _ in chunks:
+            # A chunk of audio the file has no rows for: InputError naming the file and the rows needed.
+            rows = self._features.for_frames(self._next + step, "the streamed audio")[self._next :]
+            out.append(rows)
+            self._next += step
+        return out
 
     def flush(self) -> list[np.ndarray]:
         """End of audio: rows for the remaining chunks. The file must cover every frame of the audio (else

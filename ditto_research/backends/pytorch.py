@@ -103,7 +103,26 @@ class TorchLmdm(TorchNetwork):
     window). ``order="reference"`` computes each guided x_0 in the original's operation order instead
     (:mod:`ditto_research.models.lmdm_reference`: bit-identical to the original, slower)."""
 
-    order: LmdmOrder = "fast"
+    def __init__(
+        self,
+        name: str,
+        module: nn.Module,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        order: LmdmOrder = "fast",
+        lmdm_precision: str = "fp32",
+    ) -> None:
+        """``order``: "fast" or "reference"; ``lmdm_precision``: the LMDM's own autocast (``precision`` is
+        the renderer's and leaves the LMDM in fp32, as the original)."""
+        super().__init__(name, module, device, precision)
+        if order not in LMDM_ORDERS:
+            raise ConfigError(
+                f"backend.lmdm_order={order!r} is not valid; choose one of: {', '.join(LMDM_ORDERS)}"
+            )
+        check_precision("pytorch", lmdm_precision, ("fp32", "fp16", "bf16"))
+        self.order = order
+        self.precision = lmdm_precision
+        self._autocast_dtype = _AUTOCAST_DTYPES.get(lmdm_precision)
 
     @property
     def seq_frames(self) -> int:
@@ -182,14 +201,4 @@ def load_torch_network(
     )
     if name != "lmdm":
         return TorchNetwork(name, module, resolved, precision)
-    if lmdm_order not in LMDM_ORDERS:
-        raise ConfigError(
-            f"backend.lmdm_order={lmdm_order!r} is not valid; choose one of: {', '.join(LMDM_ORDERS)}"
-        )
-    runner = TorchLmdm(name, module, resolved, precision)
-    runner.order = lmdm_order
-    if lmdm_precision != "fp32":  # asked for: the LMDM under autocast too (default fp32, as the original)
-        check_precision("pytorch", lmdm_precision, ("fp32", "fp16", "bf16"))
-        runner.precision = lmdm_precision
-        runner._autocast_dtype = _AUTOCAST_DTYPES[lmdm_precision]
-    return runner
+    return TorchLmdm(name, module, resolved, precision, lmdm_order, lmdm_precision)

@@ -277,14 +277,19 @@ def quote_override_values(args: Sequence[str]) -> list[str]:
     return out
 
 
-def _writable(folder: Path) -> bool:
+def folder_write_error(folder: Path) -> OSError | None:
+    """Create ``folder`` if needed and write a file into it: the OSError that stops that, or None."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
-    except OSError:
-        return False
-    return True
+    except OSError as e:
+        return e
+    return None
+
+
+def _writable(folder: Path) -> bool:
+    return folder_write_error(folder) is None
 
 
 def writable_run_root(app: str) -> Path | None:
@@ -359,6 +364,7 @@ __all__ = [
     "check_known_keys",
     "compose",
     "composition_error",
+    "folder_write_error",
     "quote_override_values",
     "register_configs",
     "to_config",

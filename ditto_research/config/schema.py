@@ -95,7 +95,7 @@ def _check_open_n(value: Any) -> None:
     if isinstance(value, int):
         _check_range("control.delta_eye_open_n", value, low=-1)
         return
-    values = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") else None
+    values = list(value) if hasattr(value, "__iter__") else None  # a list (or a ListConfig)
     if values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
         return
     raise ConfigError(
@@ -169,16 +169,20 @@ class BackendConfig:
         _check_range("backend.num_threads", self.num_threads, low=0)
         _check_choice("backend.lmdm_order", self.lmdm_order, LMDM_ORDERS)
         _check_choice("backend.lmdm_precision", self.lmdm_precision, PRECISIONS)
-        if self.lmdm_precision != "fp32" and self.name != "pytorch":
-            raise ConfigError(
-                f"backend.lmdm_precision={self.lmdm_precision} needs backend=pytorch (exported LMDMs are "
-                "fp32)"
-            )
-        for flag in ("cuda_graphs", "compile"):
-            if getattr(self, flag) and self.name != "pytorch":
-                raise ConfigError(
-                    f"backend.{flag}=true needs backend=pytorch (backend={self.name} runs exported graphs)"
-                )
+        if self.name != "pytorch":  # knobs of the PyTorch networks; exported graphs are fixed, fp32 LMDMs
+            pytorch_only = {
+                "lmdm_precision": self.lmdm_precision != "fp32",
+                "lmdm_order": self.lmdm_order != "fast",
+                "cuda_graphs": self.cuda_graphs,
+                "compile": self.compile,
+            }
+            for knob, asked in pytorch_only.items():
+                if asked:
+                    value = str(getattr(self, knob)).lower()
+                    raise ConfigError(
+                        f"backend.{knob}={value} needs backend=pytorch (backend={self.name} runs exported "
+                        f"graphs, whose LMDM is fp32 in its own operation order); remove backend.{knob}"
+                    )
         if self.cuda_graphs and self.device != "cuda":
             raise ConfigError(
                 "backend.cuda_graphs=true needs backend.device=cuda (CUDA graphs replay GPU work); "
@@ -188,11 +192,11 @@ class BackendConfig:
             problem = compiler_problem(self.device)
             if problem:
                 raise ConfigError(f"backend.compile=true cannot work here: {problem}; remove backend.compile")
-        if self.lmdm_order == "reference" and self.name != "pytorch":
-            raise ConfigError(
-                f"backend.lmdm_order=reference needs backend=pytorch (backend={self.name} runs an exported "
-                "graph with its own operation order)"
-            )
+
+    @property
+    def fused_render(self) -> bool:
+        """Warp + decode run as one prepared stage (compiled networks and / or a captured CUDA graph)."""
+        return self.cuda_graphs or self.compile
 
 
 def compiler_problem(device: str) -> str | None:

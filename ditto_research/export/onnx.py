@@ -27,7 +27,6 @@ import contextlib
 import os
 import shutil
 import sys
-import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -43,7 +42,7 @@ from torch import nn
 
 from ditto_research.backends.base import FP32_NETWORKS, LMDM_PAIR_IO, NetworkIO, example_inputs, get_graph_io
 from ditto_research.backends.onnx import METADATA_PREFIX
-from ditto_research.config import CONF_DIR, check_command_line_or_exit, to_config
+from ditto_research.config import CONF_DIR, check_command_line_or_exit, folder_write_error, to_config
 from ditto_research.config.schema import ModelConfig, MotionConfig
 from ditto_research.errors import DittoError, ExportError
 from ditto_research.export.config import ExportConfig, register_export_configs, resolve_output_dir
@@ -388,14 +387,11 @@ def _export_lmdm_pair(cfg: ExportConfig, out_dir: Path) -> list[ExportResult]:
 
 def _writable_folder(out_dir: Path) -> None:
     """Create ``out_dir`` (and check it takes files) before any export work; ExportError in one line."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as e:
+    error = folder_write_error(out_dir)
+    if error is not None:
         raise ExportError(
-            f"cannot write to output_dir={out_dir} ({e.strerror or e}); choose a writable folder"
-        ) from e
+            f"cannot write to output_dir={out_dir} ({error.strerror or error}); choose a writable folder"
+        ) from error
 
 
 def run_export(cfg: ExportConfig, log: Any = print) -> list[ExportResult]:

@@ -272,12 +272,15 @@ class MediaPipeFrontend(FaceFrontend):
         """Every face found in ``rgb`` (H, W, 3) uint8, each confirmed by FaceMesh, in detection order."""
         faces: list[_Face] = []
 
+        def known(box: np.ndarray) -> bool:
+            return any(box_iou(f.box, box[None, :4])[0] > 0.3 for f in faces)
+
         def confirm(candidates: np.ndarray) -> float | None:
             for box in candidates:
-                if any(box_iou(f.box, box[None, :4])[0] > 0.3 for f in faces):
+                if known(box):
                     continue
                 face = self._confirm(rgb, box[:4], float(box[4]))
-                if face is not None and not any(box_iou(f.box, face.box[None])[0] > 0.3 for f in faces):
+                if face is not None and not known(face.box):
                     faces.append(face)
             if self.select != "largest" or not faces:
                 return None
@@ -320,14 +323,13 @@ class MediaPipeFrontend(FaceFrontend):
         meshes = self._mesh(crop, "confirm")
         if not meshes:
             return None
-        pixels = meshes[0][:, :2] * _CROP_SIZE / scale + offset
-        found = points_box(pixels.astype(np.float32))
-        mesh_center = (found[:2] + found[2:]) / 2
-        if not (x1 - 0.25 * (x2 - x1) <= mesh_center[0] <= x2 + 0.25 * (x2 - x1)):
-            return None  # FaceMesh found another face in the padding, not this candidate
-        if not (y1 - 0.25 * (y2 - y1) <= mesh_center[1] <= y2 + 0.25 * (y2 - y1)):
+        pixels = (meshes[0][:, :2] * _CROP_SIZE / scale + offset).astype(np.float32)
+        found = points_box(pixels)
+        # The mesh's centre must lie within the box widened by a quarter on each side; otherwise FaceMesh
+        # found another face in the padding, not this candidate.
+        if np.any(np.abs((found[:2] + found[2:]) / 2 - center) > 0.75 * np.array([x2 - x1, y2 - y1])):
             return None
-        return _Face(pixels.astype(np.float32), found, score)
+        return _Face(pixels, found, score)
 
     def _detect_tile(self, tile: np.ndarray) -> np.ndarray:
         """Full-range BlazeFace on one tile: (n, 5) relative x1, y1, x2, y2, score."""

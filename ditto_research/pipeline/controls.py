@@ -8,6 +8,7 @@ config schema validated every one of them with the same parsers (:mod:`ditto_res
 
 from __future__ import annotations
 
+import logging
 import random
 
 from torch import nn
@@ -24,6 +25,8 @@ from ditto_research.motion.controls import (  # noqa: F401  (read_ctrl_info_file
 from ditto_research.motion.stitch import MotionStitcher, with_fade_in_out
 from ditto_research.pipeline.registration import RegisteredSource
 
+log = logging.getLogger(__name__)
+
 
 def overall_controls(control: ControlConfig) -> FrameControls:
     """``control.overall_ctrl_info`` as FrameControls."""
@@ -31,11 +34,21 @@ def overall_controls(control: ControlConfig) -> FrameControls:
 
 
 def build_frame_controls(control: ControlConfig, num_frames: int) -> dict[int, FrameControls]:
-    """Per-frame controls with fades applied (frames without entries get only the overall controls)."""
+    """Per-frame controls with fades applied (frames without entries get only the overall controls);
+    ``num_frames < 0``: an open-ended stream. Controls given for frames past a known clip's end are
+    warned about (they have no effect)."""
     frames = parse_ctrl_info(dict(control.ctrl_info), source="control.ctrl_info")
     if control.ctrl_info_file:
         frames.update(load_ctrl_info_file(control.ctrl_info_file))
-    return with_fade_in_out(frames, num_frames, control.fade_in, control.fade_out)
+    late = sorted(frame for frame in frames if 0 <= num_frames <= frame)
+    if late:
+        shown = ", ".join(map(str, late[:5])) + (", ..." if len(late) > 5 else "")
+        log.warning(
+            "per-frame controls for frame(s) %s are past the clip's last frame %d: they have no effect",
+            shown,
+            num_frames - 1,
+        )
+    return with_fade_in_out(frames, max(num_frames, 0), control.fade_in, control.fade_out)
 
 
 def build_stitcher(

@@ -218,7 +218,7 @@ class Engine:
         t0 = time.perf_counter()
         _ = self.networks, self.frontend
         _ = self.features_file if self.cfg.audio_encoder_name == "precomputed" else self.encoder
-        if self.cfg.backend.cuda_graphs or self.cfg.backend.compile:
+        if self.cfg.backend.fused_render:
             self.fast_renderer()
         return time.perf_counter() - t0
 
@@ -375,6 +375,12 @@ class Engine:
         silence = np.zeros(max(num_frames, 1) * SAMPLES_PER_FRAME, np.float32)
         return offline_features(silence, self.encoder, REFERENCE_PREFIX_CHUNKSIZE)[:num_frames]
 
+    def check_speech_features(self, num_frames: int, what: str) -> None:
+        """With ``audio_encoder=precomputed``: InputError, before any work, when the file has fewer rows than
+        the ``num_frames`` of ``what`` (the audio); otherwise nothing to check."""
+        if self.features_file is not None:
+            self.features_file.for_frames(num_frames, what)
+
     def feature_stream(self) -> OnlineFeatureStream | PrecomputedFeatureStream:
         """Online speech features as audio arrives (``mode.chunksize`` windows)."""
         chunksize = tuple(self.cfg.mode.chunksize)
@@ -409,18 +415,10 @@ class Engine:
             log.warning("control.fade_out needs the stream length; it is off for an open-ended stream")
         threads = cfg.backend.num_threads
         stitcher = self.stitcher(source, num_frames, randomness)
-        controls = build_frame_controls(cfg.control, max(num_frames, 0))
-        late = sorted(frame for frame in controls if num_frames >= 0 and frame >= num_frames)
-        if late:
-            shown = ", ".join(map(str, late[:5])) + (", ..." if len(late) > 5 else "")
-            log.warning(
-                "per-frame controls for frame(s) %s are past the clip's last frame %d: they have no effect",
-                shown,
-                num_frames - 1,
-            )
+        controls = build_frame_controls(cfg.control, num_frames)
         paste = cfg.render.resolved_paste(cfg.backend.device)
         stages: list[BaseStage] = [StitchStage(stitcher, source, controls, self.device, observers=observers)]
-        if cfg.backend.cuda_graphs or cfg.backend.compile:
+        if cfg.backend.fused_render:
             stages.append(self.fast_renderer().stage(source, batch_size, threads, observers))
         else:
             stages += [

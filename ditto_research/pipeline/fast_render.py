@@ -25,15 +25,7 @@ from torch import nn
 from ditto_research.errors import ConfigError
 from ditto_research.pipeline.observers import PipelineObserver
 from ditto_research.pipeline.registration import RegisteredSource
-from ditto_research.pipeline.stages import (
-    FrameKeypoints,
-    RenderBatch,
-    _Batcher,
-    _TorchStage,
-    notify_renders,
-    stack_keypoints,
-    to_image,
-)
+from ditto_research.pipeline.stages import RenderBatch, _BatchingStage, notify_renders, to_image
 
 __all__ = ["FastRenderer", "RenderStage"]
 
@@ -164,7 +156,7 @@ class FastRenderer:
         return RenderStage(self, source, batch_size, num_threads, observers)
 
 
-class RenderStage(_TorchStage):
+class RenderStage(_BatchingStage):
     """Warp + decode in one stage through a :class:`FastRenderer` (``backend.compile`` / ``cuda_graphs``).
 
     Observers see ``on_render`` but not ``on_warp``: the fused path keeps no warped feature.
@@ -180,21 +172,17 @@ class RenderStage(_TorchStage):
         num_threads: int = 0,
         observers: Sequence[PipelineObserver] = (),
     ) -> None:
-        super().__init__(num_threads)
-        self.renderer, self.source, self.observers = renderer, source, observers
-        self.batch = _Batcher(batch_size)
+        super().__init__(source, batch_size, num_threads)
+        self.renderer, self.observers = renderer, observers
 
-    def process(self, item: FrameKeypoints):
-        items = self.batch.add(item)
-        if items:
-            yield self._render(items)
-
-    def flush(self):
-        if self.batch.items:
-            yield self._render(self.batch.take())
-
-    def _render(self, items: list[FrameKeypoints]) -> RenderBatch:
-        images = self.renderer.render(*stack_keypoints(self.source, items))
-        indices = tuple(i.index for i in items)
-        notify_renders(self.observers, indices, images)  # no on_warp: the fused path keeps no warped feature
-        return RenderBatch(indices, tuple(i.source_index for i in items), images)
+    def run_batch(
+        self,
+        indices: tuple[int, ...],
+        source_indices: tuple[int, ...],
+        f_s: torch.Tensor,
+        x_s: torch.Tensor,
+        x_d: torch.Tensor,
+    ) -> RenderBatch:
+        images = self.renderer.render(f_s, x_s, x_d)
+        notify_renders(self.observers, indices, images)
+        return RenderBatch(indices, source_indices, images)

@@ -350,8 +350,7 @@ class StreamingSession:
         realtime = self.cfg.mode.realtime if realtime is None else realtime
         samples = load_audio(audio, SAMPLE_RATE)
         num_frames = num_video_frames(samples.shape[0], SAMPLE_RATE, FPS)
-        if self.engine.features_file is not None:  # precomputed features: enough rows, before any work
-            self.engine.features_file.for_frames(num_frames, str(audio))
+        self.engine.check_speech_features(num_frames, str(audio))
         t_reg = time.perf_counter()
         registered = self.engine.register(source, observers)
         register_s = time.perf_counter() - t_reg

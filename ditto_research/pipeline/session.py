@@ -159,8 +159,7 @@ class TalkingHeadSession:
         load_s = self.networks.load_s
         audio = load_audio(audio_path, SAMPLE_RATE)
         num_frames = num_video_frames(len(audio), SAMPLE_RATE, FPS)
-        if self.engine.features_file is not None:  # precomputed features: enough rows, before any work
-            self.engine.features_file.for_frames(num_frames, str(audio_path))
+        self.engine.check_speech_features(num_frames, str(audio_path))
         t_reg = time.perf_counter()
         source = self.register(source_path, observers)
         register_s = time.perf_counter() - t_reg

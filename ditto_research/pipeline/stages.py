@@ -243,22 +243,42 @@ class StitchStage(_TorchStage):
         )
 
 
-class _Batcher:
-    """Collects :class:`FrameKeypoints` into batches of ``size`` (the last one may be shorter)."""
+class _BatchingStage(_TorchStage):
+    """Collects :class:`FrameKeypoints` into batches of ``batch_size`` consecutive frames (the last one may
+    be shorter) and hands each to :meth:`run_batch`."""
 
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self.items: list[FrameKeypoints] = []
+    def __init__(self, source: RegisteredSource, batch_size: int, num_threads: int) -> None:
+        super().__init__(num_threads)
+        self.source, self.batch_size = source, max(1, batch_size)
+        self._pending: list[FrameKeypoints] = []
 
-    def add(self, item: FrameKeypoints) -> list[FrameKeypoints] | None:
-        self.items.append(item)
-        if len(self.items) < self.size:
-            return None
-        return self.take()
+    def process(self, item: FrameKeypoints) -> Iterator[FeatureBatch | RenderBatch]:
+        self._pending.append(item)
+        if len(self._pending) >= self.batch_size:
+            yield self._take()
 
-    def take(self) -> list[FrameKeypoints]:
-        items, self.items = self.items, []
-        return items
+    def flush(self) -> Iterator[FeatureBatch | RenderBatch]:
+        if self._pending:
+            yield self._take()
+
+    def _take(self) -> FeatureBatch | RenderBatch:
+        items, self._pending = self._pending, []
+        with torch.no_grad():
+            return self.run_batch(
+                tuple(i.index for i in items),
+                tuple(i.source_index for i in items),
+                *stack_keypoints(self.source, items),
+            )
+
+    def run_batch(
+        self,
+        indices: tuple[int, ...],
+        source_indices: tuple[int, ...],
+        f_s: torch.Tensor,
+        x_s: torch.Tensor,
+        x_d: torch.Tensor,
+    ) -> FeatureBatch | RenderBatch:
+        raise NotImplementedError
 
 
 def stack_keypoints(
@@ -276,7 +296,7 @@ def stack_keypoints(
     return f_s, x_s, x_d
 
 
-class WarpStage(_TorchStage):
+class WarpStage(_BatchingStage):
     """Warp the source appearance volume by the keypoint motion: (B, 256, 64, 64) features per batch of
     ``batch_size`` frames (offline; streams use 1)."""
 
@@ -290,25 +310,21 @@ class WarpStage(_TorchStage):
         observers: Sequence[PipelineObserver] = (),
         batch_size: int = 1,
     ) -> None:
-        super().__init__(num_threads)
-        self.net, self.source, self.observers = warp_network, source, observers
-        self.batch = _Batcher(batch_size)
+        super().__init__(source, batch_size, num_threads)
+        self.net, self.observers = warp_network, observers
 
-    def process(self, item: FrameKeypoints) -> Iterator[FeatureBatch]:
-        items = self.batch.add(item)
-        if items:
-            yield self._warp(items)
-
-    def flush(self) -> Iterator[FeatureBatch]:
-        if self.batch.items:
-            yield self._warp(self.batch.take())
-
-    @torch.no_grad()
-    def _warp(self, items: list[FrameKeypoints]) -> FeatureBatch:
-        features = self.net(*stack_keypoints(self.source, items))
-        for row, item in enumerate(items):
-            notify(self.observers, "on_warp", item.index, features[row : row + 1])
-        return FeatureBatch(tuple(i.index for i in items), tuple(i.source_index for i in items), features)
+    def run_batch(
+        self,
+        indices: tuple[int, ...],
+        source_indices: tuple[int, ...],
+        f_s: torch.Tensor,
+        x_s: torch.Tensor,
+        x_d: torch.Tensor,
+    ) -> FeatureBatch:
+        features = self.net(f_s, x_s, x_d)
+        for row, index in enumerate(indices):
+            notify(self.observers, "on_warp", index, features[row : row + 1])
+        return FeatureBatch(indices, source_indices, features)
 
 
 def to_image(output: torch.Tensor) -> torch.Tensor:
@@ -341,8 +357,12 @@ def notify_renders(
     if not observers:
         return
     for row, index in enumerate(indices):
-        image = np.ascontiguousarray(images[row].permute(1, 2, 0).cpu().numpy())
-        notify(observers, "on_render", index, image)
+        notify(observers, "on_render", index, host_image(images[row]))
+
+
+def host_image(image: torch.Tensor) -> np.ndarray:
+    """(3, S, S) render on the device -> (S, S, 3) float32 array on the host."""
+    return np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
 
 
 class PasteStage(BaseStage):
@@ -356,10 +376,8 @@ class PasteStage(BaseStage):
         self, source: RegisteredSource, paste: str = "exact", device: torch.device | str = "cpu"
     ) -> None:
         self.source = source
-        self.mode = paste
-        self.device = torch.device(device)
         self.paste = PasteBack() if paste == "exact" else None
-        self.device_paste = DevicePasteBack(self.device) if paste == "device" else None
+        self.device_paste = DevicePasteBack(device) if paste == "device" else None
         self._pinned: dict[tuple[int, ...], torch.Tensor] = {}
 
     def process(self, item: RenderBatch) -> Iterator[FrameImage]:
@@ -367,8 +385,7 @@ class PasteStage(BaseStage):
             frame = self.source.media.frame(src)
             M_c2o = self.source.frames[src].M_c2o
             if self.device_paste is None:
-                render = np.ascontiguousarray(item.images[row].permute(1, 2, 0).cpu().numpy())
-                yield FrameImage(index, self.paste(frame, render, M_c2o))
+                yield FrameImage(index, self.paste(frame, host_image(item.images[row]), M_c2o))
             else:
                 pasted = self.device_paste(self.device_paste.frame(src, frame), item.images[row], M_c2o)
                 yield FrameImage(index, self._to_host(pasted))

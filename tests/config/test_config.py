@@ -58,6 +58,20 @@ def test_every_option_composes_and_validates(group, option, tmp_path):
         assert node.name == option
 
 
+def test_the_torch_free_schema_lists_the_choices_the_modules_accept():
+    """The schema keeps its own copies of the choice lists (it must not import torch); they must not drift."""
+    from ditto_research.backends.base import BACKEND_NAMES as backends
+    from ditto_research.backends.pytorch import LMDM_ORDERS
+    from ditto_research.config import schema
+    from ditto_research.diffusion.noise import NOISE_KINDS
+    from ditto_research.face.frontend import FRONTEND_NAMES
+
+    assert schema.BACKEND_NAMES == backends
+    assert schema.LMDM_ORDERS == LMDM_ORDERS
+    assert schema.NOISE_KINDS == NOISE_KINDS
+    assert schema.FACE_NAMES == FRONTEND_NAMES
+
+
 @pytest.mark.parametrize("option", sorted(path.stem for path in (CONF_DIR / "sampler").glob("*.yaml")))
 def test_each_sampler_option_has_its_own_schema(option):
     assert f"/schema_sampler_{option}@_here_" in (CONF_DIR / "sampler" / f"{option}.yaml").read_text()
