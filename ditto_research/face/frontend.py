@@ -244,10 +244,10 @@ def largest_face(boxes: np.ndarray, what: str) -> int:
     index = int(np.argsort(-area)[0])
     if len(boxes) > 1:
         log.warning(
-            "%d faces found in %s; using the largest (box %s)",
+            "%d faces found in %s; using the largest (box x1, y1, x2, y2 = %s px)",
             len(boxes),
             what,
-            np.round(boxes[index, :4], 1).tolist(),
+            [round(float(v)) for v in boxes[index, :4]],
         )
     return index
 
@@ -279,11 +279,11 @@ def choose_face(boxes: np.ndarray, select: str | int, image_hw: tuple[int, int],
         rule = f"face {select} from the left"
     if len(boxes) > 1:
         log.warning(
-            "%d faces found in %s; using %s (box %s)",
+            "%d faces found in %s; using %s (box x1, y1, x2, y2 = %s px)",
             len(boxes),
             what,
             rule,
-            np.round(boxes[index, :4], 1).tolist(),
+            [round(float(v)) for v in boxes[index, :4]],
         )
     return index
 
