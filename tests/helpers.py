@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 
 import numpy as np
 import torch
@@ -69,3 +71,18 @@ def write_landmark_file(path, **kwargs) -> str:
     """Write :func:`synthetic_landmarks` (``kwargs`` passed on) to ``path`` (.npz); returns the path."""
     np.savez(path, **synthetic_landmarks(**kwargs))
     return str(path)
+
+
+def png_bomb(width: int, height: int, pixel_data: bytes | None = None) -> bytes:
+    """A valid 8-bit grayscale PNG declaring ``width`` x ``height`` pixels, all zero, compressed row by row
+    (20000x20000 is 0.4 MB and decodes to 1.2 GB as BGR). ``pixel_data`` replaces the IDAT content, e.g. a
+    few bytes for a header that claims more than anyone could decode."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    if pixel_data is None:
+        deflate, row = zlib.compressobj(9), bytes(width + 1)  # filter byte 0, then the row
+        pixel_data = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8 bits, grayscale, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixel_data) + chunk(b"IEND", b"")

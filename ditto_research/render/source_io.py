@@ -9,6 +9,8 @@ Reference: ``core/atomic_components/loader.py`` (``check_resize``, ``load_image`
   with ``cv2.imread``, like the reference); anything else is probed with the ffmpeg binary imageio-ffmpeg
   ships and decoded as raw rgb24 frames, every decoded frame once (``-fps_mode passthrough``, the frames
   imageio's reader yields).
+- Sizes are checked before decoding (:mod:`~ditto_research.render.image_limits`): an image's header, a
+  video's probed frame size, against ``LOCAL_BUDGET``; a small file may declare a huge image.
 - A video is not held in memory as a whole unless it fits ``cache_bytes``: :class:`SourceMedia` gives random
   access by frame index (mirror-looped past the end, the reference ``LoopLoader``) through a bounded cache
   and a sequential decoder that is reopened when an index behind it is asked for.
@@ -32,6 +34,7 @@ import numpy as np
 
 from ditto_research.audio.io import find_ffmpeg
 from ditto_research.errors import ConfigError, InputError
+from ditto_research.render.image_limits import LOCAL_BUDGET, ImageHeader, check_size, checked_header, decode
 
 __all__ = ["SourceMedia", "check_resize", "load_source", "mirror_index"]
 
@@ -341,11 +344,14 @@ def _probe_video(ffmpeg: str, path: Path, max_size: int) -> _VideoGeometry:
     return _VideoGeometry(decoded_h, decoded_w, height, width, needs_resize, fps)
 
 
-def _warn_if_transparent(path: Path) -> None:
+def _warn_if_transparent(path: Path, header: ImageHeader) -> None:
     """The colour channels are used as the original reads them (alpha dropped); a portrait that is fully
-    transparent shows nothing a person would recognise, so say so."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None or raw.ndim != 3 or raw.shape[2] != 4:
+    transparent shows nothing a person would recognise, so say so. Only an image whose header declares
+    transparency is decoded a second time, with its alpha."""
+    if not header.has_alpha:
+        return
+    raw = decode(path, header, f"source image {path}", cv2.IMREAD_UNCHANGED)
+    if raw.ndim != 3 or raw.shape[2] != 4:
         return
     alpha = raw[:, :, 3]
     if not alpha.any():
@@ -359,13 +365,10 @@ def _warn_if_transparent(path: Path) -> None:
 
 
 def _load_image(path: Path, max_size: int) -> SourceMedia:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(
-            f"cannot decode source image {path}: the file is corrupt or truncated; "
-            "re-export it as PNG or JPEG"
-        )
-    _warn_if_transparent(path)
+    what = f"source image {path}"
+    header = checked_header(path, what, LOCAL_BUDGET)  # before decoding: the header may declare a bomb
+    bgr = decode(path, header, what)
+    _warn_if_transparent(path, header)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     height, width, needs_resize = check_resize(rgb.shape[0], rgb.shape[1], max_size)
     if height <= 0 or width <= 0:
@@ -381,6 +384,7 @@ def _load_image(path: Path, max_size: int) -> SourceMedia:
 def _load_video(path: Path, max_size: int, n_frames: int, cache_bytes: int) -> SourceMedia:
     ffmpeg = find_ffmpeg()
     geometry = _probe_video(ffmpeg, path, max_size)
+    check_size(geometry.decoded_w, geometry.decoded_h, LOCAL_BUDGET, f"source video {path}")
     store = _VideoFrames(path, _decode_command(ffmpeg, path, n_frames), geometry, cache_bytes)
     count = store.count_frames()
     if count == 0:
@@ -406,7 +410,8 @@ def load_source(
         :class:`SourceMedia`; ``frame(i)`` is ``(H, W, 3)`` uint8 RGB with even ``H`` and ``W``.
 
     Raises:
-        InputError: the file is missing, a corrupt image, neither image nor video, or a video without frames.
+        InputError: the file is missing, a corrupt image, neither image nor video, a video without frames, or
+            an image or video frame over ``LOCAL_BUDGET`` (checked before decoding).
     """
     file = Path(path).expanduser()
     if not file.exists():
