@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ditto_research.cache import cache_folder
 from ditto_research.constants import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,9 @@ EXAMPLE_SENTENCE = (
 
 
 def cache_dir() -> Path:
-    """Where generated examples live (``$DITTO_CACHE_DIR`` or ``~/.cache/ditto_research``)."""
-    root = os.environ.get("DITTO_CACHE_DIR") or Path.home() / ".cache" / "ditto_research"
-    path = Path(root) / "examples"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Where generated examples live: ``examples/`` in the cache (``$DITTO_CACHE_DIR`` or
+    ``~/.cache/ditto_research``); InputError naming ``DITTO_CACHE_DIR`` when it cannot take files."""
+    return cache_folder("examples")
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:

@@ -238,6 +238,27 @@ def test_outputs_folder_that_cannot_be_made(media, tmp_path):
     assert any((tmp_path / "cache" / "outputs" / "infer").iterdir())
 
 
+@pytest.mark.parametrize("where", ["a file", "under /proc"])
+def test_an_unusable_cache_dir_is_one_line_and_leaves_nothing(tmp_path, where):
+    """The bundled example lives in the cache: DITTO_CACHE_DIR that cannot hold it is the user's to fix (exit
+    2, one line naming it), found before the output is reserved (no lock file, nothing in its folder)."""
+    cache = tmp_path / "cache_file" if where == "a file" else Path("/proc/ditto_cache")
+    if where == "a file":
+        cache.write_text("not a folder")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = {**os.environ, "DITTO_CACHE_DIR": str(cache)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ditto_research.infer", *FAST, f"output={out_dir / 'out.mp4'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=WATCHDOG_S, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: DITTO_CACHE_DIR={cache} cannot hold the cache")
+    assert "Traceback" not in proc.stderr
+    assert list(out_dir.iterdir()) == []
+
+
 def test_stopped_evaluation_keeps_finished_clips(media, tmp_path):
     """SIGTERM during an evaluation: the clips that finished are recorded (status interrupted), the video in
     progress left nothing, and the exit code says so."""

@@ -37,7 +37,7 @@ from ditto_research.config.schema import (
     ODESamplerConfig,
     SamplerConfig,
 )
-from ditto_research.errors import ConfigError, DittoError
+from ditto_research.errors import ConfigError, DittoError, InputError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # package data: ships inside the wheel
 
@@ -293,16 +293,21 @@ def _writable(folder: Path) -> bool:
 
 
 def writable_run_root(app: str) -> Path | None:
-    """Where Hydra's run folders go when the current folder is not writable: ``$DITTO_CACHE_DIR`` or
-    ``~/.cache/ditto_research``, else the system's temporary folder (None: no writable place found)."""
-    for base in (
-        Path(os.environ["DITTO_CACHE_DIR"]) if os.environ.get("DITTO_CACHE_DIR") else None,
-        Path.home() / ".cache" / "ditto_research",
-        Path(tempfile.gettempdir()) / "ditto_research",
-    ):
-        if base is not None and _writable(base / "outputs" / app):
-            return base / "outputs" / app
-    return None
+    """Where Hydra's run folders go when the current folder is not writable: ``outputs/<app>`` in the cache
+    (:mod:`ditto_research.cache`), else in the system's temporary folder (None: no writable place found).
+
+    Raises:
+        InputError: ``DITTO_CACHE_DIR`` is set but cannot hold files (the user chose it: no silent fallback).
+    """
+    from ditto_research.cache import cache_folder, is_cache_root_chosen  # it imports this module
+
+    try:
+        return cache_folder("outputs", app)
+    except InputError:
+        if is_cache_root_chosen():
+            raise
+    fallback = Path(tempfile.gettempdir()) / "ditto_research" / "outputs" / app
+    return fallback if _writable(fallback) else None
 
 
 def ensure_writable_run_dir(app: str, args: list[str]) -> list[str]:

@@ -5,15 +5,16 @@ Each Hydra group (``conf/<group>/*.yaml``) starts with ``defaults: [/schema_<gro
 naming a key that is not declared here fails at compose time. Value checks run in ``__post_init__``, i.e. when
 :func:`ditto_research.config.to_config` turns the composed tree into these objects, before any model is
 loaded: they read the files a value names (emotion and blink arrays, per-frame controls, clip ranges) with the
-same parsers the run uses.
+same parsers the run uses, and keep what they read (:func:`parsed_once`): a run reads each file once.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from omegaconf import MISSING
@@ -32,6 +33,7 @@ from ditto_research.face.landmark_file import GivenLandmarks
 from ditto_research.face.select import check_select
 from ditto_research.motion.controls import (
     MOTION_KEYS,
+    FrameControls,
     load_ctrl_info_file,
     load_emotion,
     parse_ctrl_info,
@@ -51,6 +53,8 @@ LMDM_ORDERS = ("fast", "reference")
 PASTE_MODES = ("auto", "exact", "device")
 FADE_TYPES = ("", "d0", "s")
 
+T = TypeVar("T")
+
 
 def _check_choice(group: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
@@ -58,13 +62,20 @@ def _check_choice(group: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def load_npy(path: str, name: str, shape: str, width: int, rows: int | None = None) -> np.ndarray:
-    """A finite float array of shape (rows or any, width) from ``path`` (ConfigError naming ``name``)."""
+    """A finite float array of shape (rows or any, width) from ``path`` (ConfigError naming ``name``),
+    read-only (it is shared by whoever asks the config for it).
+
+    The shape and type come from the file's header (a memory map) before any data is read, so a wrong file
+    fails without loading it whatever its size.
+    """
     if not Path(path).is_file():
         raise ConfigError(f"{name}={path} does not exist; give a {shape} .npy file")
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
     except (ValueError, OSError) as e:
         raise ConfigError(f"{name}={path} is not a .npy array ({e}); give a {shape} .npy file") from e
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise ConfigError(f"{name}={path} is not a .npy array; give a {shape} .npy file")
     if (
         array.ndim != 2
         or array.shape[1] != width
@@ -75,9 +86,32 @@ def load_npy(path: str, name: str, shape: str, width: int, rows: int | None = No
         raise ConfigError(
             f"{name}={path} holds a {array.dtype} array of shape {array.shape}; it must be {shape}"
         )
+    array = np.array(array)  # read now, the file closed
     if not np.isfinite(array).all():
         raise ConfigError(f"{name}={path} holds NaN or infinite values")
+    array.flags.writeable = False
     return array
+
+
+def parsed_once(config: object, name: str, parse: Callable[[Any], T]) -> T:
+    """``parse(config.<name>)``, kept on ``config`` for as long as that field keeps its value.
+
+    Values that name files are parsed when the config validates (``__post_init__``), and the run asks the
+    config for the result instead of reading the file again: a file is read once, and what ran is what was
+    checked. Assigning the field another value later parses that value on the next call.
+    """
+    value = getattr(config, name)
+    kept: dict[str, tuple[Any, Any]] = config.__dict__.setdefault("_parsed", {})
+    if name not in kept or not _same_value(kept[name][0], value):
+        kept[name] = (copy.deepcopy(value), parse(value))
+    return kept[name][1]
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """``a == b`` as one bool, arrays included (``control.emo`` may be an array in the Python API)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    return type(a) is type(b) and bool(a == b)
 
 
 def _as_config_error(check: Callable[[], object]) -> None:
@@ -373,9 +407,18 @@ class MotionConfig:
                 f"motion.fix_kp_cond_dim={list(self.fix_kp_cond_dim)} must be [start, end] with "
                 f"0 <= start < end <= {MOTION_DIM}"
             )
-        if self.v_min_max_for_clip is not None:
+        self.value_range()
+
+    def value_range(self) -> np.ndarray | None:
+        """(2, 265) [min; max] rows of ``v_min_max_for_clip`` (read when the config validated), or None."""
+
+        def load(path: str | None) -> np.ndarray | None:
+            if path is None:
+                return None
             shape = f"(2, {MOTION_DIM}) [min; max]"
-            load_npy(self.v_min_max_for_clip, "motion.v_min_max_for_clip", shape, MOTION_DIM, rows=2)
+            return load_npy(path, "motion.v_min_max_for_clip", shape, MOTION_DIM, rows=2)
+
+        return parsed_once(self, "v_min_max_for_clip", load)
 
     @property
     def cond_dim(self) -> int:
@@ -530,13 +573,37 @@ class ControlConfig:
         _check_open_n(self.delta_eye_open_n)
         _check_range("control.fade_in", self.fade_in, low=-1)
         _check_range("control.fade_out", self.fade_out, low=-1)
-        load_emotion(self.emo)
-        if self.delta_eye_arr is not None:
-            load_npy(self.delta_eye_arr, "control.delta_eye_arr", f"(K, {SOURCE_KP_DIM})", SOURCE_KP_DIM)
+        self.emotion_rows()
+        self.blink_array()
         parse_overall_ctrl_info(dict(self.overall_ctrl_info))
         parse_ctrl_info(dict(self.ctrl_info), source="control.ctrl_info")
-        if self.ctrl_info_file:
-            load_ctrl_info_file(self.ctrl_info_file)
+        self.file_frames()
+
+    def emotion_rows(self) -> np.ndarray:
+        """(m, 8) emotion rows of ``emo`` (a .npy read when the config validated)."""
+
+        def load(emo: Any) -> np.ndarray:
+            rows = load_emotion(emo)
+            rows.flags.writeable = False  # shared by every run of this config
+            return rows
+
+        return parsed_once(self, "emo", load)
+
+    def blink_array(self) -> np.ndarray | None:
+        """(K, 63) blink expression offsets of ``delta_eye_arr`` (read when the config validated), or None."""
+
+        def load(path: str | None) -> np.ndarray | None:
+            if path is None:
+                return None
+            return load_npy(path, "control.delta_eye_arr", f"(K, {SOURCE_KP_DIM})", SOURCE_KP_DIM)
+
+        return parsed_once(self, "delta_eye_arr", load)
+
+    def file_frames(self) -> dict[int, FrameControls]:
+        """The per-frame controls of ``ctrl_info_file`` (read when the config validated; {} without one).
+        A copy: the caller may add to it."""
+        frames = parsed_once(self, "ctrl_info_file", lambda path: load_ctrl_info_file(path) if path else {})
+        return dict(frames)
 
 
 @dataclass

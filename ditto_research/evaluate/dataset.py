@@ -7,8 +7,9 @@ Three forms, chosen by ``dataset=``:
                    astronaut photograph, its mirror image, two LFW faces from ``skimage.data.lfw_subset``
                    upscaled) speaking espeak-ng sentences of 1 to 2.7 s, ordered shortest first. Without
                    espeak-ng, speech-like synthetic audio of the same lengths is used (and logged).
-``FILE.csv``       a header row with the columns ``source,audio`` and optionally ``id``, one clip per row.
-``FILE.yaml``      a list of mappings ``{source: ..., audio: ..., id: ...}`` (``id`` optional).
+``FILE.csv``       a header row with the columns ``source,audio`` and optionally ``id``, one clip per row;
+                   UTF-8, with or without a byte-order mark (:mod:`ditto_research.user_files`).
+``FILE.yaml``      a list of mappings ``{source: ..., audio: ..., id: ...}`` (``id`` optional); no anchors.
 =================  ==========================================================================================
 
 Relative paths in a file are relative to the folder of that file. Every file is checked before anything
@@ -17,7 +18,6 @@ runs: :func:`load_dataset` raises one :class:`InputError` that lists every missi
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 import shutil
@@ -31,12 +31,14 @@ from ditto_research.audio.io import write_wav
 from ditto_research.constants import SAMPLE_RATE
 from ditto_research.errors import InputError
 from ditto_research.examples import atomic_write
+from ditto_research.user_files import load_structured, read_csv
 
 __all__ = ["BUILTIN_CLIPS", "Clip", "builtin_dataset", "load_dataset", "trim_audio"]
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("id", "source", "audio")
+DATASET_DEPTH = 2  # a YAML dataset is a list of flat mappings
 
 
 @dataclass(frozen=True)
@@ -101,20 +103,15 @@ def load_dataset(
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = [name.strip() for name in (reader.fieldnames or [])]
-        _check_columns(header, path)
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    header, rows = read_csv(path, f"dataset file {path}")
+    _check_columns(header, path)
+    return rows
 
 
 def _read_yaml(path: Path) -> list[dict[str, str]]:
-    import yaml
-
-    try:
-        items = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise InputError(f"dataset file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    items = load_structured(
+        path, f"dataset file {path}", max_depth=DATASET_DEPTH, form="a list of {source, audio, id}"
+    )
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise InputError(f"dataset file {path} must hold a YAML list of mappings with keys source and audio")
     for item in items:
@@ -180,9 +177,9 @@ def _unique(name: str, used: set[str]) -> str:
 
 def builtin_dataset(directory: Path | None = None) -> list[Clip]:
     """The built-in clips, generated into ``directory`` (default: the example cache) on first use."""
-    from ditto_research.examples import cache_dir
+    from ditto_research.cache import cache_folder
 
-    root = directory or cache_dir() / "eval_builtin"
+    root = directory or cache_folder("examples", "eval_builtin")
     root.mkdir(parents=True, exist_ok=True)
     espeak = shutil.which("espeak-ng") or shutil.which("espeak")
     if espeak is None:

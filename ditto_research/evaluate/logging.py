@@ -18,6 +18,7 @@ the local results and reports the error.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from ditto_research.errors import ConfigError
 from ditto_research.evaluate.config import LoggerConfig
 from ditto_research.evaluate.results import CLIP_COLUMNS, RUN_SUMMARY_KEYS, ClipResult, RunRecord
+from ditto_research.user_files import decode_text, parse_csv
 
 __all__ = ["CsvLogger", "ExperimentLogger", "NullLogger", "WandbLogger", "make_logger"]
 
@@ -97,18 +99,21 @@ class CsvLogger:
         }
         row.update({f"param.{k}": v for k, v in sorted(record.params.items())})
         row.update({k: record.summary.get(k) for k in RUN_SUMMARY_KEYS})
-        with self.path.open("a+", newline="", encoding="utf-8") as f:
+        with self.path.open("a+b") as f:  # bytes: the header is decoded like every CSV we read
             _lock(f)
             f.seek(0)
-            existing = next(csv.reader(f), None)
+            first, label = f.readline(), f"logger.path {self.path}"
+            existing = parse_csv(decode_text(first, label), label)[0] if first else None
             columns = [c for c in existing if c != "extra"] if existing else list(row)
             # A parameter that earlier rows did not have is kept in a trailing "extra" cell, not dropped.
             extra = {k: v for k, v in row.items() if k not in columns}
-            f.seek(0, os.SEEK_END)
-            writer = csv.writer(f)
+            lines = io.StringIO()
+            writer = csv.writer(lines)
             if existing is None:
                 writer.writerow([*columns, "extra"])
             writer.writerow([_cell(row.get(c)) for c in columns] + [repr(extra) if extra else ""])
+            f.seek(0, os.SEEK_END)
+            f.write(lines.getvalue().encode("utf-8"))
 
 
 def _lock(f: Any) -> None:

@@ -15,6 +15,7 @@ recorded in results.json with their error; a sweep goes on with the next run / c
 them. A single failed run exits with code 2 after writing its results. So does a run whose logger failed
 (W&B, the default, not importing or not starting; a folder that is not writable): its local results are
 complete, and one ``error: logger: ...`` line says what failed and what to do (often: ``logger=csv``).
+Anything else is a bug: its traceback, a line saying so, exit code 1 (:mod:`ditto_research.apps`).
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ditto_research.config import CONF_DIR, check_command_line_or_exit, compose, to_config
+from ditto_research.apps import HydraApp
+from ditto_research.config import compose, to_config
 from ditto_research.errors import ConfigError, DittoError
 from ditto_research.evaluate.config import EvaluateConfig, register_evaluate_configs
 from ditto_research.evaluate.dataset import Clip, load_dataset, trim_audio
@@ -48,13 +49,16 @@ from ditto_research.evaluate.measure import (
     reset_peak_rss,
 )
 from ditto_research.evaluate.results import ClipResult, RunRecord, summarize_run, write_run
-from ditto_research.interrupts import Interrupted, exit_on_interrupt, install_signal_handlers
+from ditto_research.interrupts import Interrupted
 from ditto_research.logs import configure_logging
 
-__all__ = ["ReportCallback", "evaluate_from_overrides", "main", "run_evaluation"]
+__all__ = ["APP", "ReportCallback", "evaluate_from_overrides", "main", "run_evaluation"]
 
 log = logging.getLogger(__name__)
 register_evaluate_configs()
+
+# A stop keeps the finished runs and records the stopped one (run_evaluation's own bookkeeping).
+APP = HydraApp("evaluate", stopped="finished runs are kept; the stopped run is recorded as interrupted")
 
 # Flat parameter name -> config key: what the report groups and plots runs by.
 PARAM_KEYS = {
@@ -341,13 +345,9 @@ def _write_report(folder: Path) -> None:
         )
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
+@APP.main
 def main(cfg: DictConfig) -> None:
-    try:
-        record = run_evaluation(cfg)
-    except DittoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    record = run_evaluation(cfg)  # a DittoError (bad evaluation inputs): one line and exit 2, by the shell
     if not record.started or not record.finished:
         return  # a non-zero rank of a multi-process Lightning run
     ok = sum(c.status == "ok" for c in record.clips)
@@ -385,8 +385,4 @@ def _report_failed_clips(records: list[RunRecord], strict: bool) -> None:
 
 
 if __name__ == "__main__":
-    install_signal_handlers()  # SIGTERM / SIGHUP stop a sweep cleanly: finished runs kept, no partial files
-    with exit_on_interrupt("finished runs are kept; the stopped run is recorded as interrupted"):
-        # A bad override: one line naming the allowed keys, not Hydra's report.
-        check_command_line_or_exit("evaluate")
-        main()
+    APP.run(main)  # SIGTERM / SIGHUP stop a sweep cleanly: finished runs kept, no partial files

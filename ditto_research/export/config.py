@@ -48,8 +48,11 @@ class ExportConfig:
     # file).
     motion: MotionConfig = field(default_factory=MotionConfig)
     # Folder laid out like the official ditto_onnx/ (null: <checkpoint_root>/ditto_onnx for model=ditto,
-    # exports/<model>_onnx otherwise). Existing files of the exported networks are replaced.
+    # exports/<model>_onnx otherwise). Other files in it are left alone.
     output_dir: str | None = None
+    # Replace files of the exported networks that output_dir already holds (and remove an earlier cached LMDM
+    # pair that a guided_step LMDM would otherwise be shadowed by). false: refuse before exporting anything.
+    overwrite: bool = False
     # Networks to export; "hubert" also needs hubert_path.
     networks: list[str] = field(default_factory=lambda: list(RENDER_NETWORKS))
     # ONNX opset (17..20). 5-D GridSample exists from 20 on; below that use grid_sample=decomposed.

@@ -35,22 +35,31 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from ditto_research.apps import HydraApp
 from ditto_research.backends.base import FP32_NETWORKS, LMDM_PAIR_IO, NetworkIO, example_inputs, get_graph_io
 from ditto_research.backends.onnx import METADATA_PREFIX
-from ditto_research.config import CONF_DIR, check_command_line_or_exit, folder_write_error, to_config
+from ditto_research.config import folder_write_error, to_config
 from ditto_research.config.schema import ModelConfig, MotionConfig
 from ditto_research.errors import DittoError, ExportError
 from ditto_research.export.config import ExportConfig, register_export_configs, resolve_output_dir
 from ditto_research.export.grid_sample import make_grid_sample
 from ditto_research.export.verify import VerifyReport, verify_export
-from ditto_research.interrupts import exit_on_interrupt, install_signal_handlers
 
-__all__ = ["ExportResult", "IOWrapper", "build_network", "export_module", "main", "run_export"]
+__all__ = [
+    "APP",
+    "ExportResult",
+    "IOWrapper",
+    "build_network",
+    "check_overwrite",
+    "export_module",
+    "main",
+    "planned_files",
+    "run_export",
+]
 
 VERIFY_BATCHES = (1, 3)  # batches a dynamic-batch file is verified at
 
@@ -394,14 +403,46 @@ def _writable_folder(out_dir: Path) -> None:
         ) from error
 
 
+def planned_files(cfg: ExportConfig) -> tuple[list[str], list[str]]:
+    """The file names an export of ``cfg`` writes into ``output_dir``, and those it removes there (an earlier
+    cached LMDM pair, which would shadow a new guided_step LMDM in the backends)."""
+    written: list[str] = []
+    for name in cfg.all_networks:
+        if name != "lmdm" or cfg.lmdm_form in ("guided_step", "both"):
+            written.append(get_graph_io(name).onnx_file)
+        if name == "lmdm" and cfg.lmdm_form in ("cached", "both"):
+            written.extend(io.onnx_file for io in LMDM_PAIR_IO.values())
+    removed = []
+    if "lmdm" in cfg.all_networks and cfg.lmdm_form == "guided_step":
+        removed = [io.onnx_file for io in LMDM_PAIR_IO.values()]
+    return written, removed
+
+
+def check_overwrite(cfg: ExportConfig, out_dir: Path) -> None:
+    """Without ``overwrite``, an ExportError naming the files of ``out_dir`` the export would replace or
+    remove (the user's, or an earlier export's: either way not ours to destroy silently)."""
+    if cfg.overwrite:
+        return
+    written, removed = planned_files(cfg)
+    taken = [name for name in (*written, *removed) if (out_dir / name).exists()]
+    if taken:
+        shown = ", ".join(taken[:5]) + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
+        raise ExportError(
+            f"output_dir={out_dir} already holds {shown}; pass overwrite=true to replace them or choose "
+            "another output_dir"
+        )
+
+
 def run_export(cfg: ExportConfig, log: Any = print) -> list[ExportResult]:
     """Export (and verify) every requested network; returns what was written.
 
-    Every file is written and verified in a hidden staging folder inside ``output_dir`` first and moved into
-    place only when all of them succeeded: an export that fails (or is stopped) half way adds nothing to
-    ``output_dir`` and leaves what was there untouched.
+    Files that ``output_dir`` already holds under the names of the export are refused before any work unless
+    ``overwrite``. Every file is written and verified in a hidden staging folder inside ``output_dir`` first
+    and moved into place only when all of them succeeded: an export that fails (or is stopped) half way adds
+    nothing to ``output_dir`` and leaves what was there untouched.
     """
     out_dir = resolve_output_dir(cfg)
+    check_overwrite(cfg, out_dir)
     if cfg.model.name == "ditto":
         from ditto_research.checkpoints import check_root
 
@@ -423,12 +464,10 @@ def run_export(cfg: ExportConfig, log: Any = print) -> list[ExportResult]:
             results.append(ExportResult(result.name, target, result.reports))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if "lmdm" in cfg.all_networks and cfg.lmdm_form == "guided_step":
-        # A pair left from an earlier export would shadow the new file in the backends.
-        for io in LMDM_PAIR_IO.values():
-            if (out_dir / io.onnx_file).is_file():
-                (out_dir / io.onnx_file).unlink()
-                log(f"removed {out_dir / io.onnx_file} (an earlier cached LMDM pair; lmdm_form=guided_step)")
+    for name in planned_files(cfg)[1]:  # a pair left from an earlier export would shadow the new LMDM
+        if (out_dir / name).is_file():
+            (out_dir / name).unlink()
+            log(f"removed {out_dir / name} (an earlier cached LMDM pair; lmdm_form=guided_step)")
     for result in results:
         log(f"wrote {result.path}")
         for report in result.reports:
@@ -438,18 +477,14 @@ def run_export(cfg: ExportConfig, log: Any = print) -> list[ExportResult]:
 
 register_export_configs()
 
+# A stopped export removes its staging folder: nothing half written.
+APP = HydraApp("export", stopped="nothing written to the output folder")
 
-@hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
+
+@APP.main
 def main(cfg: DictConfig) -> None:
-    try:
-        run_export(to_config(cfg, ExportConfig))
-    except DittoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_export(to_config(cfg, ExportConfig))
 
 
 if __name__ == "__main__":
-    install_signal_handlers()  # a stopped export removes its staging folder: nothing half written
-    with exit_on_interrupt("nothing written to the output folder"):
-        check_command_line_or_exit("export")
-        main()
+    APP.run(main)

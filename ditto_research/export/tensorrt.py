@@ -26,24 +26,24 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
+from ditto_research.apps import HydraApp
 from ditto_research.backends.base import FP32_NETWORKS, LMDM_PAIR_IO, NETWORK_IO, get_graph_io
 from ditto_research.backends.onnx import metadata as onnx_metadata
 from ditto_research.backends.onnx import read_checked_model, rewrite_grid_samples
 from ditto_research.backends.tensorrt import engine_file_name, gpu_slug, import_tensorrt, sidecar_path
 from ditto_research.config import to_config
-from ditto_research.errors import DittoError, ExportError
+from ditto_research.errors import ExportError
 from ditto_research.export.config import TensorRTExportConfig, register_export_configs
 
 __all__ = [
+    "APP",
     "NATIVE_GRID_SAMPLE_3D_TRT",
     "ShapeProfile",
     "build_engine",
@@ -206,8 +206,11 @@ def build_engine(
 
 def _write_atomically(path: Path, data: bytes) -> None:
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    finally:  # a failed or stopped write leaves no hidden partial file behind
+        partial.unlink(missing_ok=True)
 
 
 def engine_graphs(onnx_dir: Path, networks: Sequence[str] | None) -> list[str]:
@@ -276,15 +279,18 @@ def run_build(cfg: TensorRTExportConfig, log: Any = print) -> list[Path]:
 
 register_export_configs()
 
+# The schema is the whole config (no YAML); each engine is written atomically, so a stop keeps whole files.
+APP = HydraApp(
+    "export_tensorrt",
+    stopped="engines finished before the stop are kept, none half written",
+    config_path=None,
+)
 
-@hydra.main(config_path=None, config_name="export_tensorrt", version_base="1.3")
+
+@APP.main
 def main(cfg: DictConfig) -> None:
-    try:
-        run_build(to_config(cfg, TensorRTExportConfig))
-    except DittoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_build(to_config(cfg, TensorRTExportConfig))
 
 
 if __name__ == "__main__":
-    main()
+    APP.run(main)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,14 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ditto_research.constants import EMOTION_DIM, SOURCE_KP_DIM
-from ditto_research.errors import ConfigError
+from ditto_research.errors import ConfigError, InputError
 from ditto_research.motion.conditions import EMOTION_LABELS, parse_emotion
 from ditto_research.motion.format import MOTION_LAYOUT
+from ditto_research.user_files import load_structured
 
 MOTION_KEYS: tuple[str, ...] = MOTION_LAYOUT.motion_keys  # scale, pitch, yaw, roll, t, exp
+
+# Largest per-frame controls file: ~200k frames of a few scalar controls, or ~10k frames (6-7 minutes at 25
+# fps) with a full 63-number delta_exp each; YAML of that size parses in a few seconds.
+MAX_CTRL_FILE_BYTES = 8 * 2**20
+# Deepest form: {frame: {control: [[x, y, z], ...]}} (delta_exp as 21 keypoints x xyz), or a list by frame.
+MAX_CTRL_DEPTH = 4
 
 EMOTION_FORMS = (
     "give a label 0..7 or its name ("
@@ -55,15 +60,18 @@ def load_emotion(emo: Any) -> np.ndarray:
 def _load_emotion_file(path: str) -> np.ndarray:
     if not Path(path).is_file():
         raise ConfigError(f"control.emo file {path} does not exist; {EMOTION_FORMS}")
-    try:
-        array = np.load(path, allow_pickle=False)
+    try:  # a memory map: the shape is checked from the header, before the data is read
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
     except (ValueError, OSError) as e:
         raise ConfigError(f"control.emo file {path} is not a .npy array ({e}); {EMOTION_FORMS}") from e
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise ConfigError(f"control.emo file {path} is not a .npy array; {EMOTION_FORMS}")
     if array.ndim != 2 or array.shape[1] != EMOTION_DIM or not len(array) or array.dtype.kind not in "fiu":
         raise ConfigError(
             f"control.emo file {path} holds a {array.dtype} array of shape {array.shape}; it must be "
             f"(N, {EMOTION_DIM}): one row of emotion weights per frame, columns {', '.join(EMOTION_LABELS)}"
         )
+    array = np.array(array)  # read now, the file closed
     if not np.isfinite(array).all():
         raise ConfigError(f"control.emo file {path} holds NaN or infinite values")
     return parse_emotion(array)
@@ -131,7 +139,7 @@ class FrameControls:
         for key in self.fade_out_keys or ():
             if key not in MOTION_KEYS:
                 raise ConfigError(
-                    f"fade_out_keys: {key!r} is not a motion key; choose from {', '.join(MOTION_KEYS)}"
+                    f"fade_out_keys: {_shown(key)} is not a motion key; choose from {', '.join(MOTION_KEYS)}"
                 )
         if isinstance(self.delta_exp, tuple) and len(self.delta_exp) != SOURCE_KP_DIM:
             raise ConfigError(f"delta_exp needs 1 or {SOURCE_KP_DIM} numbers, got {len(self.delta_exp)}")
@@ -144,13 +152,11 @@ class FrameControls:
     def from_mapping(cls, values: Mapping[str, Any]) -> FrameControls:
         """``{"delta_yaw": 10, ...}`` -> FrameControls; unknown names or non-numbers raise ConfigError."""
         if not isinstance(values, Mapping):
-            raise ConfigError(f"controls must be a mapping {{control: value}}, got {values!r}")
+            raise ConfigError(f"controls must be a mapping {{control: value}}, got {_kind(values)}")
         unknown = sorted(str(k) for k in set(values) - set(cls.names()))
         if unknown:
-            raise ConfigError(
-                f"unknown frame control(s) {', '.join(map(repr, unknown))}; valid controls: "
-                f"{', '.join(cls.names())}"
-            )
+            shown = ", ".join(_shown(k) for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise ConfigError(f"unknown frame control(s) {shown}; valid controls: {', '.join(cls.names())}")
         parsed: dict[str, Any] = {}
         for name, value in values.items():
             if value is None:
@@ -178,6 +184,18 @@ class FrameControls:
         return dataclasses.replace(base, **given)
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error names a value, it does not echo a file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kind(value: Any) -> str:
+    """``a list`` / ``a str`` ...: what a value is, without its contents."""
+    name = {list: "list", tuple: "list", dict: "mapping"}.get(type(value), type(value).__name__)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
         value, (bool, np.bool_)
@@ -186,9 +204,9 @@ def _is_number(value: Any) -> bool:
 
 def _number(name: str, value: Any) -> float:
     if not _is_number(value):
-        raise ConfigError(f"frame control {name}={value!r} is not a number")
+        raise ConfigError(f"frame control {name}={_shown(value)} is not a number")
     if not math.isfinite(float(value)):
-        raise ConfigError(f"frame control {name}={value!r} is not finite")
+        raise ConfigError(f"frame control {name}={_shown(value)} is not finite")
     return float(value)
 
 
@@ -196,13 +214,13 @@ def _number_tuple(name: str, value: Any) -> float | tuple[float, ...]:
     """delta_exp: a list of numbers (63, or nested 21 x 3); a one-element list is a scalar."""
     if isinstance(value, (str, bytes, Mapping)):
         raise ConfigError(
-            f"frame control {name}={value!r} is not a number or a list of {SOURCE_KP_DIM} numbers"
+            f"frame control {name}={_shown(value)} is not a number or a list of {SOURCE_KP_DIM} numbers"
         )
     try:
         flat = np.asarray(value, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as e:
         raise ConfigError(
-            f"frame control {name}={value!r} is not a number or a list of {SOURCE_KP_DIM} numbers"
+            f"frame control {name}={_shown(value)} is not a number or a list of {SOURCE_KP_DIM} numbers"
         ) from e
     if not np.isfinite(flat).all():
         raise ConfigError(f"frame control {name} holds non-finite values")
@@ -212,7 +230,7 @@ def _number_tuple(name: str, value: Any) -> float | tuple[float, ...]:
 def _motion_key_tuple(value: Any) -> tuple[str, ...]:
     keys = [value] if isinstance(value, str) else value
     if not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) for k in keys):
-        raise ConfigError(f"fade_out_keys={value!r} must be motion keys from {', '.join(MOTION_KEYS)}")
+        raise ConfigError(f"fade_out_keys={_shown(value)} must be motion keys from {', '.join(MOTION_KEYS)}")
     return tuple(keys)
 
 
@@ -232,14 +250,14 @@ def parse_ctrl_info(ctrl_info: CtrlInfo | None, source: str = "ctrl_info") -> di
         return {}
     if not isinstance(ctrl_info, (Mapping, list, tuple)):
         raise ConfigError(
-            f"{source} must be a mapping {{frame: {{control: value}}}} or a list, got {ctrl_info!r}"
+            f"{source} must be a mapping {{frame: {{control: value}}}} or a list, got {_kind(ctrl_info)}"
         )
     items = ctrl_info.items() if isinstance(ctrl_info, Mapping) else enumerate(ctrl_info)
     parsed: dict[int, FrameControls] = {}
     for key, value in items:
         frame = _frame_index(key)
         if frame is None:
-            raise ConfigError(f"{source}: key {key!r} is not a frame index (an integer >= 0)")
+            raise ConfigError(f"{source}: key {_shown(key)} is not a frame index (an integer >= 0)")
         try:
             parsed[frame] = FrameControls.coerce(value)
         except ConfigError as e:
@@ -258,16 +276,28 @@ def parse_overall_ctrl_info(
 
 
 def read_ctrl_info_file(path: str | Path) -> dict[Any, Any]:
-    """``{frame: {control: value}}`` from a .yaml/.yml/.json file (one-line errors naming the file)."""
+    """``{frame: {control: value}}`` from a .yaml/.yml/.json file (one-line errors naming the file).
+
+    Bounded before anything is built (:func:`ditto_research.user_files.load_structured`): at most
+    :data:`MAX_CTRL_FILE_BYTES` from the file's stat, no YAML anchors or aliases, at most
+    :data:`MAX_CTRL_DEPTH` nested containers. A run reads it once, when its config validates
+    (:meth:`ditto_research.config.schema.ControlConfig.file_frames`).
+    """
     path = Path(path)
+    what = f"control.ctrl_info_file {path}"
     if not path.is_file():
-        raise ConfigError(f"control.ctrl_info_file {path} does not exist")
+        raise ConfigError(f"{what} does not exist")
     try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
-        kind = path.suffix[1:] or "YAML"
-        raise ConfigError(f"control.ctrl_info_file {path} is not valid {kind}: {e}".splitlines()[0]) from e
+        data = load_structured(
+            path,
+            what,
+            max_depth=MAX_CTRL_DEPTH,
+            form="{frame: {control: value or list}} or a list of {control: value or list}",
+            max_bytes=MAX_CTRL_FILE_BYTES,
+            fix="give only the frames that change a control (the others get control.overall_ctrl_info)",
+        )
+    except InputError as e:
+        raise ConfigError(str(e)) from e
     if data is None:
         return {}
     if not isinstance(data, (Mapping, list)):

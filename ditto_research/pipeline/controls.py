@@ -3,7 +3,9 @@
 Per-frame controls come from ``control.ctrl_info`` (``{frame: {control: value}}``) with the frames of the
 YAML/JSON file ``control.ctrl_info_file`` (same form; the file's frames replace ``ctrl_info``'s), then
 ``fade_in``/``fade_out`` ramps are added; ``control.overall_ctrl_info`` applies to every frame underneath. The
-config schema validated every one of them with the same parsers (:mod:`ditto_research.motion.controls`).
+config schema validated every one of them with the same parsers (:mod:`ditto_research.motion.controls`) and
+kept what it read from files: the controls file and the blink array come from the config, not from a second
+read (which could differ from what was checked).
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ import random
 
 from torch import nn
 
-from ditto_research.config.schema import ControlConfig, load_npy
-from ditto_research.constants import SOURCE_KP_DIM
+from ditto_research.config.schema import ControlConfig
 from ditto_research.motion.controls import (  # noqa: F401  (read_ctrl_info_file: re-exported)
     FrameControls,
-    load_ctrl_info_file,
     parse_ctrl_info,
     parse_overall_ctrl_info,
     read_ctrl_info_file,
@@ -38,8 +38,7 @@ def build_frame_controls(control: ControlConfig, num_frames: int) -> dict[int, F
     ``num_frames < 0``: an open-ended stream. Controls given for frames past a known clip's end are
     warned about (they have no effect)."""
     frames = parse_ctrl_info(dict(control.ctrl_info), source="control.ctrl_info")
-    if control.ctrl_info_file:
-        frames.update(load_ctrl_info_file(control.ctrl_info_file))
+    frames.update(control.file_frames())
     late = sorted(frame for frame in frames if 0 <= num_frames <= frame)
     if late:
         shown = ", ".join(map(str, late[:5])) + (", ..." if len(late) > 5 else "")
@@ -64,11 +63,6 @@ def build_stitcher(
     reference's order: a 3000-frame schedule first (its setup, length unknown), then the clip's own
     (``num_frames >= 0``), so a given seed gives the reference's blinks.
     """
-    delta_eye = (
-        load_npy(control.delta_eye_arr, "control.delta_eye_arr", f"(K, {SOURCE_KP_DIM})", SOURCE_KP_DIM)
-        if control.delta_eye_arr
-        else None
-    )
     stitcher = MotionStitcher(
         stitch_network,
         x_s_info=source.frames[0].x_s_info if source.is_image else None,
@@ -76,7 +70,7 @@ def build_stitcher(
         use_d_keys=tuple(control.use_d_keys) if control.use_d_keys else None,
         relative_d=control.relative_d,
         drive_eye=control.drive_eye,
-        delta_eye_arr=delta_eye,
+        delta_eye_arr=control.blink_array(),
         delta_eye_open_n=(
             control.delta_eye_open_n
             if isinstance(control.delta_eye_open_n, int)

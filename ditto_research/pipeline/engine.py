@@ -39,7 +39,6 @@ from ditto_research.errors import ConfigError
 from ditto_research.face.frontend import FaceFrontend, make_frontend
 from ditto_research.motion.audio2motion import Audio2MotionSettings, generate_motion_offline
 from ditto_research.motion.conditions import ConditionBuilder, ConditionFlags
-from ditto_research.motion.controls import load_emotion
 from ditto_research.motion.format import clip_motion, source_motion_vector
 from ditto_research.motion.online import REFERENCE_PREFIX_CHUNKSIZE, OnlineMotionGenerator
 from ditto_research.pipeline.controls import build_frame_controls, build_stitcher
@@ -285,9 +284,9 @@ class Engine:
         )
 
     def motion_value_range(self) -> np.ndarray | None:
-        """(2, 265) clip range of generated motion (``motion.v_min_max_for_clip``), or None."""
-        path = self.cfg.motion.v_min_max_for_clip
-        return np.load(path) if path else None
+        """(2, 265) clip range of generated motion (``motion.v_min_max_for_clip``, read once when the config
+        validated), or None."""
+        return self.cfg.motion.value_range()
 
     def condition_builder(self, source: RegisteredSource) -> ConditionBuilder:
         """The LMDM condition builder for ``source``: the config's condition flags, emotion and eye
@@ -299,7 +298,7 @@ class Engine:
             sc=source.sc,
             eye_open=np.concatenate([f.eye_open for f in source.frames]),
             eye_ball=np.concatenate([f.eye_ball for f in source.frames]),
-            emotion=load_emotion(control.emo),
+            emotion=control.emotion_rows(),
             eye_f0_mode=control.eye_f0_mode,
         )
         return builder

@@ -88,19 +88,21 @@ def run(cfg: DictConfig) -> Path:
     from ditto_research.pipeline.session import TalkingHeadSession
 
     typed = validate(cfg)
-    # The output is ours from now on: a second run asking for it is refused before loading anything.
-    reservation = reserve_output(typed.output, typed.overwrite)
+    # The bundled example (made in the cache on first use) before the output is touched: a cache that cannot
+    # hold it leaves no reservation behind.
     source, audio = resolve_inputs(typed)
-    engine = Engine(typed)
     online = typed.mode.name == "online"
-    try:
-        if online:
-            result = StreamingSession(engine).run_file(source, audio, typed.output)
-        else:
-            result = TalkingHeadSession(engine).generate(source, audio, typed.output)
-    finally:
-        engine.close()
-        reservation.release()
+    # The output is ours from now on: a second run asking for it is refused before loading anything, and
+    # whatever stops this one (an error, a signal) gives it back.
+    with reserve_output(typed.output, typed.overwrite):
+        engine = Engine(typed)
+        try:
+            if online:
+                result = StreamingSession(engine).run_file(source, audio, typed.output)
+            else:
+                result = TalkingHeadSession(engine).generate(source, audio, typed.output)
+        finally:
+            engine.close()
     print(f"done: {result.summary()}")
     if online and result.realtime:
         stages = ", ".join(f"{name} {ms:.0f}" for name, ms in result.stage_ms_per_frame.items())

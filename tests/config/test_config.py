@@ -192,6 +192,18 @@ def test_clip_range_file_is_checked(tmp_path, array, message):
     assert f"motion.v_min_max_for_clip={path}" in error and message in error
 
 
+def test_an_npz_archive_is_not_an_array_file(tmp_path):
+    path = tmp_path / "range.npy"
+    with path.open("wb") as f:  # an archive under a .npy name
+        np.savez(f, v=np.zeros((2, MOTION_DIM)))
+    assert f"motion.v_min_max_for_clip={path} is not a .npy array; give a (2, 265)" in config_error(
+        [f"motion.v_min_max_for_clip={path}"]
+    )
+    assert f"control.emo file {path} is not a .npy array; give a label" in config_error(
+        [f"control.emo={path}"]
+    )
+
+
 def test_good_clip_range_file_validates(tmp_path):
     path = tmp_path / "range.npy"
     np.save(path, np.stack([-np.ones(MOTION_DIM), np.ones(MOTION_DIM)]))

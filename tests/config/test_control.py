@@ -246,3 +246,24 @@ def test_blink_array_file_is_checked(tmp_path):
     assert "shape (4, 21); it must be (K, 63)" in config_error([f"control.delta_eye_arr={missing}"])
     np.save(missing, np.zeros((4, SOURCE_KP_DIM), np.float32))
     assert control([f"control.delta_eye_arr={missing}"]).delta_eye_arr == str(missing)
+
+
+# ---- files are read once, when the config validates -------------------------------------------------------
+
+
+def test_the_config_keeps_what_it_read_and_reads_a_changed_value(tmp_path):
+    """Validation keeps each file's content for the run (a file changed or removed afterwards does not
+    change the run); assigning the field another file reads that one."""
+    first = write(tmp_path, "first.yaml", {0: {"delta_yaw": 5}})
+    np.save(tmp_path / "blink.npy", np.full((4, SOURCE_KP_DIM), 0.01, np.float32))
+    cfg = control([f"control.ctrl_info_file={first}", f"control.delta_eye_arr={tmp_path / 'blink.npy'}"])
+    first.unlink()
+    (tmp_path / "blink.npy").unlink()
+    assert cfg.file_frames() == {0: FrameControls(delta_yaw=5.0)}
+    assert cfg.blink_array().shape == (4, SOURCE_KP_DIM) and not cfg.blink_array().flags.writeable
+    cfg.file_frames()[7] = FrameControls()  # the caller's copy
+    assert list(cfg.file_frames()) == [0]
+    cfg.ctrl_info_file = str(write(tmp_path, "second.json", {"2": {"vad_alpha": 0.5}}))
+    assert cfg.file_frames() == {2: FrameControls(vad_alpha=0.5)}
+    cfg.emo = [3, 4]
+    np.testing.assert_array_equal(cfg.emotion_rows(), parse_emotion([3, 4]))

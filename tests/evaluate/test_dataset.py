@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import wave
 
 import pytest
@@ -84,3 +85,46 @@ def test_trim_audio(eval_media, tmp_path):
     )[0]
     short = trim_audio(clip, 0.25, tmp_path / "cut")
     assert short.source == clip.source and abs(_seconds(short.audio) - 0.25) < 1e-3
+
+
+def test_csv_saved_by_excel_with_a_byte_order_mark_reads_like_plain_utf8(eval_media, tmp_path):
+    path = tmp_path / "set é.csv"
+    text = f"source,audio,id\n{eval_media['face']},{eval_media['speech']},café\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    clips = load_dataset(path)
+    assert [(c.source, c.audio) for c in clips] == [(eval_media["face"], eval_media["speech"])]
+    assert clips[0].clip_id == "caf"  # the id is the user's (slugged), the BOM is not in any column
+
+
+@pytest.mark.parametrize("name", ["set.csv", "set.yaml"])
+def test_a_file_that_is_not_utf8_names_the_byte_and_the_fix(tmp_path, name):
+    path = tmp_path / name
+    head = "source,audio\n" if name.endswith(".csv") else "- {source: a.png, "
+    path.write_bytes(head.encode() + "audio: été.wav}\n".encode("latin-1"))
+    offset, line = len(head) + len("audio: "), head.count("\n") + 1
+    with pytest.raises(InputError) as info:
+        load_dataset(path)
+    assert str(info.value) == (
+        f"dataset file {path} is not UTF-8 text (byte 0xe9 at offset {offset}, line {line}); "
+        "save it as UTF-8 (with or without BOM)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        (
+            "set.csv",
+            b"source,audio\na.png," + b"x" * 200_000 + b"\n",
+            "is not a valid CSV file (field larger than field limit",
+        ),
+        ("set.yaml", b"- &clip {source: a.png, audio: b.wav}\n- *clip\n", "uses YAML anchors or aliases"),
+        ("set.yaml", b"- {source: [[a.png]], audio: b.wav}\n", "nests deeper than 2 levels"),
+    ],
+)
+def test_malformed_dataset_files_are_one_line(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=re.escape(message)) as info:
+        load_dataset(path)
+    assert "\n" not in str(info.value)

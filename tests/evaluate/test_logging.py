@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ditto_research.errors import ConfigError
+from ditto_research.errors import ConfigError, InputError
 from ditto_research.evaluate.config import LoggerConfig
 from ditto_research.evaluate.logging import WANDB_FOLDERS, CsvLogger, NullLogger, make_logger
 from ditto_research.evaluate.results import ClipResult, RunRecord
@@ -37,6 +37,21 @@ def test_csv_logger_appends_one_row_per_run_to_the_sweep_file(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["param.steps"] for r in rows] == ["5", "10"] and rows[0]["fps"] == "2.5"
     assert "guidance" in rows[1]["extra"]  # a parameter the header does not have is kept, not dropped
+
+
+def test_csv_logger_reads_a_shared_file_saved_with_a_byte_order_mark(tmp_path):
+    """A runs.csv opened and saved by a spreadsheet: its header is read like every CSV (BOM dropped), so the
+    next row lands in its columns; a file that is not UTF-8 is one line naming it."""
+    path = tmp_path / "runs.csv"
+    path.write_bytes(b"\xef\xbb\xbfrun_dir,status,error,param.sampler,param.steps,extra\n")
+    CsvLogger(path).finish(_record(tmp_path / "r1"))
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["run_dir"] == str(tmp_path / "r1") and rows[0]["param.steps"] == "10"
+    assert "run_dir" not in rows[0]["extra"]  # not an "extra" parameter: the header has it
+    path.write_bytes("run_dir,état\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"logger.path .*runs.csv is not UTF-8 text \(byte 0xe9 at offset 8"):
+        CsvLogger(path).finish(_record(tmp_path / "r2"))
 
 
 def test_unwritable_folders_are_config_errors(tmp_path):

@@ -190,6 +190,18 @@ def test_cli_missing_dataset_is_one_line(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "nope.csv does not exist" in proc.stderr, proc.stderr
 
 
+def test_cli_dataset_that_is_not_utf8_is_one_line(tmp_path):
+    """A Latin-1 CSV (a spreadsheet's default on some systems): the file, the byte and the fix, exit 2."""
+    dataset = tmp_path / "set.csv"
+    dataset.write_bytes("source,audio\nvisage.png,été.wav\n".encode("latin-1"))
+    proc = _cli(f"dataset={dataset}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (
+        f"error: dataset file {dataset} is not UTF-8 text (byte 0xe9 at offset 24, line 2); save it as UTF-8 "
+        "(with or without BOM)"
+    )
+
+
 def test_cli_sweep_goes_on_after_failed_runs_and_reports_them(eval_media, tmp_path):
     good = write_csv(tmp_path / "good.csv", [(str(eval_media["face"]), str(eval_media["speech"]))])
     sweep = tmp_path / "sweep"

@@ -14,6 +14,7 @@ from ditto_research.backends import get_io
 from ditto_research.backends.base import LMDM_PAIR_IO
 from ditto_research.backends.lmdm_pair import CachedStepGraph, ConditionMemoryGraph, pair_example_inputs
 from ditto_research.backends.onnx import graph_io, metadata
+from ditto_research.errors import ExportError
 from ditto_research.export.onnx import build_network, run_export
 from ditto_research.export.verify import verify_export
 from tests.export.tiny_exports import export_config
@@ -101,8 +102,13 @@ def test_guided_step_export_removes_a_stale_pair(tmp_path):
         export_config(tmp_path, ["networks=[lmdm]", "lmdm_form=cached", "verify=false"]), log=lambda _: None
     )
     assert all((tmp_path / io.onnx_file).is_file() for io in LMDM_PAIR_IO.values())
+    with pytest.raises(
+        ExportError, match="already holds lmdm_v0.4_hubert_memory.onnx, lmdm_v0.4_hubert_step"
+    ):
+        run_export(export_config(tmp_path, ["networks=[lmdm]", "verify=false"]), log=lambda _: None)
     lines: list[str] = []
-    results = run_export(export_config(tmp_path, ["networks=[lmdm]", "verify=false"]), log=lines.append)
+    overwrite = ["networks=[lmdm]", "verify=false", "overwrite=true"]
+    results = run_export(export_config(tmp_path, overwrite), log=lines.append)
     assert [r.name for r in results] == ["lmdm"]
     assert not any((tmp_path / io.onnx_file).exists() for io in LMDM_PAIR_IO.values())
     assert any(line.startswith("removed") for line in lines)

@@ -228,6 +228,39 @@ def test_an_export_that_fails_half_way_adds_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # no stitch_network.onnx, no staging folder
 
 
+def test_a_file_of_the_same_name_is_refused_before_exporting_unless_overwrite(tmp_path, monkeypatch):
+    """The user's decoder.onnx (or an earlier export's) is not replaced silently: one line naming it and the
+    option, before any network is built; overwrite=true replaces it."""
+    import ditto_research.export.onnx as onnx_export
+
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "decoder.onnx").write_text("the user's file")
+    (out / "notes.txt").write_text("kept either way")
+    real = onnx_export._export_one
+    exported: list[str] = []
+
+    def counting(name, cfg, folder):
+        exported.append(name)
+        return real(name, cfg, folder)
+
+    monkeypatch.setattr(onnx_export, "_export_one", counting)
+    networks = "networks=[stitch_network,decoder]"
+    with pytest.raises(ExportError) as info:
+        onnx_export.run_export(export_config(out, [networks, "verify=false"]), log=lambda _: None)
+    assert str(info.value) == (
+        f"output_dir={out} already holds decoder.onnx; pass overwrite=true to replace them or choose another "
+        "output_dir"
+    )
+    assert exported == [] and sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "notes.txt"]
+    assert (out / "decoder.onnx").read_text() == "the user's file"
+    onnx_export.run_export(
+        export_config(out, [networks, "verify=false", "overwrite=true"]), log=lambda _: None
+    )
+    assert exported == ["stitch_network", "decoder"] and onnx.load(str(out / "decoder.onnx")).graph.node
+    assert (out / "notes.txt").read_text() == "kept either way"
+
+
 def test_export_into_an_unusable_folder_is_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -33,6 +33,8 @@ def tiny_export(base: Path, networks: list[str], overrides: list[str] | None = N
     missing = [n for n in networks if not (folder / get_io(n).onnx_file).is_file()]
     if missing:
         run_export(
-            export_config(folder, [f"networks=[{','.join(missing)}]", *(overrides or [])]), log=lambda _: None
+            # the folder is this cache's own: an earlier call's files (another form) may be replaced
+            export_config(folder, [f"networks=[{','.join(missing)}]", *(overrides or []), "overwrite=true"]),
+            log=lambda _: None,
         )
     return folder

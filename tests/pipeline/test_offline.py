@@ -157,20 +157,31 @@ def test_stage_failure_stops_cleanly_with_the_stage_name(media, tmp_path):
 
 
 def test_per_frame_controls_file_and_unknown_control(media, tmp_path, caplog):
+    """The controls file is read once, when the config validates: a session runs what was checked, an edit
+    of the file reaches configs validated after it, and a bad file fails validation before any work."""
+    from ditto_research.config import compose, to_config
+    from ditto_research.pipeline.controls import build_frame_controls
+
+    def validated(path: Path):
+        extra = [f"control.ctrl_info_file={path}", "control.fade_in=3", "control.fade_type=s"]
+        return to_config(compose("infer", OVERRIDES + extra))
+
     ctrl = tmp_path / "ctrl.yaml"
     ctrl.write_text("0: {delta_yaw: 10}\n5: {delta_pitch: -5, vad_alpha: 0.5}\n")
-    s = TalkingHeadSession.from_overrides(
-        OVERRIDES + [f"control.ctrl_info_file={ctrl}", "control.fade_in=3", "control.fade_type=s"]
-    )
+    s = TalkingHeadSession(validated(ctrl))
     out = tmp_path / "ctrl.mp4"
     assert s.generate(media["face"], media["speech"], out).frames == 23
     ctrl.write_text("0: {delta_yaw: 10}\n40: {delta_pitch: 3}\n")  # the clip has 23 frames
+    assert 40 not in build_frame_controls(s.cfg.control, 23)  # this session keeps the file it validated
+    late = TalkingHeadSession(s.engine.derive(validated(ctrl)))
     with caplog.at_level("WARNING"):
-        s.generate(media["face"], media["speech"], tmp_path / "late.mp4")
+        late.generate(media["face"], media["speech"], tmp_path / "late.mp4")
     assert "per-frame controls for frame(s) 40 are past the clip's last frame 22" in caplog.text
     ctrl.write_text("0: {delta_yaww: 10}\n")
     with pytest.raises(ConfigError, match="unknown frame control"):
-        s.generate(media["face"], media["speech"], tmp_path / "ctrl2.mp4")
+        TalkingHeadSession(s.engine.derive(validated(ctrl))).generate(
+            media["face"], media["speech"], tmp_path / "ctrl2.mp4"
+        )
     assert not (tmp_path / "ctrl2.mp4").exists()
     s.close()
 

@@ -1,0 +1,24 @@
+"""user_files: UTF-8 with or without BOM, offsets counted in the file's bytes, CSV as spreadsheets save it."""
+
+from __future__ import annotations
+
+import pytest
+
+from ditto_research.errors import InputError
+from ditto_research.user_files import decode_text, read_csv
+
+
+def test_the_offset_counts_the_byte_order_mark():
+    data = b"\xef\xbb\xbfok\nna\xefve\n"  # a lone 0xef: not UTF-8
+    with pytest.raises(InputError, match=r"^x is not UTF-8 text \(byte 0xef at offset 8, line 2\)"):
+        decode_text(data, "x")
+    assert decode_text(b"\xef\xbb\xbfna\xc3\xafve", "x") == "naïve"
+
+
+def test_a_csv_from_a_spreadsheet(tmp_path):
+    """BOM, CRLF line ends, a quoted cell with a comma and a line break, spaces around names and cells."""
+    path = tmp_path / "set.csv"
+    path.write_bytes(b'\xef\xbb\xbf source , audio\r\n"a, b.png"," two\r\nlines "\r\nc.png\r\n')
+    header, rows = read_csv(path, "dataset file set.csv")
+    assert header == ["source", "audio"]
+    assert rows == [{"source": "a, b.png", "audio": "two\r\nlines"}, {"source": "c.png", "audio": ""}]
