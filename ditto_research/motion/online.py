@@ -137,7 +137,7 @@ class OnlineMotionGenerator:
         # Frames up to L - F are out already; the padded window is only needed for frames beyond.
         if end > self._next_emit and self._next_window < self._num_rows:
             self._run_window(self._feat_rows(self._next_window, self._num_rows - self._next_window))
-        if end > self._motion_end():
+        if end > self._next_emit and end > self._motion_end():  # frames are missing (none: no audio at all)
             raise InputError(
                 f"{num_frames} frames were asked for but the features cover "
                 f"{self._motion_end() - self.lead_rows}; num_frames must be the frame count of the audio "

@@ -22,7 +22,7 @@ import logging
 import secrets
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +36,9 @@ from ditto_research.config.schema import InferConfig
 from ditto_research.errors import ConfigError, DittoError, InputError
 from ditto_research.pipeline.engine import Engine
 from ditto_research.serve import protocol
-from ditto_research.serve.config import ServeConfig
+from ditto_research.serve.config import ServeConfig, is_loopback
 from ditto_research.serve.live import EndOfFrames, FrameOutbox, LiveFrame, LiveSession, limit_malloc_arenas
+from ditto_research.serve.options import session_overrides
 from ditto_research.serve.portraits import PortraitStore
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 __all__ = ["ServerState", "create_app"]
 
 STATIC = Path(__file__).resolve().parent / "static"
-PER_SESSION_PREFIXES = ("control.", "+control.", "sampler", "motion.", "mode.chunksize")
 
 
 @dataclass
@@ -68,7 +68,14 @@ class ServerState:
         engine = Engine(cfg.infer_config())
         engine.load()
         folder = tempfile.TemporaryDirectory(prefix="ditto-serve-")
-        store = PortraitStore(engine, Path(folder.name), int(cfg.serve.max_upload_mb * 2**20))
+        settings = cfg.serve
+        store = PortraitStore(
+            engine,
+            Path(folder.name),
+            int(settings.max_upload_mb * 2**20),
+            max_uploads=settings.max_portraits,
+            max_upload_disk_bytes=int(settings.max_portrait_mb * 2**20),
+        )
         paths = list(cfg.serve.portraits)
         if not paths:
             from ditto_research.examples import example_source
@@ -102,17 +109,13 @@ class ServerState:
     # ---- sessions ----------------------------------------------------------------------------------------
 
     def session_engine(self, options: tuple[str, ...]) -> Engine:
-        """The engine for a session's options (shares the networks); ConfigError as the CLI would say it."""
+        """The engine for a session's options (shares the networks). The options are untrusted: each is
+        checked against the allow-list of :mod:`ditto_research.serve.options` and written out again before
+        Hydra sees it (ConfigError naming the first bad one)."""
         if not options:
             return self.engine
-        for option in options:
-            if not option.startswith(PER_SESSION_PREFIXES):
-                raise ConfigError(
-                    f"option {option!r} is not per-session; a session may set control.*, sampler*, "
-                    "motion.* and "
-                    "mode.chunksize (the model, backend and front-ends are the server's)"
-                )
-        typed: InferConfig = to_config(compose("infer", [*self.infer_overrides, *options]))
+        checked = session_overrides(options, self.cfg.serve.max_sampler_steps)
+        typed: InferConfig = to_config(compose("infer", [*self.infer_overrides, *checked]))
         return self.engine.derive(InferConfig(**{**typed.__dict__, "progress": False}))
 
     def new_session(
@@ -147,6 +150,43 @@ def _token_ok(state: ServerState, header: str | None, query: str | None) -> bool
     return given is not None and secrets.compare_digest(str(given), str(token))
 
 
+def _host_name(host_header: str) -> str:
+    """The host of a Host header, without the port (``[::1]:8000`` -> ``::1``)."""
+    if host_header.startswith("["):
+        return host_header[1:].partition("]")[0]
+    return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
+
+
+def refusal(state: ServerState, headers: Mapping[str, str], changes_state: bool) -> str | None:
+    """Why a request may not proceed (a sentence), or None.
+
+    - Without a token (a loopback server), the Host header must name this machine (a loopback name or
+      ``serve.allowed_hosts``): a page on another site cannot reach the server through a DNS name it
+      controls and re-points to 127.0.0.1 (DNS rebinding).
+    - The WebSocket and the state-changing routes need the request's Origin, when it has one (browsers always
+      send it there; programs usually do not), to be this server's own origin or one of
+      ``serve.cors_origins``: any page open in the user's browser could otherwise drive the server.
+    """
+    settings = state.cfg.serve
+    host = headers.get("host", "")
+    if settings.token is None:
+        name = _host_name(host).lower()
+        if not (is_loopback(name) or name in {h.lower() for h in settings.allowed_hosts}):
+            return (
+                f"Host {host[:60]!r} is not this machine's name (serve.allowed_hosts lists others); open "
+                "the server as http://127.0.0.1:PORT/"
+            )
+    origin = headers.get("origin")
+    if changes_state and origin is not None:
+        own = {f"http://{host}", f"https://{host}"}
+        if origin not in own and origin not in set(settings.cors_origins):
+            return (
+                f"origin {origin[:60]!r} not allowed (serve.cors_origins lists others); use the server's "
+                "own page"
+            )
+    return None
+
+
 def create_app(state: ServerState) -> FastAPI:
     """The app over ``state`` (its lifespan closes every session and the state at shutdown)."""
 
@@ -173,18 +213,24 @@ def create_app(state: ServerState) -> FastAPI:
             return JSONResponse(
                 {"error": "unauthorized", "message": "missing or wrong token (serve.token)"}, 401
             )
+        reason = refusal(
+            state, request.headers, changes_state=request.method not in ("GET", "HEAD", "OPTIONS")
+        )
+        if reason is not None:
+            return JSONResponse({"error": "forbidden", "message": reason}, 403)
         return await call_next(request)
 
     @app.get("/")
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    shipped = {path.name for path in STATIC.iterdir() if path.is_file()}  # the page's own files, nothing else
+
     @app.get("/static/{name}")
     async def static(name: str) -> FileResponse:
-        path = (STATIC / name).resolve()
-        if path.parent != STATIC or not path.is_file():
+        if name not in shipped:  # never a path built from the request (.., long names, links)
             raise HTTPException(404, "no such file")
-        return FileResponse(path)
+        return FileResponse(STATIC / name)
 
     @app.get("/api/health")
     async def health() -> dict[str, object]:
@@ -198,6 +244,17 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.post("/api/portraits")
     async def upload(request: Request) -> JSONResponse:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not kind.startswith("image/"):
+            # text/plain, forms and other types a page can send to any site without asking first are refused
+            return JSONResponse(
+                {
+                    "error": "bad_content_type",
+                    "message": f"Content-Type {kind[:60] or 'missing'!r}: send the image with its image/* "
+                    "type (e.g. image/png)",
+                },
+                415,
+            )
         limit = state.store.max_upload_bytes
         too_big = JSONResponse(
             {
@@ -235,6 +292,10 @@ def create_app(state: ServerState) -> FastAPI:
         await ws.accept()
         if not _token_ok(state, ws.headers.get("authorization"), ws.query_params.get("token")):
             await ws.close(protocol.CLOSE_POLICY, "unauthorized: missing or wrong token (serve.token)")
+            return
+        reason = refusal(state, ws.headers, changes_state=True)
+        if reason is not None:
+            await ws.close(protocol.CLOSE_POLICY, reason.encode()[:120].decode(errors="ignore"))
             return
         sid = state.admit()
         if sid is None:
@@ -278,7 +339,12 @@ async def _serve_ws(state: ServerState, ws: WebSocket, sid: str) -> None:
                     except InputError as e:
                         raise protocol.ProtocolError("bad_audio", str(e)) from e
                     while session.audio_ahead_s() > settings.max_audio_ahead_s and not session.ended:
-                        await asyncio.sleep(0.05)  # back-pressure: stop reading until the frames catch up
+                        # back-pressure: stop reading until the frames catch up (the client is not idle: it
+                        # cannot send while we wait); a client that went away shows as a failed frame send
+                        session.hold()
+                        if tasks and tasks[0].done():
+                            return
+                        await asyncio.sleep(0.05)
                     continue
                 control = protocol.parse_control(text or "")
                 kind = control["type"]
@@ -323,6 +389,10 @@ async def _serve_ws(state: ServerState, ws: WebSocket, sid: str) -> None:
                 return
     except WebSocketDisconnect:
         return
+    except Exception:  # a bug of ours: logged with its traceback; this connection ends, the server goes on
+        log.exception("WebSocket session %s failed", sid)
+        await _fail(ws, "server_error", "the server failed on this message (logged)", protocol.CLOSE_INTERNAL)
+        return
     finally:
         for task in tasks:
             task.cancel()
@@ -351,7 +421,7 @@ async def _start(
     except Exception as e:  # a bug of ours: logged with its traceback; the client is told, the server goes on
         log.exception("session %s could not start", sid)
         raise protocol.ProtocolError(
-            "session_failed", f"the session could not start: {type(e).__name__}: {e}"
+            "session_failed", f"the session could not start ({type(e).__name__}; the server's log has it)"
         ) from e
 
 

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import mimetypes
 import os
 import queue
 import sys
@@ -115,13 +116,20 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def image_content_type(path: Path) -> str:
+    """The image/* type of ``path`` by its extension (the server refuses uploads of other types; it checks the
+    bytes themselves anyway), ``image/unknown`` when the extension says nothing."""
+    kind = mimetypes.guess_type(path.name)[0]
+    return kind if kind is not None and kind.startswith("image/") else "image/unknown"
+
+
 def upload_portrait(url: str, source: str | Path, token: str | None = None, timeout_s: float = 120.0) -> str:
     """Upload an image file as a portrait (``POST /api/portraits``); its id (ClientError if refused)."""
     path = Path(source).expanduser()
     if not path.is_file():
         raise InputError(f"source image not found: {path}; give a portrait image (PNG, JPEG, WebP, BMP)")
     target = http_base(url) + "/api/portraits"
-    headers = {**_headers(token), "X-Filename": path.name, "Content-Type": "application/octet-stream"}
+    headers = {**_headers(token), "X-Filename": path.name, "Content-Type": image_content_type(path)}
     request = urllib.request.Request(target, data=path.read_bytes(), headers=headers, method="POST")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the server is addressed directly
     try:

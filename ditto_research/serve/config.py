@@ -83,8 +83,25 @@ class ServeSettings:
     stats_interval_s: float = 1.0
     # Portraits offered to every client (image paths; empty = the bundled example portrait).
     portraits: list[str] = field(default_factory=list)
-    # Origins allowed by CORS (empty = none: the page and API are same-origin only).
+    # Other origins (scheme://host[:port]) whose pages may use the API: allowed by CORS and by the Origin
+    # check of the WebSocket and the state-changing routes (empty = same origin only). Requests without an
+    # Origin header (programs, not browsers) are not affected.
     cors_origins: list[str] = field(default_factory=list)
+    # Host names (the request's Host header, port excluded) accepted besides loopback names when the server
+    # has no token: a web page cannot reach a token-less server through a DNS name it controls (DNS
+    # rebinding). E.g. [my-box.local]. With a token every Host is accepted (the token is the check).
+    allowed_hosts: list[str] = field(default_factory=list)
+    # A live session (a microphone: idle=true) never falls further than this behind its audio (s): when
+    # rendering is slower than real time, the oldest audio not yet rendered is skipped (counted as
+    # `skipped_s` in stats) so the lag comes back under the limit. File clients (idle=false) are exempt.
+    # 0 = never skip.
+    max_lag_s: float = 3.0
+    # Highest `sampler.steps` a client may ask for in its session options (cost per session is bounded).
+    max_sampler_steps: int = 50
+    # Uploaded portraits kept (count and MB of their PNGs on disk); beyond either, the least recently used
+    # upload is forgotten (files and registration). The server's own portraits are always kept.
+    max_portraits: int = 32
+    max_portrait_mb: float = 256.0
     # uvicorn's log level.
     log_level: str = "warning"
 
@@ -100,6 +117,18 @@ class ServeSettings:
         _positive("serve.max_message_kb", self.max_message_kb)
         _positive("serve.frame_queue", self.frame_queue)
         _positive("serve.stats_interval_s", self.stats_interval_s)
+        _positive("serve.max_lag_s", self.max_lag_s, allow_zero=True)
+        _positive("serve.max_sampler_steps", self.max_sampler_steps)
+        _positive("serve.max_portraits", self.max_portraits)
+        _positive("serve.max_portrait_mb", self.max_portrait_mb)
+        if self.max_sampler_steps > 1000:
+            raise ConfigError(f"serve.max_sampler_steps={self.max_sampler_steps} must be <= 1000")
+        for origin in self.cors_origins:
+            if not str(origin).startswith(("http://", "https://")) or str(origin).endswith("/"):
+                raise ConfigError(
+                    f"serve.cors_origins: {origin!r} is not an origin; give scheme://host[:port], e.g. "
+                    "http://localhost:3000 (no path, no trailing slash)"
+                )
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"serve.jpeg_quality={self.jpeg_quality} must lie in [1, 100]")
         if self.token is not None and not str(self.token).strip():

@@ -13,6 +13,10 @@ Live behaviour:
   the client is more than ``idle_fill_delay_s`` behind the wall clock it pushes silence up to that point, so
   the avatar keeps idling (Ditto's advice for idle) and the video never freezes. A client that sends faster
   than real time is never padded.
+- A live session (``idle=True``) stays live when rendering is slower than real time: the stream is fed only
+  a little ahead of its frames (what its windows need), the rest waits in a backlog, and audio that has
+  waited so long that its frame would come out more than ``max_lag_s`` after it arrived is skipped (counted
+  as ``skipped_s``). A file client (``idle=False``) is never skipped: every sample is rendered.
 - Frames go into a bounded :class:`FrameOutbox`; when the client does not keep up the oldest waiting frame is
   dropped and counted, so a slow consumer never grows the server's memory.
 - The session ends on :meth:`end` (after the tail), :meth:`cancel`, ``idle_timeout_s`` without client audio,
@@ -38,11 +42,22 @@ from ditto_research.pipeline.engine import Engine
 from ditto_research.pipeline.online import StreamingSession
 from ditto_research.pipeline.registration import RegisteredSource
 from ditto_research.pipeline.stages import FrameImage
+from ditto_research.pipeline.streaming import LatencyTracker
 from ditto_research.serve.config import ServeSettings
 
 __all__ = ["EndOfFrames", "FrameOutbox", "LiveFrame", "LiveSession", "pcm16_to_float"]
 
 TICK_S = 0.02  # pacer period: 320 samples
+FEED_MARGIN_S = 0.12  # fed beyond the stream's own look-ahead, so a tick's jitter never starves it
+STALL_S = 1.0  # no frame for this long after a feed while audio waits: feed more (never deadlock)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Audio waiting to be fed: (n,) float32 samples and when they reached the server (perf_counter)."""
+
+    samples: np.ndarray
+    arrived: float
 
 
 @dataclass(frozen=True)
@@ -150,13 +165,22 @@ class LiveSession:
         self.stream = StreamingSession(engine, queue_size=4)
         self.portrait = portrait
         self._lock = threading.Lock()
-        self._pending: collections.deque[np.ndarray] = collections.deque()
+        self._pending: collections.deque[_Piece] = collections.deque()  # from the client, not yet paced
+        self._backlog: collections.deque[_Piece] = collections.deque()  # paced, not yet fed (pacer only)
+        self._backlog_samples = 0
         self._stop = threading.Event()
         self._ended = threading.Event()
         self._reason: EndOfFrames | None = None
         self._pacer: threading.Thread | None = None
         self._client_samples = 0  # samples received from the client
+        self._silence = 0  # samples of silence inserted
+        self._skipped = 0  # samples skipped to keep a live session within max_lag_s
         self._fed = 0  # samples pushed into the stream (client audio + silence)
+        self._lag = LatencyTracker()  # frame out - arrival of its audio at the server
+        self._render_lag = LatencyTracker()  # frame out - feeding of its audio into the stream
+        self._render_s = 0.0  # the stream's recent time from feeding to frame (smoothed)
+        self._last_feed_at = 0.0
+        self._feed_ahead = int(self._feed_ahead_s(engine) * SAMPLE_RATE)
         self._audio_ended = False
         self._started_at = 0.0
         self._last_audio_at = 0.0
@@ -165,6 +189,22 @@ class LiveSession:
         self.frames_out = 0
         self.first_frame_s: float | None = None
         self._frame_times: collections.deque[float] = collections.deque(maxlen=2 * FPS)
+
+    @staticmethod
+    def _feed_ahead_s(engine: Engine) -> float:
+        """Audio the stream needs beyond its last rendered frame before it can make the next one (s): a
+        window's stride and its cross-fade (the online LMDM emits a frame once the window after it has run)
+        and a HuBERT chunk with its look-ahead, plus a margin for the pacer's tick."""
+        cfg = engine.cfg
+        stride = cfg.motion.seq_frames - cfg.motion.overlap_v2
+        fuse = min(cfg.motion.overlap_v2, stride)
+        _, new, right = cfg.mode.chunksize
+        return (stride + fuse + new + right) / FPS + FEED_MARGIN_S
+
+    @property
+    def live(self) -> bool:
+        """Skips audio to stay within ``max_lag_s`` (a live client with a limit set)."""
+        return self.idle and self.settings.max_lag_s > 0
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -186,10 +226,16 @@ class LiveSession:
             raise InputError("audio after end: the session's audio has ended; start a new session")
         if not np.isfinite(samples).all():
             raise InputError("an audio chunk contains NaN or infinite samples")
+        now = time.perf_counter()
         with self._lock:
-            self._pending.append(np.asarray(samples, np.float32))
+            self._pending.append(_Piece(np.asarray(samples, np.float32), now))
             self._client_samples += samples.shape[0]
-            self._last_audio_at = time.perf_counter()
+            self._last_audio_at = now
+
+    def hold(self) -> None:
+        """The transport is holding the client's audio back (back-pressure): the client is not idle, so the
+        idle timeout starts again from now."""
+        self._last_audio_at = time.perf_counter()
 
     def end(self) -> None:
         """End of the client's audio: what was sent is rendered, then the outbox ends with reason "end"."""
@@ -212,15 +258,19 @@ class LiveSession:
         return self._ended.is_set()
 
     def audio_ahead_s(self) -> float:
-        """Seconds of client audio received beyond the frames rendered so far (transports throttle on it)."""
-        return self._client_samples / SAMPLE_RATE - self.frames_out / FPS
+        """Seconds of audio received (and not skipped) beyond the frames rendered so far (transports throttle
+        on it)."""
+        kept = self._client_samples + self._silence - self._skipped
+        return kept / SAMPLE_RATE - self.frames_out / FPS
 
     # ---- numbers -----------------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, float | int | None]:
-        """First-frame latency, current lag behind the audio, p50 / p95 lag, fps, frames, dropped frames."""
-        report = self.stream.latency
-        lags = self.stream.frame_latencies()
+        """First-frame latency, current lag behind the audio, p50 / p95 lag, fps, frames, dropped frames,
+        audio skipped to stay live, and the pipeline's own time from feeding audio to its frame (the lag a
+        live session cannot go below)."""
+        report = self._lag.report()
+        lags = self._lag.latencies()
         times = list(self._frame_times)
         fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
@@ -236,6 +286,8 @@ class LiveSession:
             "fps": round(fps, 2),
             "dropped": self.outbox.dropped,
             "audio_s": round(self._fed / SAMPLE_RATE, 3),
+            "skipped_s": round(self._skipped / SAMPLE_RATE, 3),
+            "pipeline_ms": ms(self._render_s) if self.frames_out else None,
         }
 
     def audio_for_frame(self, index: int) -> np.ndarray:
@@ -253,12 +305,41 @@ class LiveSession:
 
     # ---- threads -----------------------------------------------------------------------------------------
 
-    def _feed(self, samples: np.ndarray) -> None:
+    def _feed(self, piece: _Piece) -> None:
+        samples = piece.samples
+        now = time.perf_counter()
         with self._lock:
             positions = (np.arange(self._fed, self._fed + samples.shape[0])) % self._keep
             self._audio_ring[positions] = samples[-self._keep :] if samples.shape[0] > self._keep else samples
             self._fed += samples.shape[0]
+            self._lag.audio_pushed(self._fed, piece.arrived)
+            self._render_lag.audio_pushed(self._fed, now)
+            self._last_feed_at = now
         self.stream.push(samples)
+
+    def _pace_backlog(self) -> None:
+        """Feed the backlog: all of it for a file client; for a live one only as far ahead of the frames as
+        the stream needs, after skipping what has waited too long (its frame would be late by more than
+        ``max_lag_s``: the wait so far plus the stream's own time from feeding to frame)."""
+        if self.live:
+            now = time.perf_counter()
+            too_old = self.settings.max_lag_s - self._render_s
+            while self._backlog and now - self._backlog[0].arrived > too_old:
+                dropped = self._backlog.popleft()
+                self._backlog_samples -= dropped.samples.shape[0]
+                self._skipped += dropped.samples.shape[0]
+        while self._backlog:
+            ahead = self._fed - self.frames_out * SAMPLES_PER_FRAME
+            if self.live and ahead >= self._feed_ahead and not self._stalled():
+                return
+            piece = self._backlog.popleft()
+            self._backlog_samples -= piece.samples.shape[0]
+            self._feed(piece)
+
+    def _stalled(self) -> bool:
+        """No frame since the last feed for :data:`STALL_S`: the stream may need more audio than estimated."""
+        last = max(self._last_feed_at, self._frame_times[-1] if self._frame_times else 0.0)
+        return time.perf_counter() - last > STALL_S
 
     def _pace(self) -> None:
         """Feed client audio as it comes and silence when it is late; enforce the session limits."""
@@ -270,14 +351,19 @@ class LiveSession:
                     pieces = list(self._pending)
                     self._pending.clear()
                 for piece in pieces:
-                    self._feed(piece)
-                if self._audio_ended and not self._pending:
+                    self._backlog.append(piece)
+                    self._backlog_samples += piece.samples.shape[0]
+                paced = self._client_samples + self._silence  # the stream's clock, skipped audio included
+                behind = int((now - self._started_at - settings.idle_fill_delay_s) * SAMPLE_RATE) - paced
+                if behind > 0 and self.idle and not self._audio_ended:
+                    self._backlog.append(_Piece(np.zeros(behind, np.float32), now))
+                    self._backlog_samples += behind
+                    self._silence += behind
+                self._pace_backlog()
+                if self._audio_ended and not self._pending and not self._backlog:
                     self.stream.close()  # frames go on to the tail; _on_frame / the end watcher finish
                     self._wait_for_tail()
                     return
-                behind = int((now - self._started_at - settings.idle_fill_delay_s) * SAMPLE_RATE) - self._fed
-                if behind > 0 and self.idle:
-                    self._feed(np.zeros(behind, np.float32))
                 if settings.idle_timeout_s and now - self._last_audio_at > settings.idle_timeout_s:
                     self._finish(EndOfFrames("idle"))
                     return
@@ -311,6 +397,9 @@ class LiveSession:
             self.first_frame_s = now - self._started_at
         self.frames_out += 1
         self._frame_times.append(now)
+        self._lag.frame_out(frame.index, now)
+        render_s = self._render_lag.frame_out(frame.index, now)
+        self._render_s = render_s if self.frames_out == 1 else 0.8 * self._render_s + 0.2 * render_s
         self.outbox.put(LiveFrame(frame.index, frame.index / FPS, frame.image))
 
     def _finish(self, reason: EndOfFrames) -> None:

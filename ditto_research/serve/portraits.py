@@ -7,6 +7,7 @@ PNG into the server's own temporary folder under its hash (never under a name th
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import threading
@@ -19,12 +20,11 @@ import numpy as np
 from ditto_research.errors import DittoError, InputError
 from ditto_research.pipeline.engine import Engine
 from ditto_research.pipeline.registration import RegisteredSource
+from ditto_research.render.image_limits import UPLOAD_BUDGET, UPLOAD_FORMATS, checked_header, decode
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Portrait", "PortraitStore"]
-
-MAX_SIDE = 8192  # larger decoded images are refused (decompression bombs)
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Portrait:
     width: int
     height: int
     source: RegisteredSource | None = None
+    size_bytes: int = 0  # of the stored PNG
 
     def describe(self) -> dict[str, object]:
         return {"id": self.id, "name": self.name, "width": self.width, "height": self.height}
@@ -46,60 +47,104 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def decode_image(data: bytes, max_bytes: int) -> np.ndarray:
-    """(H, W, 3) uint8 BGR of an uploaded image, or InputError saying what is wrong with it."""
+def decode_image(data: bytes, max_bytes: int, what: str = "the upload") -> np.ndarray:
+    """(H, W, 3) uint8 BGR of an uploaded image, or InputError saying what is wrong with ``what``.
+
+    Its size is read from its header and checked against ``UPLOAD_BUDGET`` before a pixel is decoded (a small
+    file may declare a huge image); a decoder failure is an InputError too (HTTP 400, never 500).
+    """
     if not data:
-        raise InputError("the upload is empty; send an image file (PNG, JPEG, WebP, BMP)")
+        raise InputError(f"{what} is empty; send an image file (PNG, JPEG, WebP, BMP)")
     if len(data) > max_bytes:
         raise InputError(
-            f"the upload is {len(data) / 2**20:.1f} MB, over the limit of {max_bytes / 2**20:.1f} MB "
+            f"{what} is {len(data) / 2**20:.1f} MB, over the limit of {max_bytes / 2**20:.1f} MB "
             "(serve.max_upload_mb); send a smaller image"
         )
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(
-            "the upload is not an image this server can decode; send a PNG, JPEG, WebP or BMP file"
-        )
-    height, width = image.shape[:2]
-    if max(height, width) > MAX_SIDE or min(height, width) < 16:
-        raise InputError(f"the image is {width}x{height}; send one between 16 and {MAX_SIDE} pixels a side")
-    return image
+    header = checked_header(data, what, UPLOAD_BUDGET, UPLOAD_FORMATS)
+    return decode(data, header, what)
 
 
 class PortraitStore:
-    """Thread-safe registry of portraits, registering each on the engine at most once."""
+    """Thread-safe registry of portraits, registering each on the engine at most once.
 
-    def __init__(self, engine: Engine, folder: Path, max_upload_bytes: int) -> None:
+    Uploads are kept in least-recently-used order and capped by count (``max_uploads``) and by the bytes of
+    their files (``max_upload_disk_bytes``): adding one beyond either cap forgets the least recently used
+    upload (its file and its registration; a session already using it keeps its own reference). Portraits of
+    the server's config are pinned.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        folder: Path,
+        max_upload_bytes: int,
+        max_uploads: int = 32,
+        max_upload_disk_bytes: int = 256 * 2**20,
+    ) -> None:
         self.engine = engine
         self.folder = folder
         self.max_upload_bytes = max_upload_bytes
-        self._portraits: dict[str, Portrait] = {}
+        self.max_uploads = max_uploads
+        self.max_upload_disk_bytes = max_upload_disk_bytes
+        self.evicted = 0
+        self._portraits: collections.OrderedDict[str, Portrait] = collections.OrderedDict()
+        self._pinned: set[str] = set()
         self._lock = threading.Lock()
         self._register_lock = threading.Lock()
 
     def add_file(self, path: str | Path) -> Portrait:
-        """A server-side portrait (read, validated and copied like an upload)."""
+        """A server-side portrait (read, validated and copied like an upload; never evicted)."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"serve.portraits: {path} does not exist; give image paths")
         return self.add_bytes(path.read_bytes(), path.name, limit=False)
 
     def add_bytes(self, data: bytes, name: str = "upload", limit: bool = True) -> Portrait:
-        """Validate and store an image; the same bytes give the same portrait (and its registration)."""
+        """Validate and store an image; the same bytes give the same portrait (and its registration).
+        ``limit=False``: a server portrait (no upload size limit, pinned)."""
         image = decode_image(data, self.max_upload_bytes if limit else 2**62)
         pid = _digest(data)
         with self._lock:
             known = self._portraits.get(pid)
             if known is not None:
+                self._portraits.move_to_end(pid)
+                if not limit:
+                    self._pinned.add(pid)
                 return known
             target = self.folder / f"{pid}.png"
             if not cv2.imwrite(str(target), image):
                 raise DittoError(f"could not write the portrait to the server's folder {self.folder}")
             height, width = image.shape[:2]
             safe_name = "".join(c for c in Path(name).name if c.isalnum() or c in "._- ")[:80] or "upload"
-            portrait = Portrait(pid, safe_name, target, width, height)
+            portrait = Portrait(pid, safe_name, target, width, height, size_bytes=target.stat().st_size)
             self._portraits[pid] = portrait
-            return portrait
+            if not limit:
+                self._pinned.add(pid)
+            evicted = self._evict_locked(keep=pid)
+        for old in evicted:
+            old.path.unlink(missing_ok=True)
+        return portrait
+
+    def _evict_locked(self, keep: str) -> list[Portrait]:
+        """Forget least recently used uploads until both caps hold (``keep``, the newest, stays)."""
+        uploads = [p for pid, p in self._portraits.items() if pid not in self._pinned]  # oldest first
+        count, size = len(uploads), sum(p.size_bytes for p in uploads)
+        evicted = []
+        for portrait in uploads:
+            if count <= self.max_uploads and size <= self.max_upload_disk_bytes:
+                break
+            if portrait.id == keep:
+                continue
+            del self._portraits[portrait.id]
+            count, size = count - 1, size - portrait.size_bytes
+            evicted.append(portrait)
+        if evicted:
+            self.evicted += len(evicted)
+            log.info(
+                "forgot %d least recently used upload(s) (serve.max_portraits / max_portrait_mb)",
+                len(evicted),
+            )
+        return evicted
 
     def registered(self, pid: str) -> RegisteredSource:
         """The registered source of portrait ``pid`` (registered on first use; a face is required)."""
@@ -113,8 +158,11 @@ class PortraitStore:
             return portrait.source
 
     def get(self, pid: str) -> Portrait:
+        """Portrait ``pid`` (marked as recently used), or InputError."""
         with self._lock:
             portrait = self._portraits.get(str(pid))
+            if portrait is not None:
+                self._portraits.move_to_end(portrait.id)
         if portrait is None:
             raise InputError(
                 f"portrait {pid!r} does not exist; list them with GET /api/portraits or upload one"
@@ -131,6 +179,10 @@ class PortraitStore:
     def list(self) -> list[dict[str, object]]:
         with self._lock:
             return [p.describe() for p in self._portraits.values()]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._portraits)
 
     def close(self) -> None:
         with self._lock:

@@ -13,13 +13,13 @@ Server -> client
     text   {"type": "ready", "session": ID, "fps": 25, "sample_rate": 16000, "width": W, "height": H}
     binary a frame: FRAME_HEADER (magic b"DTF1", uint32 index, float64 timestamp_s; little-endian) + JPEG
     text   {"type": "stats", "frames", "first_frame_ms", "lag_ms", "lag_p50_ms", "lag_p95_ms", "fps",
-            "dropped", "audio_s"}
+            "dropped", "audio_s", "skipped_s", "pipeline_ms"}
     text   {"type": "done", "reason": "end"|"cancel"|"idle"|"max_length", + the stats}
     text   {"type": "error", "code": CODE, "message": SENTENCE}   (then the connection closes)
 
-Close codes: 1000 after "done"; 1008 a missing or wrong token; 1009 a message over serve.max_message_kb; 1013
-the server is at serve.max_sessions; 1003 after a protocol error (the "error" message says which); 1011 a
-failure inside the session (also reported as an "error" message).
+Close codes: 1000 after "done"; 1008 a missing or wrong token, or a refused Origin / Host; 1009 a message
+over serve.max_message_kb; 1013 the server is at serve.max_sessions; 1003 after a protocol error (the "error"
+message says which); 1011 a failure inside the session (also reported as an "error" message).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ ERROR_CODES = {
     "no_portrait": "a portrait id the server does not have",
     "no_face": "a portrait the face front-end cannot use",
     "session_failed": "a stage failed inside the session (the server goes on)",
+    "server_error": "the server failed on a message (a bug of ours, logged; the server goes on)",
 }
 
 
@@ -93,6 +94,8 @@ def parse_control(text: str) -> dict[str, Any]:
         message = json.loads(text)
     except json.JSONDecodeError as e:
         raise ProtocolError("bad_json", f"a text message must be a JSON object: {e.msg} at {e.pos}") from e
+    except RecursionError as e:  # e.g. 100 000 nested "[": deeper than any message of this protocol
+        raise ProtocolError("bad_json", "a text message is nested too deeply; send a flat JSON object") from e
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("bad_json", 'a text message must be a JSON object with a "type" field')
     if message["type"] not in ("start", "end", "cancel", "ping"):

@@ -52,6 +52,7 @@ TICKS_PER_FRAME = VIDEO_CLOCK // FPS  # 3600
 CHUNK = SAMPLES_PER_FRAME // 2  # 20 ms of speech per audio packet: two per video frame
 CHUNK_S = CHUNK / SAMPLE_RATE
 MAX_AUDIO_BEHIND = 3  # frames the speech may trail the video before it skips forward
+MAX_OFFER_BYTES = 256 * 1024  # an SDP offer is a few KB
 END_GRACE_S = 1.0  # time for "done" to reach the browser before the connection is closed
 
 
@@ -388,11 +389,19 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/api/offer")
     async def offer(request: Request) -> JSONResponse:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            return _error("bad_offer", "send the offer as JSON (Content-Type: application/json)", 415)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_OFFER_BYTES:
+                return _error("bad_offer", f"the offer is over {MAX_OFFER_BYTES // 1024} KB", 413)
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            parsed = json.loads(bytes(body))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return _error("bad_offer", 'the body must be JSON {"sdp", "type", "portrait", "options"}', 400)
-        return await _open(state, peers, body)
+        return await _open(state, peers, parsed)
 
     inner = app.router.lifespan_context
 

@@ -32,7 +32,7 @@ def start_server(overrides: list[str]) -> RunningServer:
     import uvicorn
 
     from ditto_research.config import compose, to_config
-    from ditto_research.serve.__main__ import bind
+    from ditto_research.serve.__main__ import bind, uvicorn_config
     from ditto_research.serve.app import ServerState, create_app
     from ditto_research.serve.config import ServeConfig, register_serve_configs
 
@@ -40,10 +40,7 @@ def start_server(overrides: list[str]) -> RunningServer:
     cfg = to_config(compose("serve", overrides), ServeConfig)
     state = ServerState.build(cfg, overrides)
     sock = bind("127.0.0.1", 0)
-    config = uvicorn.Config(
-        create_app(state), log_level="warning", ws_max_size=cfg.serve.max_message_kb * 1024, lifespan="on"
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(create_app(state), cfg))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn", daemon=True)
     thread.start()

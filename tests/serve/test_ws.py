@@ -245,7 +245,7 @@ def test_uploads_are_validated(server, tmp_path):
             server.url + "/api/portraits",
             data=body,
             method="POST",
-            headers={"X-Filename": "../../etc/passwd"},
+            headers={"X-Filename": "../../etc/passwd", "Content-Type": "image/png"},
         )
         try:
             with urllib.request.urlopen(request, timeout=120) as r:

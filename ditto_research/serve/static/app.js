@@ -4,7 +4,7 @@
 
 const token = new URLSearchParams(location.search).get("token");
 const $ = (id) => document.getElementById(id);
-const STATS = ["first_frame_ms", "lag_ms", "lag_p50_ms", "lag_p95_ms", "fps", "dropped", "frames"];
+const STATS = ["first_frame_ms", "lag_ms", "lag_p50_ms", "lag_p95_ms", "fps", "dropped", "frames", "skipped_s"];
 const ICE_GATHER_MS = 3000;
 
 let call = null; // {pc, channel, streams, audio} of the running session
@@ -37,7 +37,7 @@ function setState(state, message = "") {
 function showStats(stats) {
   for (const key of STATS) {
     const value = stats[key];
-    const shown = key === "fps" ? Number(value).toFixed(1) : String(Math.round(value));
+    const shown = key === "fps" || key === "skipped_s" ? Number(value).toFixed(1) : String(Math.round(value));
     $(key).textContent = value === null || value === undefined ? "–" : shown;
   }
 }
@@ -61,7 +61,8 @@ async function upload(file) {
   hint.textContent = `checking ${file.name}…`;
   const response = await fetch(api("/api/portraits"), {
     method: "POST",
-    headers: { "X-Filename": file.name, "Content-Type": "application/octet-stream" },
+    // an image/* type: the server refuses others (a page elsewhere could send those without asking first)
+    headers: { "X-Filename": file.name, "Content-Type": file.type.startsWith("image/") ? file.type : "image/unknown" },
     body: file,
   });
   if (!response.ok) {
