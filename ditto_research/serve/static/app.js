@@ -4,7 +4,7 @@
 
 const token = new URLSearchParams(location.search).get("token");
 const $ = (id) => document.getElementById(id);
-const STATS = ["first_frame_ms", "lag_ms", "lag_p50_ms", "lag_p95_ms", "fps", "dropped", "frames", "skipped_s"];
+const STATS = ["first_frame_ms", "lag_ms", "lag_p50_ms", "lag_p95_ms", "fps", "dropped", "frames", "skipped_s", "pipeline_ms"];
 const ICE_GATHER_MS = 3000;
 
 let call = null; // {pc, channel, streams, audio} of the running session
