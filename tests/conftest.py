@@ -55,6 +55,42 @@ def load_golden(golden_dir: Path):
     return _load
 
 
+@pytest.fixture(scope="session")
+def golden_kernels(det_init: ModuleType, load_golden) -> bool:
+    """Whether this host's float32 kernels are those of the machine that made the goldens.
+
+    Bit-exactness against the goldens is a property of the kernels as much as of our code: Intel MKL picks
+    its code path by CPU (the goldens match its SSE4.2-level path, e.g. on AMD hosts; on an AVX-512 Xeon it
+    takes another, whose matmul sums in another order and whose vector sqrt rounds differently). The probe is
+    the stitching MLP on its golden input (a few matmuls): equal bit for bit, or not. Exact tests require it
+    (:func:`require_golden_kernels`); the tolerance-based parity tests run everywhere.
+    """
+    from ditto_research.models.stitching import StitchingNetwork
+
+    golden = load_golden("stitch_network")
+    model = StitchingNetwork().eval()
+    model.load_state_dict(det_init.fill_state_dict(model, int(golden["seed"])), strict=True)
+    with torch.no_grad():
+        return all(
+            np.array_equal(
+                model(
+                    torch.from_numpy(golden["kp_source"][i]), torch.from_numpy(golden["kp_driving"][i])
+                ).numpy(),
+                golden["kp_driving_new"][i],
+            )
+            for i in range(golden["kp_source"].shape[0])
+        )
+
+
+def require_golden_kernels(golden_kernels: bool) -> None:
+    """Skip a bit-exactness test on a host whose float32 kernels differ from the golden machine's."""
+    if not golden_kernels:
+        pytest.skip(
+            "bit-exactness needs the golden machine's float32 kernels; this host's MKL takes another code "
+            "path (the stitching probe differs), so only the tolerance-based parity tests apply here"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _torch_determinism():
     """Parity is defined for float32 CPU with 2 threads; keep tests from inheriting odd global state."""

@@ -26,13 +26,19 @@ def seeded_stitcher(det_init: ModuleType, golden: dict[str, np.ndarray]) -> Stit
     return model
 
 
-def test_golden_parity(seeded_stitcher: StitchingNetwork, golden: dict[str, np.ndarray]) -> None:
+def test_golden_parity(
+    seeded_stitcher: StitchingNetwork, golden: dict[str, np.ndarray], golden_kernels: bool
+) -> None:
+    # 2 ulps of the largest output: measured 2 (2.4e-7 at |v| <= 1.44) where MKL sums in another order
+    tol = 2 * float(np.spacing(np.float32(np.abs(golden["kp_driving_new"]).max())))
     for i in range(golden["kp_source"].shape[0]):  # the reference ran separate batch-1 calls
         out = seeded_stitcher(
             torch.from_numpy(golden["kp_source"][i]), torch.from_numpy(golden["kp_driving"][i])
         )
-        # The same float32 MLP ops in the same order: measured bit-identical.
-        np.testing.assert_array_equal(out.numpy(), golden["kp_driving_new"][i], err_msg=f"call {i}")
+        if golden_kernels:  # the same float32 MLP ops in the same order on the same kernels: bit-identical
+            np.testing.assert_array_equal(out.numpy(), golden["kp_driving_new"][i], err_msg=f"call {i}")
+        else:
+            assert max_abs_err(out, golden["kp_driving_new"][i]) <= tol, f"call {i}"
 
 
 def test_batch_items_are_independent(seeded_stitcher: StitchingNetwork) -> None:

@@ -35,6 +35,7 @@ from ditto_research.pipeline import Engine, TalkingHeadSession
 from ditto_research.pipeline.controls import build_frame_controls
 from ditto_research.pipeline.observers import PipelineObserver
 from ditto_research.pipeline.randomness import RunRandomness
+from tests.conftest import require_golden_kernels
 
 GOLDEN = "e2e_offline"
 SEED_PY_RANDOM_OFFSET = 1000  # the reference run: random.seed(1000 + seed)
@@ -477,9 +478,10 @@ def prepared(golden_e2e, det_init, tmp_path_factory) -> Prepared:
     return prepare(golden_e2e, det_init, tmp_path_factory.mktemp("e2e"))
 
 
-def test_first_frames_match_the_reference_run(golden_e2e, prepared):
+def test_first_frames_match_the_reference_run(golden_e2e, prepared, golden_kernels):
     """Registration, conditions, motion, controls and keypoints of every frame the run reached, exactly;
-    the first two frames rendered, warped and pasted back."""
+    the first two frames rendered, warped and pasted back (on the golden machine's float32 kernels)."""
+    require_golden_kernels(golden_kernels)
     rendered = min(2, int(golden_e2e["n_frames"]))
     run = run_ours(golden_e2e, prepared, render=rendered)
     check_everything(run, rendered)
@@ -500,7 +502,8 @@ def test_fast_lmdm_path_differs_by_rounding_only(golden_e2e, prepared):
 
 
 @pytest.mark.slow
-def test_every_frame_matches_the_reference_run(golden_e2e, prepared):
+def test_every_frame_matches_the_reference_run(golden_e2e, prepared, golden_kernels):
+    require_golden_kernels(golden_kernels)
     run = run_ours(golden_e2e, prepared, render=None)
     n = int(golden_e2e["n_frames"])
     check_everything(run, n)
