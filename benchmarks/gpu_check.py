@@ -476,6 +476,21 @@ def _markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _device_problem(device: str) -> str | None:
+    """Why ``device`` cannot run the check here (one sentence naming what it needs), or None."""
+    if device != "cuda":
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+    return (
+        f"the check needs a CUDA device and torch sees none (torch {torch.__version__}, {build}); run it on "
+        "a GPU machine (docs/gpu.md), or make the dry run with --device cpu --quick"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=6.0, help="the whole check's time budget")
@@ -490,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.wheels:
         sys.path[:0] = [str(p) for p in sorted(Path(args.wheels).glob("*.whl"))]
     sys.path.insert(0, str(REPO))
+    problem = _device_problem(args.device)
+    if problem:  # nothing is written: a report of tracebacks would read like a result
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     Path(args.out).mkdir(parents=True, exist_ok=True)
 
     if args.part:  # a child: one part, its JSON

@@ -135,6 +135,21 @@ def test_compiled_render_matches_eager_on_the_cpu(clip):
         assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 2
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "report"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs a CUDA device" in lines[0] and "--device cpu --quick" in lines[0]
+    assert not out.exists()
+
+
 def test_gpu_check_runs_its_parts_in_children_and_writes_its_report(tmp_path):
     """The one-shot device check, as a CPU dry run of three parts (the full run needs a GPU)."""
     out = tmp_path / "check"
