@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
-import secrets
-import tempfile
-import threading
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cv2
@@ -31,160 +26,17 @@ from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconn
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.websockets import WebSocketState
 
-from ditto_research.config import compose, to_config
-from ditto_research.config.schema import InferConfig
 from ditto_research.errors import ConfigError, DittoError, InputError
-from ditto_research.pipeline.engine import Engine
 from ditto_research.serve import protocol
-from ditto_research.serve.config import ServeConfig, is_loopback
-from ditto_research.serve.live import EndOfFrames, FrameOutbox, LiveFrame, LiveSession, limit_malloc_arenas
-from ditto_research.serve.options import session_overrides
-from ditto_research.serve.portraits import PortraitStore
+from ditto_research.serve.access import refusal, token_ok
+from ditto_research.serve.live import EndOfFrames, FrameOutbox, LiveFrame, LiveSession
+from ditto_research.serve.state import ServerState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServerState", "create_app"]
+__all__ = ["ServerState", "create_app", "refusal"]  # ServerState, refusal: re-exported
 
 STATIC = Path(__file__).resolve().parent / "static"
-
-
-@dataclass
-class ServerState:
-    """Everything the app serves from: config, engine, portraits, the sessions in flight."""
-
-    cfg: ServeConfig
-    engine: Engine
-    store: PortraitStore
-    infer_overrides: list[str]
-    folder: tempfile.TemporaryDirectory
-    sessions: dict[str, LiveSession] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _ids: itertools.count = field(default_factory=itertools.count)
-
-    @classmethod
-    def build(cls, cfg: ServeConfig, overrides: list[str]) -> ServerState:
-        """Load the engine and register the server's portraits (errors here stop the server at start-up)."""
-        limit_malloc_arenas()  # a long-running process that starts threads per session: keep its heap flat
-        engine = Engine(cfg.infer_config())
-        engine.load()
-        folder = tempfile.TemporaryDirectory(prefix="ditto-serve-")
-        settings = cfg.serve
-        store = PortraitStore(
-            engine,
-            Path(folder.name),
-            int(settings.max_upload_mb * 2**20),
-            max_uploads=settings.max_portraits,
-            max_upload_disk_bytes=int(settings.max_portrait_mb * 2**20),
-        )
-        paths = list(cfg.serve.portraits)
-        if not paths:
-            from ditto_research.examples import example_source
-
-            paths = [str(example_source())]
-        for path in paths:
-            portrait = store.add_file(path)
-            store.registered(portrait.id)  # a server portrait without a usable face is a start-up error
-        infer = [o for o in overrides if not o.lstrip("+~").startswith(("serve.", "hydra"))]
-        return cls(cfg, engine, store, ["mode=online", *infer], folder)
-
-    # ---- admission ---------------------------------------------------------------------------------------
-
-    def admit(self, session: LiveSession | None = None) -> str | None:
-        """A session id, or None when ``max_sessions`` are in use."""
-        with self._lock:
-            if len(self.sessions) >= self.cfg.serve.max_sessions:
-                return None
-            sid = f"s{next(self._ids)}-{secrets.token_hex(3)}"
-            self.sessions[sid] = session  # type: ignore[assignment]  # set for real once started
-            return sid
-
-    def release(self, sid: str) -> None:
-        with self._lock:
-            self.sessions.pop(sid, None)
-
-    def busy_message(self) -> str:
-        n = self.cfg.serve.max_sessions
-        return f"server busy: {n} of {n} sessions in use (serve.max_sessions); try again later"
-
-    # ---- sessions ----------------------------------------------------------------------------------------
-
-    def session_engine(self, options: tuple[str, ...]) -> Engine:
-        """The engine for a session's options (shares the networks). The options are untrusted: each is
-        checked against the allow-list of :mod:`ditto_research.serve.options` and written out again before
-        Hydra sees it (ConfigError naming the first bad one)."""
-        if not options:
-            return self.engine
-        checked = session_overrides(options, self.cfg.serve.max_sampler_steps)
-        typed: InferConfig = to_config(compose("infer", [*self.infer_overrides, *checked]))
-        return self.engine.derive(InferConfig(**{**typed.__dict__, "progress": False}))
-
-    def new_session(
-        self, sid: str, portrait: str, options: tuple[str, ...], outbox: FrameOutbox, idle: bool = True
-    ) -> LiveSession:
-        """Register (or reuse) the portrait, build and start the session (run it off the event loop).
-        ``idle=False``: no silence is ever inserted (a client streaming a file)."""
-        source = self.store.registered(portrait)
-        engine = self.session_engine(options)
-        session = LiveSession(engine, source, self.cfg.serve, outbox, idle=idle)
-        with self._lock:
-            self.sessions[sid] = session
-        session.start()
-        return session
-
-    def close(self) -> None:
-        """Cancel every session and free the portraits and the engine's front-end."""
-        with self._lock:
-            sessions = [s for s in self.sessions.values() if s is not None]
-        for session in sessions:
-            session.cancel("shutdown")
-        self.store.close()
-        self.engine.close()
-        self.folder.cleanup()
-
-
-def _token_ok(state: ServerState, header: str | None, query: str | None) -> bool:
-    token = state.cfg.serve.token
-    if token is None:
-        return True
-    given = query or (header[7:] if header and header.lower().startswith("bearer ") else None)
-    return given is not None and secrets.compare_digest(str(given), str(token))
-
-
-def _host_name(host_header: str) -> str:
-    """The host of a Host header, without the port (``[::1]:8000`` -> ``::1``)."""
-    if host_header.startswith("["):
-        return host_header[1:].partition("]")[0]
-    return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
-
-
-def refusal(state: ServerState, headers: Mapping[str, str], changes_state: bool) -> str | None:
-    """Why a request may not proceed (a sentence), or None.
-
-    - Without a token (a loopback server), the Host header must name this machine (a loopback name or
-      ``serve.allowed_hosts``): a page on another site cannot reach the server through a DNS name it
-      controls and re-points to 127.0.0.1 (DNS rebinding).
-    - The WebSocket and the state-changing routes need the request's Origin, when it has one (browsers always
-      send it there; programs usually do not), to be this server's own origin or one of
-      ``serve.cors_origins``: any page open in the user's browser could otherwise drive the server.
-    """
-    settings = state.cfg.serve
-    host = headers.get("host", "")
-    if settings.token is None:
-        name = _host_name(host).lower()
-        if not (is_loopback(name) or name in {h.lower() for h in settings.allowed_hosts}):
-            return (
-                f"Host {host[:60]!r} is not this machine's name (serve.allowed_hosts lists others); open "
-                "the server as http://127.0.0.1:PORT/"
-            )
-    origin = headers.get("origin")
-    if changes_state and origin is not None:
-        own = {f"http://{host}", f"https://{host}"}
-        if origin not in own and origin not in set(settings.cors_origins):
-            return (
-                f"origin {origin[:60]!r} not allowed (serve.cors_origins lists others); use the server's "
-                "own page"
-            )
-    return None
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -209,7 +61,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):  # noqa: ANN202 - starlette's signature
-        if not _token_ok(state, request.headers.get("authorization"), request.query_params.get("token")):
+        if not token_ok(state, request.headers.get("authorization"), request.query_params.get("token")):
             return JSONResponse(
                 {"error": "unauthorized", "message": "missing or wrong token (serve.token)"}, 401
             )
@@ -290,7 +142,7 @@ def create_app(state: ServerState) -> FastAPI:
     @app.websocket("/ws")
     async def ws_endpoint(ws: WebSocket) -> None:
         await ws.accept()
-        if not _token_ok(state, ws.headers.get("authorization"), ws.query_params.get("token")):
+        if not token_ok(state, ws.headers.get("authorization"), ws.query_params.get("token")):
             await ws.close(protocol.CLOSE_POLICY, "unauthorized: missing or wrong token (serve.token)")
             return
         reason = refusal(state, ws.headers, changes_state=True)

@@ -40,8 +40,8 @@ from fastapi.responses import JSONResponse
 
 from ditto_research.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ditto_research.errors import ConfigError, DittoError, InputError
-from ditto_research.serve.app import ServerState
 from ditto_research.serve.live import EndOfFrames, FrameOutbox, LiveFrame, LiveSession
+from ditto_research.serve.state import ServerState
 
 log = logging.getLogger(__name__)
 

@@ -199,7 +199,7 @@ def test_a_foreign_host_name_is_refused_without_a_token(hostile_server):
 def test_refusal_rules():
     from types import SimpleNamespace
 
-    from ditto_research.serve.app import refusal
+    from ditto_research.serve.access import refusal
     from ditto_research.serve.config import ServeSettings
 
     def state(**settings):
