@@ -9,12 +9,12 @@ raised before a command reserves or writes anything, instead of an OSError from 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-from ditto_research.config import folder_write_error
 from ditto_research.errors import InputError
 
-__all__ = ["CACHE_ENV", "cache_folder", "cache_root", "is_cache_root_chosen"]
+__all__ = ["CACHE_ENV", "cache_folder", "cache_root", "folder_write_error", "is_cache_root_chosen"]
 
 CACHE_ENV = "DITTO_CACHE_DIR"
 DEFAULT_CACHE = Path("~") / ".cache" / "ditto_research"
@@ -50,3 +50,15 @@ def cache_folder(*parts: str) -> Path:
     raise InputError(
         f"the cache folder {root} cannot be used ({reason}); set {CACHE_ENV} to a writable folder"
     ) from error
+
+
+def folder_write_error(folder: Path) -> OSError | None:
+    """Create ``folder`` if needed and write a file into it: the OSError that stops that, or None (the one
+    writable-folder probe: the cache, Hydra's run folder, the CLI's output and the exporter use it)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return e
+    return None

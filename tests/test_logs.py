@@ -87,7 +87,7 @@ _FRONTEND_SCRIPT = textwrap.dedent(
     """
     import sys
     from skimage import data
-    from ditto_research.face.frontend import make_frontend
+    from ditto_research.face.factory import make_frontend
 
     image = data.astronaut()
     with make_frontend("mediapipe", None, verbose=sys.argv[1] == "verbose") as frontend:

@@ -23,6 +23,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ditto_research.cache import folder_write_error
 from ditto_research.config.schema import (
     SAMPLER_SCHEMAS,
     AudioEncoderConfig,
@@ -277,17 +278,6 @@ def quote_override_values(args: Sequence[str]) -> list[str]:
     return out
 
 
-def folder_write_error(folder: Path) -> OSError | None:
-    """Create ``folder`` if needed and write a file into it: the OSError that stops that, or None."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        return e
-    return None
-
-
 def _writable(folder: Path) -> bool:
     return folder_write_error(folder) is None
 
@@ -299,7 +289,7 @@ def writable_run_root(app: str) -> Path | None:
     Raises:
         InputError: ``DITTO_CACHE_DIR`` is set but cannot hold files (the user chose it: no silent fallback).
     """
-    from ditto_research.cache import cache_folder, is_cache_root_chosen  # it imports this module
+    from ditto_research.cache import cache_folder, is_cache_root_chosen  # lazily: it reads the environment
 
     try:
         return cache_folder("outputs", app)

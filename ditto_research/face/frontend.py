@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from ditto_research.checkpoints import FACE_FILES
-from ditto_research.errors import CheckpointError, ConfigError, InputError
+from ditto_research.errors import InputError
 from ditto_research.face.crop import CropLandmarkGroups, CropResult, WarpBackend, crop_image
 from ditto_research.face.select import check_select
 
@@ -45,8 +43,6 @@ __all__ = [
     "FaceLandmarks",
     "FrontendName",
     "crop_face",
-    "make_frontend",
-    "official_files_present",
 ]
 
 log = logging.getLogger(__name__)
@@ -146,73 +142,6 @@ def crop_face(
         backend=backend,
         honour_vx_ratio=honour_vx_ratio,
     )
-
-
-def official_files_present(aux_dir: Path | None) -> bool:
-    """True when ``aux_dir`` holds all four official face files (det, 106, 203, face_landmarker.task)."""
-    return aux_dir is not None and all((Path(aux_dir) / name).is_file() for name in FACE_FILES)
-
-
-def make_frontend(
-    name: FrontendName,
-    aux_dir: Path | None,
-    min_face_size: int = 0,
-    *,
-    warp_backend: WarpBackend = "exact",
-    providers: tuple[str, ...] = ("CPUExecutionProvider",),
-    verbose: bool = False,
-    landmarks: str | Path | None = None,
-    select: str | int = "largest",
-) -> FaceFrontend:
-    """Build a front-end: ``official`` (files from ``aux_dir``), ``mediapipe``, or ``auto`` (official when all
-    of :data:`~ditto_research.checkpoints.FACE_FILES` are in ``aux_dir``, else mediapipe).
-
-    ``min_face_size`` (pixels, 0 = any): smaller faces raise InputError. ``warp_backend`` is the crop warp
-    used inside the official chain; ``providers`` are onnxruntime execution providers for it. ``verbose``
-    lets the mediapipe front-end's native INFO / WARNING lines through to stderr. ``given`` answers the
-    official chain's model calls from the ``landmarks`` file (:mod:`ditto_research.face.landmark_file`).
-    ``select`` picks the face when there are several (:func:`choose_face`: largest, center, or i-th from the
-    left).
-    """
-    check_select(select)
-    if name not in FRONTEND_NAMES:
-        raise ConfigError(f"unknown face front-end {name!r}; expected one of {FRONTEND_NAMES}")
-    if min_face_size < 0:
-        raise ConfigError(f"min_face_size must be >= 0 pixels, got {min_face_size}")
-    if name == "given":
-        if landmarks is None:
-            raise ConfigError(
-                "face=given needs face.landmarks=FILE.npz (see ditto_research/face/landmark_file.py)"
-            )
-        from ditto_research.face.given import GivenFrontend
-
-        return GivenFrontend(landmarks, min_face_size=min_face_size, warp_backend=warp_backend, select=select)
-    if name == "auto":
-        name = "official" if official_files_present(aux_dir) else "mediapipe"
-        log.info(
-            "face front-end: %s (%s)",
-            name,
-            f"official files found in {aux_dir}" if name == "official" else "official files not found",
-        )
-    if name == "official":
-        if aux_dir is None or not official_files_present(aux_dir):
-            missing = [n for n in FACE_FILES if aux_dir is None or not (Path(aux_dir) / n).is_file()]
-            raise CheckpointError(
-                f"face front-end 'official' needs {', '.join(missing)} in {aux_dir}: download the "
-                "checkpoints (ditto_pytorch/aux_models) or use face=mediapipe"
-            )
-        from ditto_research.face.official_frontend import OfficialFrontend
-
-        return OfficialFrontend.from_dir(
-            Path(aux_dir),
-            min_face_size=min_face_size,
-            warp_backend=warp_backend,
-            providers=providers,
-            select=select,
-        )
-    from ditto_research.face.mediapipe_frontend import MediaPipeFrontend
-
-    return MediaPipeFrontend(min_face_size=min_face_size, verbose=verbose, select=select)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -327,3 +256,20 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     area = np.prod(box[2:4] - box[:2])
     areas = np.prod(boxes[:, 2:4] - boxes[:, :2], axis=1)
     return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def __getattr__(name: str):  # noqa: ANN202 - module attribute hook
+    """``make_frontend`` / ``official_files_present`` moved to :mod:`ditto_research.face.factory` (the factory
+    imports the front-ends, which import this module's shared checks); the old names keep working."""
+    if name in ("make_frontend", "official_files_present"):
+        import warnings
+
+        from ditto_research.face import factory
+
+        warnings.warn(
+            f"ditto_research.face.frontend.{name} moved to ditto_research.face.factory.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(factory, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,7 +36,8 @@ from ditto_research.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ditto_research.diffusion.noise import NoiseSource
 from ditto_research.diffusion.samplers import WindowSampler
 from ditto_research.errors import ConfigError
-from ditto_research.face.frontend import FaceFrontend, make_frontend
+from ditto_research.face.factory import make_frontend
+from ditto_research.face.frontend import FaceFrontend
 from ditto_research.motion.audio2motion import Audio2MotionSettings, generate_motion_offline
 from ditto_research.motion.conditions import ConditionBuilder, ConditionFlags
 from ditto_research.motion.format import clip_motion, source_motion_vector

@@ -25,7 +25,8 @@ from ditto_research.face.crop import (
     estimate_crop_rect,
 )
 from ditto_research.face.eye import eye_ball_move, eye_open
-from ditto_research.face.frontend import FaceFrontend, FaceLandmarks, crop_face, make_frontend
+from ditto_research.face.factory import make_frontend
+from ditto_research.face.frontend import FaceFrontend, FaceLandmarks, crop_face
 from ditto_research.face.mediapipe_frontend import (
     FACEMESH_CROP_GROUPS,
     FACEMESH_CROP_POINTS,
@@ -388,3 +389,12 @@ def test_official_chain_plumbing(official: tuple[OfficialFrontend, np.ndarray, n
         official.locate(img, what="face.png")
     official.min_face_size = 40
     assert isinstance(FaceLandmarks(face.points, face.groups, face.box, 1).size, float)
+
+
+def test_the_factory_s_old_home_still_answers_with_a_deprecation_warning() -> None:
+    from ditto_research.face import factory, frontend
+
+    with pytest.warns(DeprecationWarning, match="moved to ditto_research.face.factory"):
+        assert frontend.make_frontend is factory.make_frontend
+    with pytest.raises(AttributeError):
+        frontend.no_such_name  # noqa: B018

@@ -8,7 +8,7 @@ import pytest
 from ditto_research.config import compose, to_config
 from ditto_research.errors import ConfigError, InputError
 from ditto_research.face.crop import LANDMARKS_106, LANDMARKS_203, crop_image
-from ditto_research.face.frontend import make_frontend
+from ditto_research.face.factory import make_frontend
 from ditto_research.face.given import GivenFrontend
 from ditto_research.face.landmark_file import GivenLandmarks
 from tests.helpers import synthetic_landmarks, write_landmark_file

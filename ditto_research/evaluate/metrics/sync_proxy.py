@@ -148,7 +148,7 @@ def mouth_opening_series(
     ``frames``: (T, H, W, 3) uint8 in ``channel_order``. ``frontend``: a MediaPipe front-end to reuse (its
     FaceMesh tracker follows the face across frames); by default one is made and closed afterwards.
     """
-    from ditto_research.face.frontend import make_frontend
+    from ditto_research.face.factory import make_frontend
     from ditto_research.face.mediapipe_frontend import FACEMESH_CROP_POINTS, MediaPipeFrontend
 
     if channel_order not in ("rgb", "bgr"):

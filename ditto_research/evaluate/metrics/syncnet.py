@@ -378,7 +378,7 @@ def crop_face_track(
     :class:`~ditto_research.face.frontend.FaceFrontend` to reuse (default: a MediaPipe one, closed after).
     Raises InputError when no frame has a face.
     """
-    from ditto_research.face.frontend import make_frontend
+    from ditto_research.face.factory import make_frontend
 
     if channel_order not in ("rgb", "bgr"):
         raise InputError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
