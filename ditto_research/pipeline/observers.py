@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ditto_research.constants import MOTION_DIM
-from ditto_research.pipeline.streaming import RingBuffer
+from ditto_research.pipeline.latency import RingBuffer
 
 if TYPE_CHECKING:
     from ditto_research.pipeline.registration import RegistrationRecord

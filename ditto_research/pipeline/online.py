@@ -22,7 +22,7 @@ by the :class:`~ditto_research.pipeline.engine.Engine`)::
 The motion semantics are those of the reference online pipeline (see :mod:`ditto_research.motion.online`);
 the motion does not depend on how the audio was cut into chunks. Latency of a frame = the time it is handed
 to the consumer minus the time its 40 ms of audio had been pushed (see
-:class:`~ditto_research.pipeline.streaming.LatencyTracker`).
+:class:`~ditto_research.pipeline.latency.LatencyTracker`).
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ from ditto_research.config import InferConfig, compose
 from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.errors import DittoError, InputError, StageError
 from ditto_research.pipeline.engine import Engine
+from ditto_research.pipeline.latency import LatencyReport, LatencyTracker, as_mono_16k
 from ditto_research.pipeline.observers import PipelineObserver, StageTimer
 from ditto_research.pipeline.output import write_frames
 from ditto_research.pipeline.registration import RegisteredSource
 from ditto_research.pipeline.runner import PipelineRunner
 from ditto_research.pipeline.session import peak_rss_mb
 from ditto_research.pipeline.stages import AudioPiece, DriveReference, FrameImage, FrameMotion
-from ditto_research.pipeline.streaming import LatencyReport, LatencyTracker, as_mono_16k
 
 __all__ = ["StreamResult", "StreamingSession"]
 

@@ -39,10 +39,10 @@ import numpy as np
 from ditto_research.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ditto_research.errors import InputError
 from ditto_research.pipeline.engine import Engine
+from ditto_research.pipeline.latency import LatencyTracker
 from ditto_research.pipeline.online import StreamingSession
 from ditto_research.pipeline.registration import RegisteredSource
 from ditto_research.pipeline.stages import FrameImage
-from ditto_research.pipeline.streaming import LatencyTracker
 from ditto_research.serve.config import ServeSettings
 
 __all__ = ["EndOfFrames", "FrameOutbox", "LiveFrame", "LiveSession", "pcm16_to_float"]

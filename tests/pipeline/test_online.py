@@ -25,10 +25,10 @@ from ditto_research.motion.audio2motion import Audio2MotionSettings, MotionWindo
 from ditto_research.motion.format import clip_motion
 from ditto_research.motion.online import REFERENCE_PREFIX_CHUNKSIZE, OnlineMotionGenerator
 from ditto_research.pipeline.engine import Engine
+from ditto_research.pipeline.latency import LatencyTracker, as_mono_16k
 from ditto_research.pipeline.observers import PipelineObserver
 from ditto_research.pipeline.online import StreamingSession
 from ditto_research.pipeline.stages import FrameImage
-from ditto_research.pipeline.streaming import LatencyTracker, as_mono_16k
 from ditto_research.render.writer import probe_video
 
 OVERRIDES = ["model=tiny", "audio_encoder=untrained", "face=mediapipe", "sampler.steps=2", "progress=false"]
@@ -464,7 +464,7 @@ def test_memory_is_bounded_on_a_long_stream(session, source):
 
 
 def test_ring_buffer_keeps_the_last_values_and_the_total():
-    from ditto_research.pipeline.streaming import RingBuffer
+    from ditto_research.pipeline.latency import RingBuffer
 
     ring = RingBuffer(3)
     assert len(ring) == 0 and ring.values().shape == (0,)
@@ -496,3 +496,15 @@ def test_a_failure_on_the_feeder_thread_reaches_the_caller(session, tmp_path, mo
         session.run_file(example_source(), wav, tmp_path / "out.mp4")
     assert time.monotonic() - t0 < 60
     assert not (tmp_path / "out.mp4").exists() and not _threads()
+
+
+def test_the_latency_module_s_old_name_still_imports_with_a_warning() -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop("ditto_research.pipeline.streaming", None)
+    with pytest.warns(DeprecationWarning, match="renamed ditto_research.pipeline.latency"):
+        old = importlib.import_module("ditto_research.pipeline.streaming")
+    from ditto_research.pipeline import latency
+
+    assert old.LatencyTracker is latency.LatencyTracker
