@@ -4,7 +4,7 @@ combination.
 
 Per run (its folder is Hydra's run directory, or ``<sweep dir>/<job number>`` in a sweep) it writes
 ``results.json``, ``clips.csv`` and ``stages.csv`` (:mod:`ditto_research.evaluate.results`), the videos and
-sample frames, and hands the numbers to the logger (:mod:`ditto_research.evaluate.logging`). After a single
+sample frames, and hands the numbers to the logger (:mod:`ditto_research.evaluate.loggers`). After a single
 run, or once after a sweep, ``report.md`` / ``report.html`` are written
 (:mod:`ditto_research.evaluate.report`).
 
@@ -40,7 +40,7 @@ from ditto_research.config import compose, to_config
 from ditto_research.errors import ConfigError, DittoError
 from ditto_research.evaluate.config import EvaluateConfig, register_evaluate_configs
 from ditto_research.evaluate.dataset import Clip, load_dataset, trim_audio
-from ditto_research.evaluate.logging import ExperimentLogger, NullLogger, make_logger
+from ditto_research.evaluate.loggers import ExperimentLogger, NullLogger, make_logger
 from ditto_research.evaluate.measure import (
     ClipContext,
     describe_error,

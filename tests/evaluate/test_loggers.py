@@ -10,7 +10,7 @@ import pytest
 
 from ditto_research.errors import ConfigError, InputError
 from ditto_research.evaluate.config import LoggerConfig
-from ditto_research.evaluate.logging import WANDB_FOLDERS, CsvLogger, NullLogger, make_logger
+from ditto_research.evaluate.loggers import WANDB_FOLDERS, CsvLogger, NullLogger, make_logger
 from ditto_research.evaluate.results import ClipResult, RunRecord
 
 
