@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ditto_research.audio.features import offline_features
+from ditto_research.media.writer import VideoWriter
 from ditto_research.motion.format import MotionInfo
 from ditto_research.pipeline.controls import build_frame_controls, build_stitcher
 from ditto_research.pipeline.stages import (
@@ -15,7 +16,6 @@ from ditto_research.pipeline.stages import (
     StitchStage,
     WarpStage,
 )
-from ditto_research.render.writer import VideoWriter
 
 FRAMES = 25
 

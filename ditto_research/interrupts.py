@@ -5,7 +5,7 @@ every ``finally`` and ``except BaseException`` on the way out runs: the video wr
 and deletes its temporary files, the pipeline runner stops and joins its stage threads, the output
 reservation is released. The command then prints one line and exits with 128 + the signal number (130, 143,
 129). SIGKILL cannot be caught: the next run into the folder removes what such a run left
-(:func:`ditto_research.render.output_files.remove_stale_temporaries`).
+(:func:`ditto_research.media.output_files.remove_stale_temporaries`).
 
     install_signal_handlers()
     with exit_on_interrupt("no output written"):

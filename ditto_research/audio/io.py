@@ -2,8 +2,8 @@
 
 The reference loads audio with ``librosa.load(path, sr=16000)``: decode (soundfile, or audioread for
 compressed formats), average the channels, resample with soxr at high quality, then fix the length. We call
-the ffmpeg binary that imageio-ffmpeg ships instead, so no audio library is needed. Two ffmpeg runs do the
-same steps:
+the ffmpeg binary that imageio-ffmpeg ships instead (:mod:`ditto_research.media.ffmpeg` finds it and builds
+the command lines), so no audio library is needed. Two ffmpeg runs do the same steps:
 
 1. decode at the file's own rate and downmix to mono by the plain channel mean (``rematrix_maxval=1``
    makes ffmpeg normalise its stereo matrix to 0.5/0.5; for float output it would otherwise use
@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import struct
-import subprocess
 import wave
 from pathlib import Path
 
@@ -34,94 +33,30 @@ import numpy as np
 
 from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.errors import ConfigError, InputError
-
-
-def find_ffmpeg() -> str:
-    """Path of the ffmpeg binary (imageio-ffmpeg's bundled one, or ``IMAGEIO_FFMPEG_EXE``)."""
-    try:
-        import imageio_ffmpeg
-    except ImportError as e:
-        raise ConfigError("audio loading needs the 'imageio-ffmpeg' package (pip install it)") from e
-    try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except RuntimeError as e:
-        raise ConfigError(f"no ffmpeg binary found ({e}); set IMAGEIO_FFMPEG_EXE to an ffmpeg program") from e
-
+from ditto_research.media.ffmpeg import (
+    NO_STREAM,
+    audio_decode_args,
+    audio_resample_args,
+    find_ffmpeg,
+    last_lines,
+    run,
+)
 
 _AU_HEADER = struct.Struct(">4sIIIII")  # magic, data offset, data size, encoding, rate, channels
 _AU_FLOAT32 = 6  # AU encoding code of big-endian IEEE float32
 
 
-def _decode_command(ffmpeg: str, path: Path) -> list[str]:
-    """ffmpeg argument list: first audio stream -> mono float32 AU at the file's own rate on stdout."""
-    return [
-        ffmpeg,
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        # "file:" keeps names such as "concat:x" or "a|b" from being read as ffmpeg protocols.
-        "-i",
-        f"file:{path}",
-        "-map",
-        "0:a:0",
-        "-vn",
-        "-sn",
-        "-dn",
-        "-af",
-        "aresample=ochl=mono:rematrix_maxval=1",
-        "-c:a",
-        "pcm_f32be",
-        "-f",
-        "au",
-        "pipe:1",
-    ]
-
-
-def _resample_command(ffmpeg: str, orig_sr: int, target_sr: int) -> list[str]:
-    """ffmpeg argument list: raw mono float32 at ``orig_sr`` on stdin -> soxr HQ at ``target_sr`` on
-    stdout."""
-    return [
-        ffmpeg,
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-f",
-        "f32le",
-        "-ar",
-        str(orig_sr),
-        "-ac",
-        "1",
-        "-i",
-        "pipe:0",
-        "-af",
-        f"aresample=osr={target_sr}:resampler=soxr",
-        "-c:a",
-        "pcm_f32le",
-        "-f",
-        "f32le",
-        "pipe:1",
-    ]
-
-
 def _run_ffmpeg(command: list[str], file: Path, stdin: bytes | None = None) -> bytes:
     """stdout of ``command``; InputError naming ``file`` when ffmpeg fails."""
-    try:
-        if stdin is None:
-            result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
-        else:
-            result = subprocess.run(command, input=stdin, capture_output=True, check=False)
-    except OSError as e:
-        raise ConfigError(f"could not run ffmpeg ({command[0]}): {e}") from e
+    result = run(command, stdin)
     if result.returncode != 0:
         raise InputError(f"cannot decode audio file {file}: {_failure_reason(result.stderr)}")
     return result.stdout
 
 
 def _parse_au(raw: bytes, file: Path) -> tuple[np.ndarray, int]:
-    """(samples (n,) float32, sample rate) of the mono float32 AU stream that :func:`_decode_command`
-    writes."""
+    """(samples (n,) float32, sample rate) of the mono float32 AU stream that
+    :func:`~ditto_research.media.ffmpeg.audio_decode_args` makes ffmpeg write."""
     if len(raw) < _AU_HEADER.size:
         raise InputError(f"audio file {file} contains no audio samples (0 s of audio)")
     magic, offset, _, encoding, rate, channels = _AU_HEADER.unpack_from(raw)
@@ -154,10 +89,7 @@ def fix_length(samples: np.ndarray, size: int) -> np.ndarray:
 def _failure_reason(stderr: bytes) -> str:
     """ffmpeg's last stderr line, or a plain sentence when the file simply has no audio stream."""
     text = stderr.decode("utf-8", errors="replace")
-    if "matches no streams" in text:
-        return "the file has no audio stream"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "no message from ffmpeg"
+    return "the file has no audio stream" if NO_STREAM in text else last_lines(text)
 
 
 def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -187,7 +119,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
         raise InputError(f"audio path is not a file: {file}")
 
     ffmpeg = find_ffmpeg()
-    native, orig_sr = _parse_au(_run_ffmpeg(_decode_command(ffmpeg, file.resolve()), file), file)
+    native, orig_sr = _parse_au(_run_ffmpeg(audio_decode_args(ffmpeg, file.resolve()), file), file)
     if native.size == 0:
         raise InputError(f"audio file {file} contains no audio samples (0 s of audio)")
     bad = int(np.count_nonzero(~np.isfinite(native)))
@@ -199,7 +131,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
     target_sr = int(sample_rate)
     if orig_sr == target_sr:
         return native
-    raw = _run_ffmpeg(_resample_command(ffmpeg, orig_sr, target_sr), file, native.astype("<f4").tobytes())
+    raw = _run_ffmpeg(audio_resample_args(ffmpeg, orig_sr, target_sr), file, native.astype("<f4").tobytes())
     samples = np.frombuffer(raw[: len(raw) - len(raw) % 4], dtype="<f4").astype(np.float32)
     return fix_length(samples, librosa_length(native.size, orig_sr, target_sr))
 

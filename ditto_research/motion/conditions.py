@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ditto_research.errors import ConfigError, InputError
+from ditto_research.media.loop import mirror_index
 
 # Label order of the emotion vector (index = label), as listed in the reference.
 EMOTION_LABELS: tuple[str, ...] = (
@@ -156,12 +157,6 @@ def _source_keypoints(sc: Any) -> np.ndarray:
             f"sc must hold the source's {SOURCE_KP_DIM} canonical keypoint values, got shape {values.shape}"
         )
     return values.reshape(SOURCE_KP_DIM).astype(np.float32, copy=False)
-
-
-def mirror_index(frames: np.ndarray, size: int) -> np.ndarray:
-    """Ping-pong index into ``size`` rows: 0,1,..,size-1,size-1,..,0,0,1,.. for frames 0,1,2,..."""
-    turn, offset = np.divmod(frames, size)
-    return np.where(turn % 2 == 0, offset, size - 1 - offset)
 
 
 class ConditionBuilder:

@@ -12,6 +12,7 @@ output frame index, its timestamp and the source frame it is rendered from.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +23,7 @@ from torch import nn
 
 from ditto_research.audio.io import num_video_frames
 from ditto_research.constants import FPS, SAMPLE_RATE
+from ditto_research.media.loop import mirror_index
 from ditto_research.motion.format import MotionInfo
 from ditto_research.motion.online import OnlineMotionGenerator
 from ditto_research.motion.stitch import FrameControls, MotionStitcher
@@ -115,9 +117,13 @@ class FrameImage:
 
 
 def source_index(index: int, num_source_frames: int) -> int:
-    """Mirror-loop a video source over the output (0, 1, .., n-1, n-1, .., 0, 0, 1, ..)."""
-    turn, offset = divmod(index, num_source_frames)
-    return offset if turn % 2 == 0 else num_source_frames - 1 - offset
+    """Deprecated: :func:`ditto_research.media.loop.mirror_index` (the one mirror-loop rule)."""
+    warnings.warn(
+        "ditto_research.pipeline.stages.source_index moved to ditto_research.media.loop.mirror_index",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return mirror_index(index, num_source_frames)
 
 
 class _TorchStage(BaseStage):
@@ -232,7 +238,7 @@ class StitchStage(_TorchStage):
         if isinstance(item, DriveReference):
             self.stitcher.set_d0(item.x_d_info)
             return
-        src = source_index(item.index, len(self.source))
+        src = mirror_index(item.index, len(self.source))
         with torch.no_grad():
             x_s, x_d = self.stitcher(
                 self.source.frames[src].x_s_info, item.x_d_info, self.controls.get(item.index)

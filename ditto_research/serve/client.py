@@ -155,7 +155,7 @@ class _FrameSink:
     """Decodes and writes frames on its own thread, in index order, filling gaps with the previous image."""
 
     def __init__(self, output: Path | None, overwrite: bool) -> None:
-        from ditto_research.render.writer import VideoWriter
+        from ditto_research.media.writer import VideoWriter
 
         self.writer = VideoWriter(output, fps=FPS, overwrite=overwrite) if output is not None else None
         self.next_index = 0

@@ -12,13 +12,13 @@ import pytest
 
 from ditto_research.audio.io import (
     audio_duration_s,
-    find_ffmpeg,
     librosa_length,
     load_audio,
     num_video_frames,
     write_wav,
 )
 from ditto_research.errors import ConfigError, InputError
+from ditto_research.media.ffmpeg import find_ffmpeg
 
 SOURCE_RATE = 44100
 DURATION_S = 1.5

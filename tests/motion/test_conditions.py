@@ -12,7 +12,6 @@ from ditto_research.motion.conditions import (
     ConditionFlags,
     cond_dim,
     emotion_vector,
-    mirror_index,
     parse_emotion,
 )
 
@@ -55,11 +54,6 @@ def test_cond_dim() -> None:
     assert cond_dim(ConditionFlags(True, False, False, True)) == 1038
     assert cond_dim(ConditionFlags(False, False, False, False)) == 1024
     assert cond_dim(ConditionFlags(use_emo=False), audio_dim=768) == 768 + 2 + 6 + 63
-
-
-def test_mirror_index() -> None:
-    np.testing.assert_array_equal(mirror_index(np.arange(10), 3), [0, 1, 2, 2, 1, 0, 0, 1, 2, 2])
-    np.testing.assert_array_equal(mirror_index(np.arange(4), 1), [0, 0, 0, 0])
 
 
 def test_frame_lookup_other_window() -> None:

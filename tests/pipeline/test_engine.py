@@ -29,7 +29,18 @@ UPPER = (
     "ditto_research.evaluate",
     "ditto_research.export",
 )
-LOWER = ("audio", "backends", "config", "diffusion", "face", "models", "motion", "render")
+LOWER = (
+    "audio",
+    "backends",
+    "checkpoints",
+    "config",
+    "diffusion",
+    "face",
+    "media",
+    "models",
+    "motion",
+    "render",
+)
 
 
 @pytest.fixture(scope="module")

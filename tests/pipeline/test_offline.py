@@ -15,9 +15,9 @@ from skimage import data
 from ditto_research.audio.io import write_wav
 from ditto_research.errors import ConfigError, InputError, StageError
 from ditto_research.examples import synthetic_speech
+from ditto_research.media.writer import VideoWriter, probe_video
 from ditto_research.pipeline import TalkingHeadSession
 from ditto_research.pipeline.run import check_inputs
-from ditto_research.render.writer import VideoWriter, probe_video
 
 OVERRIDES = ["model=tiny", "audio_encoder=untrained", "face=mediapipe", "sampler.steps=2", "progress=false"]
 

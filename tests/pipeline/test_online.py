@@ -21,6 +21,7 @@ import torch
 from ditto_research.audio.features import offline_features
 from ditto_research.errors import InputError, StageError
 from ditto_research.examples import example_source, synthetic_speech
+from ditto_research.media.writer import probe_video
 from ditto_research.motion.audio2motion import Audio2MotionSettings, MotionWindowState
 from ditto_research.motion.format import clip_motion
 from ditto_research.motion.online import REFERENCE_PREFIX_CHUNKSIZE, OnlineMotionGenerator
@@ -29,7 +30,6 @@ from ditto_research.pipeline.latency import LatencyTracker, as_mono_16k
 from ditto_research.pipeline.observers import PipelineObserver
 from ditto_research.pipeline.online import StreamingSession
 from ditto_research.pipeline.stages import FrameImage
-from ditto_research.render.writer import probe_video
 
 OVERRIDES = ["model=tiny", "audio_encoder=untrained", "face=mediapipe", "sampler.steps=2", "progress=false"]
 D_FEAT, D_MOTION = 6, 265

@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ditto_research.audio.io import find_ffmpeg, write_wav
+from ditto_research.audio.io import write_wav
 from ditto_research.errors import InputError
 from ditto_research.examples import synthetic_speech
-from ditto_research.render import source_io
+from ditto_research.media import source
+from ditto_research.media.ffmpeg import find_ffmpeg
+from ditto_research.media.source import load_source
 from ditto_research.render.image_limits import (
     LOCAL_BUDGET,
     UPLOAD_BUDGET,
@@ -32,7 +34,6 @@ from ditto_research.render.image_limits import (
     decode,
     read_header,
 )
-from ditto_research.render.source_io import load_source
 from tests.helpers import png_bomb
 
 DECODED_20K_MB = 20000 * 20000 * 3 / 2**20  # the 20000x20000 bomb as OpenCV's BGR image: 1144 MB
@@ -135,7 +136,7 @@ def test_refusing_a_bomb_takes_no_decoding_memory(bombs: dict[str, Path]) -> Non
     script = (
         "import sys\n"
         "from ditto_research.errors import InputError\n"
-        "from ditto_research.render.source_io import load_source\n"
+        "from ditto_research.media.source import load_source\n"
         "try:\n"
         "    load_source(sys.argv[1])\n"
         "except InputError as e:\n"
@@ -228,12 +229,12 @@ def test_a_video_frame_over_the_budget_is_refused_before_decoding(
         check=True,
     )
     assert load_source(path).num_frames == 3
-    monkeypatch.setattr(source_io, "LOCAL_BUDGET", PixelBudget(min_side=2, max_side=40, max_pixels=10_000))
+    monkeypatch.setattr(source, "LOCAL_BUDGET", PixelBudget(min_side=2, max_side=40, max_pixels=10_000))
 
     def refuse(*args: object) -> None:
         raise AssertionError("the video was decoded")
 
-    monkeypatch.setattr(source_io, "_VideoFrames", refuse)
+    monkeypatch.setattr(source, "_VideoFrames", refuse)
     with pytest.raises(
         InputError, match=r"source video .*clip\.mkv is 48x32 pixels \(0\.0 MP\), over the limit"
     ):

@@ -23,7 +23,7 @@ import pytest
 
 from ditto_research.audio.io import num_video_frames, write_wav
 from ditto_research.examples import example_source, synthetic_speech
-from ditto_research.render.writer import probe_video
+from ditto_research.media.writer import probe_video
 from ditto_research.serve.client import _client_numbers, _FrameSink
 from tests.serve.conftest import TINY
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ditto_research.audio.io import find_ffmpeg
 from ditto_research.errors import DittoError, InputError
-from ditto_research.render.source_io import load_source
-from ditto_research.render.writer import VideoWriter, probe_video
+from ditto_research.media.ffmpeg import find_ffmpeg
+from ditto_research.media.source import load_source
+from ditto_research.media.writer import VideoWriter, probe_video
 
 HEIGHT, WIDTH = 48, 64
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from ditto_research.errors import InputError
-from ditto_research.render.output_files import (
+from ditto_research.media.output_files import (
     process_alive,
     remove_stale_temporaries,
     reserve_output,

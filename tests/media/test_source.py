@@ -10,10 +10,11 @@ import imageio
 import numpy as np
 import pytest
 
-from ditto_research.audio.io import find_ffmpeg
 from ditto_research.errors import InputError
-from ditto_research.render.source_io import check_resize, load_source, mirror_index
-from ditto_research.render.writer import VideoWriter
+from ditto_research.media.ffmpeg import find_ffmpeg
+from ditto_research.media.loop import mirror_index
+from ditto_research.media.source import check_resize, load_source
+from ditto_research.media.writer import VideoWriter
 
 
 def _ffmpeg(*args: str) -> None:
@@ -70,14 +71,6 @@ def _reference_frames(path: Path, max_size: int, n_frames: int = -1) -> list[np.
 )
 def test_check_resize(size: tuple[int, int], max_size: int, expected: tuple[int, int, bool]) -> None:
     assert check_resize(*size, max_size) == expected
-
-
-def test_mirror_index() -> None:
-    assert [mirror_index(i, 3) for i in range(9)] == [0, 1, 2, 2, 1, 0, 0, 1, 2]
-    assert [mirror_index(i, 3, mirror=False) for i in range(6)] == [0, 1, 2, 0, 1, 2]
-    assert [mirror_index(i, 1) for i in range(4)] == [0, 0, 0, 0]
-    with pytest.raises(IndexError):
-        mirror_index(-1, 3)
 
 
 def test_image_odd_size_is_truncated_to_even(tmp_path: Path) -> None:
