@@ -160,6 +160,19 @@ def test_parts_limit_what_is_checked(tmp_path):
     assert not root.has_face_models()
 
 
+def test_the_package_answers_every_name_of_the_former_module():
+    """checkpoints.py became a package (layout, check, convert, download, cli); old imports keep working."""
+    import ditto_research.checkpoints as package
+
+    former = (
+        "CFG_FILES CHECK_PARTS DOWNLOAD_COMMAND DOWNLOAD_PARTS FACE_FILES HF_REPO HUBERT_FILE MODEL_FILES "
+        "PARTS CheckpointRoot DownloadPart check_root convert_cfg download download_hint download_selection "
+        "find_problems hf_download_command load_cfg_pkl main root_problem write_cfg_yaml"
+    ).split()
+    assert [name for name in former if not hasattr(package, name)] == []
+    assert set(former) <= set(package.__all__)
+
+
 def test_cli_check_reports_and_exits_nonzero(tmp_path, capsys):
     (tmp_path / "ditto_pytorch").mkdir()
     assert main(["check", str(tmp_path), "--quick"]) == 1
@@ -177,7 +190,7 @@ def test_cli_check_on_no_checkpoint_root_is_one_line(tmp_path, content):
     code = (
         "import sys; from ditto_research.checkpoints import main; "
         f"rc = main(['check', {str(folder)!r}]); "
-        "print(sorted({'torch', 'onnx'} & set(sys.modules))); sys.exit(rc)"
+        "print(sorted({'torch', 'onnx', 'huggingface_hub'} & set(sys.modules))); sys.exit(rc)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
