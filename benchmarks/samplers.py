@@ -2,19 +2,19 @@
 converged solution.
 
     # full run (about 10-20 min on a 2-core CPU), writes docs/
-    python -m ditto_research.evaluate.samplers
+    python benchmarks/samplers.py
     # smoke run: steps 5 10, one timing run, 50-step reference
-    python -m ditto_research.evaluate.samplers --quick
+    python benchmarks/samplers.py --quick
 
 Full-size LMDM with seeded random weights (``load_network("lmdm")``), torch threads = 2, float32 CPU. For one
 window (random condition, kp_cond and x_T from ``--seed``) it measures
 
 1. the converged solution: the same x_T and conditions solved by deterministic DDIM with 250 steps;
 2. the reference settings (DDIM 50 steps, eta 1, guidance 2) run two ways with the same noises: the original
-   implementation's structure (per step two separate guided forward passes, each re-encoding the condition,
-   as the reference's ``MotionDecoder.guided_forward`` does: its ``forward`` encodes the condition before
-   replacing it by the null embedding) and ours (condition encoded and cross-attention keys/values projected
-   once per window, both branches as one batch); their outputs must agree to 1e-5 (max rel diff);
+   implementation's structure (per step two separate guided forward passes, each re-encoding the condition:
+   :func:`ditto_research.diffusion.reference.original_structure_ddim`) and ours (condition encoded and
+   cross-attention keys/values projected once per window, both branches as one batch); their outputs must
+   agree to 1e-5 (max rel diff);
 3. every sampler at every step count: median wall time of ``--runs`` timed runs, network evaluations (one
    guided pass, both branches batched, each) and the error against (1).
 
@@ -22,6 +22,8 @@ Timed runs are interleaved (every configuration once per round) so that the load
 evenly; the load average is printed and written with the results. OpenMP waits passively unless
 OMP_WAIT_POLICY says otherwise (see below). Results go to docs/samplers.md (a generated page) and
 docs/samplers.png (error vs time).
+
+Formerly ``python -m ditto_research.evaluate.samplers``, which still runs this file (deprecated).
 """
 
 from __future__ import annotations
@@ -43,28 +45,22 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
-from ditto_research.diffusion.ddim import ddim_sample_reference, draw_step_noises
+from ditto_research.diffusion.ddim import draw_step_noises
+from ditto_research.diffusion.reference import (
+    REFERENCE_GUIDANCE,
+    Window,
+    original_structure_ddim,
+    relative_errors,
+)
 from ditto_research.diffusion.samplers import SAMPLERS, SamplingPlan, make_plan, solve_window
-from ditto_research.diffusion.schedule import ddim_timestep_pairs
 from ditto_research.errors import DittoError
 from ditto_research.models import load_network
 from ditto_research.models.lmdm import LMDM
 
-GUIDANCE = 2.0  # the reference's guidance weight
+GUIDANCE = REFERENCE_GUIDANCE
 REFERENCE_STEPS = 50
 FAST_MIN_SPEEDUP = 8.0  # the fast choice must beat the reference 50-step run by this factor
 FAST_SAMPLER = ("dpmpp_2m", 10)  # the documented fast choice (conf/sampler/dpmpp_2m.yaml + sampler.steps=10)
-
-
-@dataclass(frozen=True)
-class Window:
-    """One benchmark window: kp_cond (1, F), cond (1, N, C), x_T (1, N, F), ddim step noises
-    (S-1, 1, N, F)."""
-
-    kp_cond: torch.Tensor
-    cond: torch.Tensor
-    x_T: torch.Tensor
-    step_noises: torch.Tensor
 
 
 @dataclass
@@ -89,28 +85,6 @@ class Row:
     @property
     def median_cpu_s(self) -> float:
         return statistics.median(self.cpu_times)
-
-
-def original_structure_ddim(lmdm: LMDM, window: Window, steps: int, eta: float = 1.0) -> torch.Tensor:
-    """The reference's DDIM loop: two separate guided forward passes per step, each encoding the condition."""
-    kp_cond, cond = window.kp_cond, window.cond
-
-    def model_fn(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        times = torch.full((x.shape[0],), t, dtype=torch.long)
-        lmdm.encode_condition(cond)  # the reference encodes it in the dropped pass too, then discards it
-        uncond = lmdm.denoise(x, kp_cond, cond, times, cond_drop_prob=1)
-        conditioned = lmdm.denoise(x, kp_cond, cond, times, cond_drop_prob=0)
-        x_start = uncond + (conditioned - uncond) * GUIDANCE
-        return lmdm.predict_noise_from_start(x, times, x_start), x_start
-
-    pairs = ddim_timestep_pairs(steps)
-    return ddim_sample_reference(model_fn, window.x_T, pairs, lmdm.alphas_cumprod, window.step_noises, eta)
-
-
-def relative_errors(ours: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    """(max |ours - ref| / max |ref|, ||ours - ref||_2 / ||ref||_2)."""
-    diff = (ours - ref).double()
-    return float(diff.abs().max() / ref.abs().max()), float(diff.norm() / ref.double().norm())
 
 
 def make_window(lmdm: LMDM, seed: int, steps: int) -> Window:
@@ -171,7 +145,7 @@ def measure(rows: list[Row], converged: torch.Tensor, runs: int) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m ditto_research.evaluate.samplers", description=__doc__.splitlines()[0]
+        prog="python benchmarks/samplers.py", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: steps 5 10, 1 run, 50-step converged"
@@ -254,7 +228,7 @@ def render_report(rows: list[Row], structure_diff: float, context: dict[str, obj
         "# LMDM samplers: time, network evaluations and error per 80-frame window",
         "",
         (
-            f"Generated by `python -m ditto_research.evaluate.samplers {context['argv']}` on "
+            f"Generated by `python benchmarks/samplers.py {context['argv']}` on "
             f"{time.strftime('%Y-%m-%d %H:%M')}."
         ),
         f"Machine: {context['machine']}. Full-size LMDM ({context['model']}) with seeded random weights.",

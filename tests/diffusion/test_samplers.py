@@ -72,6 +72,7 @@ def converged(tiny: LMDM, window) -> torch.Tensor:
 
 def test_registry_matches_the_config_group() -> None:
     assert set(SAMPLERS) == set(SAMPLER_NAMES)
+    assert tuple(SAMPLERS) == SAMPLER_NAMES  # registered in the table's order
     for name in SAMPLERS:
         assert (CONF_DIR / "sampler" / f"{name}.yaml").is_file(), name
 
@@ -228,7 +229,7 @@ def test_programmatic_api_validates_too(args: tuple, message: str) -> None:
 
 def test_benchmark_baseline_equals_the_fast_path(tiny: LMDM, window) -> None:
     """The benchmark's "original structure" (two separate passes per step) gives our output (<= 1e-5)."""
-    from ditto_research.evaluate.samplers import Window, original_structure_ddim, relative_errors
+    from ditto_research.diffusion.reference import Window, original_structure_ddim, relative_errors
 
     kp_cond, cond, x_T = window
     steps = 8
