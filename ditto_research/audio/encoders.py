@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ditto_research.audio.features import HUBERT_CONTEXT, HUBERT_HOP, StubEncoder
+from ditto_research.choices import ENCODER_NAMES, check_choice
 from ditto_research.errors import CheckpointError, ConfigError, InputError
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "num_encodings",
 ]
 
-ENCODER_NAMES = ("hubert_onnx", "hubert_torch", "untrained")
 ONNX_INPUT = "input_values"
 ONNX_OUTPUT = "encoding_out"
 
@@ -256,8 +256,7 @@ def make_encoder(
     """
     if name == "untrained":
         return UntrainedEncoder(seed)
-    if name not in ENCODER_NAMES:
-        raise ConfigError(f"audio_encoder={name!r} is not valid; choose one of: {', '.join(ENCODER_NAMES)}")
+    check_choice("audio_encoder", name, ENCODER_NAMES)
     if path is None:
         raise ConfigError(
             f"audio_encoder={name} needs audio_encoder.path (the "

@@ -27,6 +27,7 @@ from ditto_research.backends.base import (
     example_inputs,
     get_io,
 )
+from ditto_research.choices import check_choice
 from ditto_research.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -43,8 +44,6 @@ __all__ = [
     "make_backend",
     "make_backend_from_config",
 ]
-
-_PRECISIONS = {"pytorch": ("fp32", "fp16", "bf16"), "onnx": ("fp32", "fp16"), "tensorrt": ("fp32", "fp16")}
 
 
 class Backend:
@@ -105,9 +104,8 @@ def make_backend(
             checkpoint; used to size a random LMDM).
         lmdm_order: pytorch only: "fast", or "reference" (the original's operation order, bit-identical).
     """
-    if name not in BACKEND_NAMES:
-        raise ConfigError(f"backend={name!r} is not valid; choose one of: {', '.join(BACKEND_NAMES)}")
-    check_precision(name, precision, _PRECISIONS[name])
+    check_choice("backend", name, BACKEND_NAMES)
+    check_precision(name, precision)
     if lmdm_order != "fast" and name != "pytorch":
         raise ConfigError(
             f"backend.lmdm_order={lmdm_order} needs backend=pytorch (an exported LMDM graph has its own "

@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from ditto_research.choices import BACKEND_NAMES, check_precision
 from ditto_research.errors import ConfigError
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "NetworkIO",
     "NetworkRunner",
     "TensorSpec",
+    "check_precision",
     "example_inputs",
     "from_numpy_like",
     "get_graph_io",
@@ -49,7 +51,6 @@ __all__ = [
 ]
 
 Array = torch.Tensor | np.ndarray
-BACKEND_NAMES = ("pytorch", "onnx", "tensorrt")
 RENDER_NETWORKS = (
     "appearance_extractor",
     "motion_extractor",
@@ -215,14 +216,6 @@ def get_graph_io(name: str) -> NetworkIO:
     if name in LMDM_PAIR_IO:
         return LMDM_PAIR_IO[name]
     return get_io(name)
-
-
-def check_precision(backend: str, precision: str, allowed: tuple[str, ...]) -> None:
-    if precision not in allowed:
-        raise ConfigError(
-            f"backend.precision={precision!r} is not available with backend={backend}; "
-            f"choose one of: {', '.join(allowed)}"
-        )
 
 
 # ---------------------------------------------------------------------------------------------- array kinds

@@ -413,7 +413,7 @@ class OnnxNetwork:
     ) -> None:
         """``io``: the interface to check the file against (default: network ``name``'s official one);
         ``export_model``: the weights named in the export command of an error message."""
-        check_precision("onnx", precision, ("fp32", "fp16"))
+        check_precision("onnx", precision)
         self.name = name
         self.io: NetworkIO = io or get_io(name)
         self.path = Path(path)

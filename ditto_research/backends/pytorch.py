@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from ditto_research.backends.base import (
     check_precision,
     get_io,
 )
+from ditto_research.choices import LMDM_ORDERS, LmdmOrder, check_choice
 from ditto_research.errors import ConfigError, InputError
 
 __all__ = [
@@ -34,8 +35,6 @@ __all__ = [
 ]
 
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-LmdmOrder = Literal["fast", "reference"]
-LMDM_ORDERS: tuple[LmdmOrder, ...] = ("fast", "reference")
 
 
 def resolve_torch_device(device: str) -> torch.device:
@@ -64,7 +63,7 @@ class TorchNetwork:
     def __init__(
         self, name: str, module: nn.Module, device: str | torch.device = "cpu", precision: str = "fp32"
     ) -> None:
-        check_precision("pytorch", precision, ("fp32", "fp16", "bf16"))
+        check_precision("pytorch", precision)
         self.name = name
         self.io: NetworkIO = get_io(name)
         self.module = module.eval()
@@ -115,11 +114,8 @@ class TorchLmdm(TorchNetwork):
         """``order``: "fast" or "reference"; ``lmdm_precision``: the LMDM's own autocast (``precision`` is
         the renderer's and leaves the LMDM in fp32, as the original)."""
         super().__init__(name, module, device, precision)
-        if order not in LMDM_ORDERS:
-            raise ConfigError(
-                f"backend.lmdm_order={order!r} is not valid; choose one of: {', '.join(LMDM_ORDERS)}"
-            )
-        check_precision("pytorch", lmdm_precision, ("fp32", "fp16", "bf16"))
+        check_choice("backend.lmdm_order", order, LMDM_ORDERS)
+        check_precision("pytorch", lmdm_precision, "backend.lmdm_precision")
         self.order = order
         self.precision = lmdm_precision
         self._autocast_dtype = _AUTOCAST_DTYPES.get(lmdm_precision)

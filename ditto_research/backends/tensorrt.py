@@ -371,7 +371,7 @@ def load_tensorrt_network(
 
     The LMDM opens as its cached pair when both pair engines are there (:func:`find_lmdm_pair_engines`).
     """
-    check_precision("tensorrt", precision, ("fp32", "fp16"))
+    check_precision("tensorrt", precision)
     trt = import_tensorrt()
     resolved = torch.device(device)
     gpu = current_gpu_name(resolved)

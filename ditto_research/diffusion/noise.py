@@ -19,12 +19,12 @@ replayed exactly (the end-to-end golden draws every ``torch.randn`` of the refer
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from ditto_research.errors import ConfigError
+from ditto_research.choices import NOISE_KINDS, NoiseKind, check_choice
 
 __all__ = [
     "NOISE_KINDS",
@@ -35,9 +35,6 @@ __all__ = [
     "as_noise_source",
     "make_noise",
 ]
-
-NoiseKind = Literal["torch", "numpy"]
-NOISE_KINDS: tuple[NoiseKind, ...] = ("torch", "numpy")
 
 
 @runtime_checkable
@@ -80,11 +77,10 @@ class NumpyNoise:
 
 def make_noise(kind: str, seed: int, device: torch.device | str = "cpu") -> NoiseSource:
     """The ``control.noise`` stream ``kind`` seeded with ``seed``."""
+    check_choice("control.noise", kind, NOISE_KINDS)
     if kind == "torch":
         return TorchNoise(torch.Generator(device=str(device)).manual_seed(int(seed)))
-    if kind == "numpy":
-        return NumpyNoise(np.random.RandomState(int(seed)), device)
-    raise ConfigError(f"control.noise={kind!r} is not valid; choose one of: {', '.join(NOISE_KINDS)}")
+    return NumpyNoise(np.random.RandomState(int(seed)), device)
 
 
 def as_noise_source(noise: NoiseSource | torch.Generator) -> NoiseSource:

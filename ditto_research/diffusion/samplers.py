@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ditto_research.choices import SAMPLER_NAMES, SAMPLER_OPTIONS, check_choice
 from ditto_research.diffusion.ddim import Denoiser, ddim_sample_reference, draw_step_noises
 from ditto_research.diffusion.noise import NoiseSource, as_noise_source
 from ditto_research.diffusion.schedule import NUM_TRAIN_STEPS, cosine_betas, ddim_timestep_pairs
@@ -214,37 +215,46 @@ def _diffusers_plan(name: str, make_scheduler: Callable[[torch.Tensor], Any], st
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A registered sampler: what it is and which options it takes."""
+    """A registered sampler: what it is and which options it takes (:data:`ditto_research.choices.
+    SAMPLER_OPTIONS`, the table the config schemas read too)."""
 
     name: str
     summary: str
-    takes_eta: bool
     scheduler: Callable[[torch.Tensor], Any] | None = None
     """diffusers scheduler factory (betas -> scheduler); None for the hand-written ddim."""
 
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The options this sampler takes beyond the common ones (steps, guidance_scale)."""
+        return SAMPLER_OPTIONS[self.name]
 
+    @property
+    def takes_eta(self) -> bool:
+        return "eta" in self.options
+
+
+# One entry per name of choices.SAMPLER_NAMES, in its order (tests/diffusion/test_samplers.py checks it).
 SAMPLERS: Mapping[str, SamplerSpec] = MappingProxyType(
     {
-        "ddim": SamplerSpec("ddim", "Ditto's stochastic DDIM (Song et al. 2021), reference-exact", True),
-        "dpmpp_2m": SamplerSpec("dpmpp_2m", "DPM-Solver++(2M) (Lu et al. 2022)", False, _dpmpp_2m_scheduler),
-        "unipc": SamplerSpec("unipc", "UniPC, bh2, order 2 (Zhao et al. 2023)", False, _unipc_scheduler),
-        "euler": SamplerSpec("euler", "Euler ODE step (Karras et al. 2022)", False, _euler_scheduler),
-        "heun": SamplerSpec("heun", "Heun 2nd-order ODE step (Karras et al. 2022)", False, _heun_scheduler),
+        "ddim": SamplerSpec("ddim", "Ditto's stochastic DDIM (Song et al. 2021), reference-exact"),
+        "dpmpp_2m": SamplerSpec("dpmpp_2m", "DPM-Solver++(2M) (Lu et al. 2022)", _dpmpp_2m_scheduler),
+        "unipc": SamplerSpec("unipc", "UniPC, bh2, order 2 (Zhao et al. 2023)", _unipc_scheduler),
+        "euler": SamplerSpec("euler", "Euler ODE step (Karras et al. 2022)", _euler_scheduler),
+        "heun": SamplerSpec("heun", "Heun 2nd-order ODE step (Karras et al. 2022)", _heun_scheduler),
     }
 )
 
 
 def check_sampler_options(name: str, steps: int, eta: float | None, guidance_scale: float) -> None:
     """Raise ConfigError naming the allowed values when a sampler option is invalid or unsupported."""
-    if name not in SAMPLERS:
-        raise ConfigError(f"sampler={name!r} is not valid; choose one of: {', '.join(SAMPLERS)}")
+    check_choice("sampler", name, SAMPLER_NAMES)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= NUM_TRAIN_STEPS:
         raise ConfigError(
             f"sampler.steps={steps} is out of range; it must be an integer in [1, {NUM_TRAIN_STEPS}]"
         )
     if eta is not None:
-        if not SAMPLERS[name].takes_eta:
-            takers = ", ".join(n for n, spec in SAMPLERS.items() if spec.takes_eta)
+        if "eta" not in SAMPLER_OPTIONS[name]:
+            takers = ", ".join(n for n, options in SAMPLER_OPTIONS.items() if "eta" in options)
             raise ConfigError(
                 f"sampler.eta is not an option of sampler={name} (a deterministic ODE solver); "
                 f"only {takers} takes eta: remove sampler.eta or pick sampler=ddim"

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from ditto_research.backends.base import RENDER_NETWORKS
+from ditto_research.choices import BACKEND_PRECISIONS, GRID_SAMPLE_MODES, LMDM_FORMS, check_choice
 from ditto_research.config import register_configs
 from ditto_research.config.schema import ModelConfig, MotionConfig
 from ditto_research.errors import ConfigError
@@ -29,8 +30,6 @@ __all__ = [
 
 EXPORT_NETWORKS = (*RENDER_NETWORKS, "hubert")
 MIN_OPSET, MAX_OPSET = 17, 20  # 17: LayerNorm; 20: 5-D GridSample (and the TorchScript exporter's ceiling)
-GRID_SAMPLE_MODES = ("native", "decomposed")
-LMDM_FORMS = ("guided_step", "cached", "both")
 
 
 def _check_networks(key: str, networks: list[str]) -> None:
@@ -85,18 +84,11 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         _check_networks("networks", list(self.networks))
-        if self.precision not in ("fp32", "fp16"):
-            raise ConfigError(f"precision={self.precision!r} is not valid; choose one of: fp32, fp16")
-        if self.grid_sample not in GRID_SAMPLE_MODES:
-            raise ConfigError(
-                f"grid_sample={self.grid_sample!r} is not valid; choose one of: native, decomposed"
-            )
+        check_choice("precision", self.precision, BACKEND_PRECISIONS["onnx"])  # what the ONNX backend runs
+        check_choice("grid_sample", self.grid_sample, GRID_SAMPLE_MODES)
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ConfigError(f"opset={self.opset} is out of range; choose {MIN_OPSET}..{MAX_OPSET}")
-        if self.lmdm_form not in LMDM_FORMS:
-            raise ConfigError(
-                f"lmdm_form={self.lmdm_form!r} is not valid; choose one of: {', '.join(LMDM_FORMS)}"
-            )
+        check_choice("lmdm_form", self.lmdm_form, LMDM_FORMS)
         if self.opset < 20 and self.grid_sample == "native" and "warp_network" in self.networks:
             raise ConfigError(
                 f"opset={self.opset} has no 5-D GridSample; use opset=20 or grid_sample=decomposed"
@@ -161,8 +153,7 @@ class TensorRTExportConfig:
     def __post_init__(self) -> None:
         if self.networks is not None:
             _check_networks("networks", list(self.networks))
-        if self.precision not in ("fp32", "fp16"):
-            raise ConfigError(f"precision={self.precision!r} is not valid; choose one of: fp32, fp16")
+        check_choice("precision", self.precision, BACKEND_PRECISIONS["tensorrt"])
         if self.max_batch < 1:
             raise ConfigError(f"max_batch={self.max_batch} must be >= 1")
         samples = list(self.hubert_samples)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ditto_research.choices import GRID_SAMPLE_MODES, check_choice
+
 __all__ = [
     "DecomposedGridSample3d",
     "NativeGridSample3d",
@@ -103,10 +105,5 @@ class NativeGridSample3d(nn.Module):
 
 def make_grid_sample(mode: str) -> nn.Module:
     """``native`` | ``decomposed`` -> a module to pass as the warping network's ``grid_sample=``."""
-    if mode == "native":
-        return NativeGridSample3d()
-    if mode == "decomposed":
-        return DecomposedGridSample3d()
-    from ditto_research.errors import ConfigError
-
-    raise ConfigError(f"grid_sample={mode!r} is not valid; choose one of: native, decomposed")
+    check_choice("grid_sample", mode, GRID_SAMPLE_MODES)
+    return NativeGridSample3d() if mode == "native" else DecomposedGridSample3d()

@@ -53,7 +53,7 @@ def _array(data: dict[str, np.ndarray], path: Path, key: str, expected: str) -> 
 
 @dataclass(frozen=True)
 class GivenLandmarks:
-    """The checked contents of a landmark file (see the module docstring); every array float32."""
+    """The checked contents of a landmark file (see the module docstring); every array float32, read-only."""
 
     path: Path
     det_boxes: np.ndarray  # (F, 5)
@@ -116,6 +116,9 @@ class GivenLandmarks:
                 f"covers {len(lmk478)} frames but lmk203 covers {len(lmk203)}",
                 f"({len(lmk203)}, 478, 3): one entry per source frame in both",
             )
+        for array in (boxes, lmk106, lmk203, lmk478, kps):
+            if array is not None:
+                array.flags.writeable = False  # shared by every run of the config that read the file
         return cls(path, boxes, lmk106, lmk203, lmk478, kps)
 
     def check_frame(self, index: int) -> None:

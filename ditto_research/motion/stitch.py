@@ -24,23 +24,21 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from ditto_research.choices import FADE_TYPES, FadeType, check_choice
 from ditto_research.errors import ConfigError, InputError
 from ditto_research.models.stitching import StitchingNetwork
 from ditto_research.motion.controls import MOTION_KEYS, FrameControls, parse_ctrl_info  # noqa: F401
 from ditto_research.motion.keypoints import NUM_KEYPOINTS, is_pose_logits, to_degrees, transform_keypoint
 
 MotionDict = Mapping[str, np.ndarray]
-FadeType = Literal["", "d0", "s"]
 StitchFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 BlinkRng = random.Random | np.random.Generator
 
-FADE_TYPES: tuple[str, ...] = ("", "d0", "s")
 LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)
 EYE_KEYPOINTS = (11, 13, 15, 16, 18)
 # Random blink schedule: frames the eyes stay open between blinks, drawn uniformly (inclusive).
@@ -297,8 +295,7 @@ class MotionStitcher:
         overall_controls: FrameControls | Mapping[str, object] | None = None,
         rng: BlinkRng | None = None,
     ) -> None:
-        if fade_type not in FADE_TYPES:
-            raise ConfigError(f"fade_type={fade_type!r} is not valid; choose one of: {FADE_TYPES}")
+        check_choice("fade_type", fade_type, FADE_TYPES)
         if use_stitching and stitching_network is None:
             raise ConfigError(
                 "use_stitching=True needs a stitching network; pass one or set use_stitching=False"

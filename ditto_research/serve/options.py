@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ditto_research.config.schema import NOISE_KINDS, SAMPLER_NAMES
+from ditto_research.choices import FADE_TYPES, NOISE_KINDS, SAMPLER_NAMES
 from ditto_research.errors import ConfigError
 from ditto_research.motion.conditions import EMOTION_LABELS
 from ditto_research.motion.controls import MOTION_KEYS, FrameControls
@@ -212,14 +212,14 @@ def build_rules(max_steps: int) -> dict[str, OptionRule]:
         _rule("control.delta_eye_open_n", _blink_gaps, "-1, 0, a blink gap n > 0, or a list of gaps"),
         _rule("control.use_d_keys", _motion_keys, "a list of motion keys"),
         _rule("control.relative_d", _bool, "true / false"),
-        _rule("control.fade_type", _choice(("", "d0", "s")), "'' (none), d0 or s"),
+        _rule("control.fade_type", _choice(FADE_TYPES), "'' (none), d0 or s"),
         _rule("control.fade_out_keys", _motion_keys, "a list of motion keys"),
         _rule("control.fade_in", _int(-1, MAX_FRAME), f"frames -1..{MAX_FRAME}"),
         _rule("control.fade_out", _int(-1, MAX_FRAME), f"frames -1..{MAX_FRAME}"),
         _rule("control.flag_stitching", _bool, "true / false"),
         _rule("control.fade_pose_in_degrees", _bool, "true / false"),
         _rule("control.seed", _int(0, SEED_MAX), f"a seed 0..{SEED_MAX}"),
-        _rule("control.noise", _choice(NOISE_KINDS), "torch or numpy"),
+        _rule("control.noise", _choice(NOISE_KINDS), " or ".join(NOISE_KINDS)),
     ]
     for name in FrameControls.names():
         accepts = f"a number in ±{MAX_ABS_CONTROL:g}" if name != "fade_out_keys" else "a list of motion keys"

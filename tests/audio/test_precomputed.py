@@ -113,3 +113,24 @@ def test_config_validates_the_file_at_compose_time(tmp_path):
                 "infer", ["model=tiny", "audio_encoder=precomputed", f"audio_encoder.path={tmp_path}/g.npy"]
             )
         )
+
+
+def test_the_config_reads_the_file_once_and_the_engine_uses_what_it_read(tmp_path):
+    """audio_encoder.path (precomputed) is parsed when the config validates; the engine's rows are that
+    content (the file may be gone by then)."""
+    from ditto_research.pipeline.engine import Engine
+
+    np.save(tmp_path / "f.npy", _rows(12))
+    overrides = [
+        "model=tiny",
+        "face=mediapipe",
+        "audio_encoder=precomputed",
+        f"audio_encoder.path={tmp_path}/f.npy",
+    ]
+    cfg = to_config(compose("infer", overrides))
+    read = cfg.audio_encoder.precomputed_features()
+    (tmp_path / "f.npy").unlink()
+    assert cfg.audio_encoder.precomputed_features() is read
+    np.testing.assert_array_equal(read.features, _rows(12))
+    assert Engine(cfg).features_file is read
+    assert to_config(compose("infer", ["model=tiny"])).audio_encoder.precomputed_features() is None

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from ditto_research.command_line import check_command_line
 from ditto_research.config import (
     CONF_DIR,
     GROUP_SCHEMAS,
@@ -14,7 +15,6 @@ from ditto_research.config import (
     InferConfig,
     ODESamplerConfig,
     SamplerConfig,
-    check_command_line,
     compose,
     to_config,
 )
@@ -58,18 +58,38 @@ def test_every_option_composes_and_validates(group, option, tmp_path):
         assert node.name == option
 
 
-def test_the_torch_free_schema_lists_the_choices_the_modules_accept():
-    """The schema keeps its own copies of the choice lists (it must not import torch); they must not drift."""
+def test_the_schema_and_the_modules_share_one_list_of_each_choice():
+    """No copies: the schema (torch-free) and the modules re-export ditto_research.choices' own objects."""
+    from ditto_research import choices
     from ditto_research.backends.base import BACKEND_NAMES as backends
     from ditto_research.backends.pytorch import LMDM_ORDERS
     from ditto_research.config import schema
     from ditto_research.diffusion.noise import NOISE_KINDS
+    from ditto_research.face.factory import FRONTEND_NAMES as factory_names
     from ditto_research.face.frontend import FRONTEND_NAMES
 
-    assert schema.BACKEND_NAMES == backends
-    assert schema.LMDM_ORDERS == LMDM_ORDERS
-    assert schema.NOISE_KINDS == NOISE_KINDS
-    assert schema.FACE_NAMES == FRONTEND_NAMES
+    assert schema.BACKEND_NAMES is backends is choices.BACKEND_NAMES
+    assert schema.LMDM_ORDERS is LMDM_ORDERS is choices.LMDM_ORDERS
+    assert schema.NOISE_KINDS is NOISE_KINDS is choices.NOISE_KINDS
+    assert schema.FACE_NAMES is FRONTEND_NAMES is factory_names is choices.FACE_NAMES
+    for name in ("SAMPLER_NAMES", "PRECISIONS", "FADE_TYPES", "PASTE_MODES", "AUDIO_ENCODER_NAMES"):
+        assert getattr(schema, name) is getattr(choices, name), name
+
+
+def test_each_group_offers_the_options_of_its_choice_list():
+    """conf/<group>/*.yaml are the choices the schema accepts (a new option is added in both places)."""
+    from ditto_research import choices
+
+    listed = {
+        "model": choices.MODEL_NAMES,
+        "backend": choices.BACKEND_NAMES,
+        "mode": choices.MODE_NAMES,
+        "sampler": choices.SAMPLER_NAMES,
+        "face": choices.FACE_NAMES,
+        "audio_encoder": choices.AUDIO_ENCODER_NAMES,
+    }
+    for group, names in listed.items():
+        assert {path.stem for path in (CONF_DIR / group).glob("*.yaml")} == set(names), group
 
 
 @pytest.mark.parametrize("option", sorted(path.stem for path in (CONF_DIR / "sampler").glob("*.yaml")))
@@ -81,11 +101,14 @@ def test_each_sampler_option_has_its_own_schema(option):
 
 
 def test_sampler_schemas_cover_every_sampler_and_only_ddim_takes_eta():
+    from ditto_research.choices import SAMPLER_COMMON_OPTIONS, SAMPLER_NAMES, SAMPLER_OPTIONS
     from ditto_research.diffusion.samplers import SAMPLERS
 
     assert set(SAMPLER_SCHEMAS) == set(SAMPLERS)
+    assert tuple(SAMPLER_SCHEMAS) == SAMPLER_NAMES
     for name, schema in SAMPLER_SCHEMAS.items():
         assert ("eta" in schema.option_names()) == SAMPLERS[name].takes_eta, name
+        assert schema.option_names() == ("name", *SAMPLER_COMMON_OPTIONS, *SAMPLER_OPTIONS[name]), name
     assert DDIMSamplerConfig.option_names() == ("name", "steps", "guidance_scale", "eta")
     assert ODESamplerConfig.option_names() == ("name", "steps", "guidance_scale")
     assert to_config(compose("infer", ["sampler=heun"])).sampler.eta is None
@@ -171,6 +194,13 @@ def test_bad_values_are_config_errors(override, message):
     assert message in config_error([override])
 
 
+def test_a_precision_the_backend_does_not_run_fails_at_validation():
+    assert config_error(["backend=onnx", "backend.precision=bf16"]) == (
+        "backend.precision='bf16' is not available with backend=onnx; choose one of: fp32, fp16"
+    )
+    assert to_config(compose("infer", ["backend=onnx", "backend.precision=fp16"])).backend.precision == "fp16"
+
+
 def test_hubert_torch_needs_a_path():
     assert "audio_encoder.path" in config_error(["audio_encoder=hubert_torch"])
 
@@ -246,7 +276,7 @@ def test_command_line_check_reports_hydra_errors_as_one_line():
 def test_paths_as_people_have_them_are_quoted_for_hydra(value):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from ditto_research.config import quote_override_values
+    from ditto_research.command_line import quote_override_values
 
     (quoted,) = quote_override_values([f"source={value}"])
     assert OverridesParser.create().parse_override(quoted).value() == value
@@ -254,7 +284,7 @@ def test_paths_as_people_have_them_are_quoted_for_hydra(value):
 
 
 def test_values_hydra_reads_are_left_alone_and_broken_structures_are_one_line():
-    from ditto_research.config import quote_override_values
+    from ditto_research.command_line import quote_override_values
 
     kept = ["source=a b.png", "sampler.steps=5,10", "control.emo=[3,4]", "--cfg", "job", "+preset=fast"]
     assert quote_override_values(kept) == kept
@@ -264,7 +294,7 @@ def test_values_hydra_reads_are_left_alone_and_broken_structures_are_one_line():
 
 
 def test_run_folder_moves_when_the_current_folder_is_not_writable(tmp_path, monkeypatch, capsys):
-    from ditto_research import config as config_module
+    from ditto_research import command_line as config_module
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DITTO_CACHE_DIR", str(tmp_path / "cache"))

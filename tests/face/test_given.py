@@ -151,6 +151,25 @@ def test_config_needs_a_valid_file_and_only_for_given(tmp_path):
     assert "lmk478 has shape (2, 1, 400, 3)" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_the_config_reads_the_file_once_and_the_front_end_gets_what_it_read(tmp_path):
+    """face.landmarks is parsed when the config validates; the engine's front-end answers from that content
+    (the file may be gone by then); assigning another file reads that one."""
+    from ditto_research.pipeline.engine import Engine
+
+    path = write_landmark_file(tmp_path / "lmk.npz")
+    cfg = to_config(compose("infer", ["model=tiny", "face=given", f"face.landmarks={path}"]))
+    read = cfg.face.given_landmarks()
+    (tmp_path / "lmk.npz").unlink()
+    assert cfg.face.given_landmarks() is read and not read.lmk203.flags.writeable
+    engine = Engine(cfg)
+    try:
+        assert isinstance(engine.frontend, GivenFrontend) and engine.frontend.landmarks is read
+    finally:
+        engine.close()
+    cfg.face.landmarks = write_landmark_file(tmp_path / "video.npz", frames=3)
+    assert cfg.face.given_landmarks().num_frames == 3
+
+
 def test_crop_vx_ratio_is_ignored_unless_asked(tmp_path):
     """The reference never applies crop_vx_ratio; face.apply_crop_vx_ratio=true does."""
     from ditto_research.face.frontend import crop_face
