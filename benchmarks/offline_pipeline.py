@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from ditto_research.examples import example_source
+from ditto_research.media.writer import VideoWriter
+from ditto_research.memory import peak_rss_mb
 from ditto_research.pipeline import TalkingHeadSession
-from ditto_research.pipeline.session import peak_rss_mb
-from ditto_research.render.writer import VideoWriter
 
 
 def write_speech_elsewhere(path: Path, seconds: float) -> Path:
@@ -135,6 +135,7 @@ def main() -> None:
         "threads_per_render_stage": args.threads or torch.get_num_threads(),
         "end_to_end_s": round(result.seconds, 2),
         "end_to_end_fps": round(result.fps, 4),
+        "render_fps": round(result.render_fps, 4),
         "register_s": round(result.register_s, 2),
         "load_s": round(result.load_s, 2),
         "stage_ms_per_frame_in_pipeline": {k: round(v, 1) for k, v in result.stage_ms_per_frame.items()},

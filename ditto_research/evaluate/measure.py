@@ -8,9 +8,6 @@ a note saying why. Peak memory is measured per clip where Linux allows resetting
 from __future__ import annotations
 
 import logging
-import math
-import resource
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +21,7 @@ from ditto_research.evaluate.config import EvaluateConfig
 from ditto_research.evaluate.dataset import Clip
 from ditto_research.evaluate.generate import ClipRenderer, Generation
 from ditto_research.evaluate.results import ClipResult, stage_latency
+from ditto_research.memory import peak_rss_mb, reset_peak_rss
 
 if TYPE_CHECKING:
     from ditto_research.evaluate.metrics.syncnet import SyncNet
@@ -48,29 +46,6 @@ def describe_error(error: BaseException) -> str:
     return text if isinstance(error, DittoError) else f"{type(error).__name__}: {text}".rstrip(": ")
 
 
-def reset_peak_rss() -> bool:
-    """Restart the process's peak-RSS counter (Linux ``clear_refs``); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb() -> float | None:
-    """Peak resident memory since the last :func:`reset_peak_rss` (Linux), else since the process started."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
-
-
 def evaluate_clip(
     renderer: ClipRenderer, clip: Clip, ctx: ClipContext
 ) -> tuple[ClipResult, Generation | None]:
@@ -91,29 +66,31 @@ def evaluate_clip(
         return result, None
     result.peak_rss_mb = peak_rss_mb()
     _fill_timing(result, gen)
-    result.video = str(gen.video) if gen.video is not None else None
+    result.video = str(gen.report.output) if gen.report.output is not None else None
     result.samples = _save_samples(gen, ctx.output_dir / "samples", clip.clip_id)
     result.metrics, result.notes = clip_metrics(gen, ctx)
     return result, gen
 
 
 def _fill_timing(result: ClipResult, gen: Generation) -> None:
-    frames = gen.num_frames
+    """The clip's numbers as the one run path defines them (pipeline.clip.ClipReport)."""
+    report = gen.report
+    frames = report.frames
     result.frames = frames
-    result.audio_s = len(gen.audio) / SAMPLE_RATE
-    result.seconds = gen.seconds
-    result.fps = frames / gen.seconds if gen.seconds > 0 else 0.0
-    result.render_fps = frames / gen.render_s if gen.render_s > 0 else 0.0
-    result.rtf = gen.seconds / result.audio_s if result.audio_s > 0 else math.nan
-    result.register_s = gen.register_s
-    result.first_frame_ms = 1000.0 * gen.first_frame_s if gen.first_frame_s is not None else None
-    result.frame_latency_ms = [1000.0 * s for s in gen.latency_s]
-    if gen.stage_calls:
-        result.stages = [stage_latency(name, calls, frames) for name, calls in gen.stage_calls.items()]
+    result.audio_s = report.audio_s
+    result.seconds = report.seconds
+    result.fps = report.fps
+    result.render_fps = report.render_fps
+    result.rtf = report.real_time_factor
+    result.register_s = report.register_s
+    result.first_frame_ms = 1000.0 * report.first_frame_s if report.first_frame_s is not None else None
+    result.frame_latency_ms = [1000.0 * s for s in report.latency_s]
+    if report.stage_calls_s:
+        result.stages = [stage_latency(name, calls, frames) for name, calls in report.stage_calls_s.items()]
     else:  # only busy totals are known: no per-call percentiles
-        result.stages = [stage_latency(name, [], frames) for name in gen.stage_busy_s]
+        result.stages = [stage_latency(name, [], frames) for name in report.stage_ms_per_frame]
         for s in result.stages:
-            s.ms_per_frame = 1000.0 * gen.stage_busy_s[s.stage] / max(frames, 1)
+            s.ms_per_frame = report.stage_ms_per_frame[s.stage]
 
 
 def _save_samples(gen: Generation, folder: Path, clip_id: str) -> list[str]:

@@ -248,15 +248,14 @@ def _run_clips(
     from ditto_research.evaluate.generate import make_renderer
     from ditto_research.pipeline.run import required_checkpoint_parts
 
-    infer = cfg.infer_config()
-    parts = required_checkpoint_parts(infer)
+    parts = required_checkpoint_parts(cfg)
     if parts:
-        check_root(infer.model.checkpoint_root, parts, lmdm_file=infer.model.lmdm_file)
+        check_root(cfg.model.checkpoint_root, parts, lmdm_file=cfg.model.lmdm_file)
     gc.collect()  # a sweep's earlier runs ran in this process (basic launcher): free what they left first
     _reset_cuda_peak()
     reset_peak_rss()
     try:
-        renderer = make_renderer(infer)
+        renderer = make_renderer(cfg)
     except DittoError:
         raise
     except Exception as e:
@@ -268,7 +267,7 @@ def _run_clips(
             result, gen = evaluate_clip(renderer, clip, ctx)
             record.clips.append(result)
             if gen is not None:
-                for name, calls in gen.stage_calls.items():
+                for name, calls in gen.report.stage_calls_s.items():
                     stage_calls.setdefault(name, []).extend(calls)
             _log_clip(logger, index, result, record)
     finally:

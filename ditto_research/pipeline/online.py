@@ -31,27 +31,27 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ditto_research.audio.io import load_audio, num_video_frames
-from ditto_research.config import InferConfig, compose
-from ditto_research.constants import FPS, SAMPLE_RATE
+from ditto_research.config import PipelineConfig, compose
+from ditto_research.constants import SAMPLE_RATE
 from ditto_research.errors import DittoError, InputError, StageError
+from ditto_research.pipeline.clip import ClipReport, run_clip
 from ditto_research.pipeline.engine import Engine
 from ditto_research.pipeline.latency import LatencyReport, LatencyTracker, as_mono_16k
 from ditto_research.pipeline.observers import PipelineObserver, StageTimer
-from ditto_research.pipeline.output import write_frames
 from ditto_research.pipeline.registration import RegisteredSource
 from ditto_research.pipeline.runner import PipelineRunner
-from ditto_research.pipeline.session import peak_rss_mb
 from ditto_research.pipeline.stages import AudioPiece, DriveReference, FrameImage, FrameMotion
 
 __all__ = ["StreamResult", "StreamingSession"]
+
+StreamResult = ClipReport  # the report of run_file, by its former name
 
 POLL_S = 0.05
 FrameCallback = Callable[[FrameImage | FrameMotion], None]
@@ -72,33 +72,6 @@ _DONE = _Marker("DONE")  # end of frames, in the frames() queue
 @dataclass(frozen=True)
 class _Failed:
     error: BaseException
-
-
-@dataclass
-class StreamResult:
-    """What one streamed file did (the CLI summary and the benchmark numbers)."""
-
-    output: Path | None
-    frames: int
-    seconds: float
-    audio_s: float
-    realtime: bool
-    latency: LatencyReport
-    stage_ms_per_frame: dict[str, float] = field(default_factory=dict)
-    register_s: float = 0.0
-    peak_rss_mb: float = 0.0
-
-    @property
-    def real_time_factor(self) -> float:
-        """Processing time / audio time (< 1: faster than real time)."""
-        return self.seconds / self.audio_s if self.audio_s > 0 else 0.0
-
-    def summary(self) -> str:
-        where = f" -> {self.output}" if self.output else ""
-        head = f"{self.frames} frames in {self.seconds:.1f} s (RTF {self.real_time_factor:.2f})"
-        if not self.realtime:  # fed as fast as possible: latencies would measure the queue, not the stream
-            return f"{head}; latency is measured with mode.realtime=true{where}"
-        return f"{head}; {self.latency.summary()}{where}"
 
 
 class _Stream:
@@ -145,10 +118,10 @@ class StreamingSession:
     """
 
     def __init__(
-        self, cfg: InferConfig | DictConfig | Engine, render: bool = True, queue_size: int = 4
+        self, cfg: PipelineConfig | DictConfig | Engine, render: bool = True, queue_size: int = 4
     ) -> None:
         self.engine = cfg if isinstance(cfg, Engine) else Engine(cfg)
-        self.cfg: InferConfig = self.engine.cfg
+        self.cfg: PipelineConfig = self.engine.cfg
         self.render = render
         self.queue_size = queue_size
         self._stream: _Stream | None = None
@@ -185,6 +158,7 @@ class StreamingSession:
         num_frames: int | None = None,
         on_frame: FrameCallback | None = None,
         observers: Sequence[PipelineObserver] = (),
+        close_source: bool | None = None,
     ) -> None:
         """Register ``source`` (or reuse a registered one) and start the stage threads.
 
@@ -194,17 +168,20 @@ class StreamingSession:
             on_frame: called on a worker thread with each frame; without it, iterate :meth:`frames`.
             observers: see every generated motion row and every stage call
                 (:class:`~ditto_research.pipeline.observers.PipelineObserver`).
+            close_source: close the source's media when the stream ends (default: when ``start`` registered
+                it; a registered source passed in stays open for the next stream unless this is True).
         """
         with self._lock:
             if self._stream is not None and not self._stream_finished():
                 raise RuntimeError("a stream is already running; close() it and consume its frames first")
-            owns = not isinstance(source, RegisteredSource)
-            registered = self.engine.register(source, observers) if owns else source
+            registers = not isinstance(source, RegisteredSource)
+            owns = registers if close_source is None else close_source
+            registered = self.engine.register(source, observers) if registers else source
             timer = StageTimer()
             try:
                 stages = self.engine.stream_stages(registered, num_frames, observers, render=self.render)
             except BaseException:
-                if owns:
+                if registers:
                     registered.media.close()
                 raise
             runner = PipelineRunner(
@@ -337,7 +314,7 @@ class StreamingSession:
         chunk_ms: float = 20.0,
         observers: Sequence[PipelineObserver] = (),
         on_frame: Callable[[FrameImage], None] | None = None,
-    ) -> StreamResult:
+    ) -> ClipReport:
         """Stream ``audio`` as if it arrived live and write the MP4 (frame count, size and sound as offline).
 
         Args:
@@ -346,52 +323,23 @@ class StreamingSession:
                 as fast as the pipeline takes them. Latency numbers are meaningful in real time only.
             overwrite: replace an existing ``output`` (default ``cfg.overwrite``).
             observers: as for :meth:`start`; ``on_frame``: called with each frame in the caller's thread.
+
+        Returns:
+            The :class:`~ditto_research.pipeline.clip.ClipReport` of
+            :func:`~ditto_research.pipeline.clip.run_clip` (the one run path of every clip; it defines the
+            numbers).
         """
-        realtime = self.cfg.mode.realtime if realtime is None else realtime
-        samples = load_audio(audio, SAMPLE_RATE)
-        num_frames = num_video_frames(samples.shape[0], SAMPLE_RATE, FPS)
-        self.engine.check_speech_features(num_frames, str(audio))
-        t_reg = time.perf_counter()
-        registered = self.engine.register(source, observers)
-        register_s = time.perf_counter() - t_reg
-        t0 = time.perf_counter()
-        try:
-            self.start(registered, num_frames=num_frames, observers=observers)
-        except BaseException:
-            registered.media.close()
-            raise
-        stream = self._stream
-        assert stream is not None
-        stream.owns_source = True
-        feeder = threading.Thread(
-            target=self.feed, args=(samples, realtime, chunk_ms), name="stream-feeder", daemon=True
-        )
-        try:
-            feeder.start()
-            path, frames = write_frames(
-                self.frames(),
-                output,
-                audio,
-                num_frames=num_frames,
-                progress=self.cfg.progress,
-                overwrite=self.cfg.overwrite if overwrite is None else overwrite,
-                on_frame=on_frame,
-            )
-        except BaseException:
-            self.cancel()
-            raise
-        finally:
-            feeder.join()
-        return StreamResult(
-            path,
-            frames,
-            time.perf_counter() - t0,
-            samples.shape[0] / SAMPLE_RATE,
-            realtime,
-            self.latency,
-            self.stage_ms_per_frame(),
-            register_s,
-            peak_rss_mb(),
+        return run_clip(
+            self.engine,
+            source,
+            audio,
+            output,
+            stream=self,
+            realtime=realtime,
+            chunk_ms=chunk_ms,
+            overwrite=overwrite,
+            observers=observers,
+            on_frame=on_frame,
         )
 
     def feed(self, samples: np.ndarray, realtime: bool, chunk_ms: float = 20.0) -> None:

@@ -14,55 +14,29 @@ Stages (one thread each, bounded queues, see :mod:`ditto_research.pipeline.runne
 
 from __future__ import annotations
 
-import resource
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from omegaconf import DictConfig
 
-from ditto_research.audio.io import load_audio, num_video_frames
-from ditto_research.config import InferConfig, compose
-from ditto_research.constants import FPS, SAMPLE_RATE
+from ditto_research.config import PipelineConfig, compose
 from ditto_research.errors import ConfigError
+from ditto_research.memory import peak_rss_mb
 from ditto_research.motion.audio2motion import Audio2MotionSettings
 from ditto_research.motion.conditions import ConditionBuilder
+from ditto_research.pipeline.clip import ClipReport, offline_frames, run_clip
 from ditto_research.pipeline.engine import Engine
 from ditto_research.pipeline.networks import Networks
-from ditto_research.pipeline.observers import PipelineObserver, StageTimer
-from ditto_research.pipeline.output import write_frames
+from ditto_research.pipeline.observers import PipelineObserver
 from ditto_research.pipeline.registration import RegisteredSource
-from ditto_research.pipeline.runner import PipelineRunner
 from ditto_research.pipeline.stages import FrameImage
 
-
-@dataclass
-class RunResult:
-    """What one generation did (the numbers benchmarks and the CLI summary report)."""
-
-    output: Path | None
-    frames: int
-    seconds: float
-    load_s: float
-    register_s: float
-    stage_ms_per_frame: dict[str, float] = field(default_factory=dict)
-    peak_rss_mb: float = 0.0
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    def summary(self) -> str:
-        where = f" -> {self.output}" if self.output else ""
-        return f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.2f} fps){where}"
+__all__ = ["RunResult", "TalkingHeadSession", "peak_rss_mb"]
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+RunResult = ClipReport  # the report of generate, by its former name
 
 
 class TalkingHeadSession:
@@ -73,7 +47,7 @@ class TalkingHeadSession:
             depend on it; e.g. the streaming session's).
     """
 
-    def __init__(self, cfg: InferConfig | DictConfig | Engine) -> None:
+    def __init__(self, cfg: PipelineConfig | DictConfig | Engine) -> None:
         if not isinstance(cfg, Engine):
             engine = Engine(cfg)
             if engine.cfg.mode.name != "offline":
@@ -82,7 +56,7 @@ class TalkingHeadSession:
                 )
             cfg = engine
         self.engine = cfg
-        self.cfg: InferConfig = cfg.cfg
+        self.cfg: PipelineConfig = cfg.cfg
 
     @classmethod
     def from_overrides(cls, overrides: list[str] | None = None) -> TalkingHeadSession:
@@ -140,10 +114,7 @@ class TalkingHeadSession:
         ``observers`` see every generated motion row (``on_motion``) and every stage call (``on_stage_call``).
         Leaving the loop early cancels the run.
         """
-        num_frames = num_video_frames(len(audio), SAMPLE_RATE, FPS)
-        stages = self.engine.offline_stages(source, num_frames, observers)
-        runner = PipelineRunner(stages, queue_size=4, observers=observers)
-        yield from runner.iterate([audio])
+        return offline_frames(self.engine, source, audio, observers)
 
     def generate(
         self,
@@ -152,35 +123,14 @@ class TalkingHeadSession:
         output: str | Path | None,
         overwrite: bool | None = None,
         observers: Sequence[PipelineObserver] = (),
-    ) -> RunResult:
+    ) -> ClipReport:
         """Write the talking-head MP4 of ``source_path`` speaking ``audio_path`` to ``output`` (None: render
-        without writing, e.g. to watch the frames through ``observers``)."""
-        t0 = time.perf_counter()
-        load_s = self.networks.load_s
-        audio = load_audio(audio_path, SAMPLE_RATE)
-        num_frames = num_video_frames(len(audio), SAMPLE_RATE, FPS)
-        self.engine.check_speech_features(num_frames, str(audio_path))
-        t_reg = time.perf_counter()
-        source = self.register(source_path, observers)
-        register_s = time.perf_counter() - t_reg
-        timer = StageTimer()
-        try:
-            path, _ = write_frames(
-                self.frames(source, audio, [timer, *observers]),
-                output,
-                audio_path,
-                num_frames=num_frames,
-                overwrite=self.cfg.overwrite if overwrite is None else overwrite,
-                progress=self.cfg.progress,
-            )
-        finally:
-            source.media.close()
-        return RunResult(
-            path,
-            num_frames,
-            time.perf_counter() - t0,
-            load_s,
-            register_s,
-            timer.ms_per_frame(num_frames),
-            peak_rss_mb(),
+        without writing, e.g. to watch the frames through ``observers``).
+
+        Returns the :class:`~ditto_research.pipeline.clip.ClipReport` of
+        :func:`~ditto_research.pipeline.clip.run_clip` (the one run path of every clip; it defines the
+        numbers).
+        """
+        return run_clip(
+            self.engine, source_path, audio_path, output, overwrite=overwrite, observers=observers
         )

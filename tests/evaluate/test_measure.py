@@ -7,25 +7,27 @@ import math
 import numpy as np
 from skimage import data
 
+from ditto_research.config import compose, to_config
 from ditto_research.evaluate.config import EvaluateConfig
 from ditto_research.evaluate.generate import Generation
 from ditto_research.evaluate.measure import ClipContext, clip_metrics, describe_error
 from ditto_research.evaluate.run import evaluate_from_overrides
 from ditto_research.examples import synthetic_speech
+from ditto_research.pipeline.clip import ClipReport
 from tests.evaluate.conftest import TINY, write_csv
 
 
 def _generation(frames: list[np.ndarray], seconds: float) -> Generation:
-    return Generation(
-        audio=synthetic_speech(seconds),
-        frames=frames,
-        samples={},
-        motion=None,
+    report = ClipReport(
+        output=None,
+        frames=len(frames),
+        audio_s=seconds,
         seconds=1.0,
         register_s=0.1,
         render_s=0.9,
         emit_s=[0.1] * len(frames),
     )
+    return Generation(report, audio=synthetic_speech(seconds), frames=frames, samples={}, motion=None)
 
 
 def test_syncnet_and_proxy_on_frames_with_a_face(tmp_path):
@@ -91,3 +93,30 @@ def test_lightning_executor_single_cpu_process(eval_media, tmp_path):
     assert [c.status for c in record.clips] == ["ok", "failed"]  # dataset order, the failure recorded
     assert record.clips[0].frames == math.ceil(0.2 * 25) and record.summary["load_s"] > 0
     assert (tmp_path / "run" / "lightning" / "rank_0.json").is_file()
+
+
+def test_the_online_clip_decodes_its_audio_once(eval_media, monkeypatch):
+    """The evaluation renders through the one run path and hands it the samples it decoded."""
+    import ditto_research.evaluate.generate as generate_module
+    import ditto_research.pipeline.clip as clip_module
+    from ditto_research.evaluate.dataset import Clip
+    from ditto_research.evaluate.generate import make_renderer
+
+    decoded = []
+    real = generate_module.load_audio
+
+    def counting(path, *args):
+        decoded.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(generate_module, "load_audio", counting)
+    monkeypatch.setattr(clip_module, "load_audio", counting)
+    renderer = make_renderer(to_config(compose("infer", [*TINY, "mode=online", "progress=false"])))
+    try:
+        clip = Clip("c", eval_media["face"], eval_media["speech"])
+        gen = renderer.render(clip, None, sample_count=2, metrics_max_size=128)
+    finally:
+        renderer.close()
+    assert decoded == [eval_media["speech"]]
+    assert gen.report.mode == "online" and gen.report.frames == len(gen.frames) == 15
+    assert len(gen.samples) == 2 and max(gen.frames[0].shape[:2]) <= 128 and gen.motion.shape == (15, 265)

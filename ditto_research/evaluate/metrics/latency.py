@@ -6,7 +6,6 @@ differences); these helpers only summarise. Inputs are seconds, summaries are mi
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from ditto_research.errors import InputError
+from ditto_research.memory import peak_rss_mb
 
 __all__ = [
     "FrameTimer",
@@ -75,14 +75,9 @@ def frames_per_second(num_frames: int, seconds: float) -> float:
     return num_frames / float(seconds)
 
 
-def peak_rss_bytes() -> int | None:
-    """Peak resident set size of this process in bytes (None where ``resource`` is missing, e.g. Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # macOS reports bytes, Linux KiB
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process in bytes (see :func:`ditto_research.memory.peak_rss_mb`)."""
+    return int(peak_rss_mb() * 1024 * 1024)
 
 
 def peak_cuda_memory_bytes(device: torch.device | str | int | None = None) -> int | None:
