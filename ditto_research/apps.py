@@ -21,7 +21,8 @@ exit 130 / 143 / 129   stopped by SIGINT / SIGTERM / SIGHUP: ``interrupted: <wha
 
 ``main`` keeps the error handling when it is called directly (tests, ``python -c``); ``run`` adds what only
 the process entry point may do: signal handlers and the command-line pre-check
-(:func:`ditto_research.config.check_command_line_or_exit`: a bad override is one line, not Hydra's report).
+(:func:`ditto_research.command_line.check_command_line_or_exit`: a bad override is one line, not Hydra's
+report).
 A command with its own way of stopping (the server shuts down cleanly and exits 0) handles those signals
 itself while it runs; the shell's handlers cover the rest of the process's life.
 """
@@ -38,7 +39,8 @@ from dataclasses import dataclass
 import hydra
 from omegaconf import DictConfig
 
-from ditto_research.config import CONF_DIR, check_command_line_or_exit
+from ditto_research.command_line import check_command_line_or_exit
+from ditto_research.config import CONF_DIR
 from ditto_research.errors import DittoError
 from ditto_research.interrupts import exit_on_interrupt, install_signal_handlers
 

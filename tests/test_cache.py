@@ -53,7 +53,7 @@ def test_the_default_cache_is_under_home_and_made_on_first_use(tmp_path, monkeyp
 def test_hydra_run_folders_do_not_silently_leave_a_chosen_cache(tmp_path, monkeypatch):
     """With the current folder unwritable, run logs go to the cache; a DITTO_CACHE_DIR the user set but that
     cannot hold them is their error to fix, not a reason to write somewhere else; the default falls back."""
-    from ditto_research.config import writable_run_root
+    from ditto_research.command_line import writable_run_root
 
     monkeypatch.setenv("DITTO_CACHE_DIR", str(tmp_path / "cache"))
     assert writable_run_root("infer") == tmp_path / "cache" / "outputs" / "infer"
