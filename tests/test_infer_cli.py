@@ -77,7 +77,7 @@ def test_online_mode_streams_the_file_into_the_offline_frame_count(tmp_path):
 
     from ditto_research.audio.io import write_wav
     from ditto_research.examples import synthetic_speech
-    from ditto_research.render.writer import probe_video
+    from ditto_research.media.writer import probe_video
 
     audio = write_wav(tmp_path / "speech.wav", synthetic_speech(1.3))
     common = ("model=tiny", "audio_encoder=untrained", "face=mediapipe", "progress=false", f"audio={audio}")

@@ -4,8 +4,10 @@ Each Hydra group (``conf/<group>/*.yaml``) starts with ``defaults: [/schema_<gro
 ``/schema_sampler_<name>@_here_``, one schema per sampler) so that a YAML file or a command-line override
 naming a key that is not declared here fails at compose time. Value checks run in ``__post_init__``, i.e. when
 :func:`ditto_research.config.to_config` turns the composed tree into these objects, before any model is
-loaded: they read the files a value names (emotion and blink arrays, per-frame controls, clip ranges) with the
-same parsers the run uses, and keep what they read (:func:`parsed_once`): a run reads each file once.
+loaded: they read the files a value names (emotion and blink arrays, per-frame controls, clip ranges, given
+face landmarks, precomputed speech features) with the same parsers the run uses, and keep what they read
+(:func:`parsed_once`): a run reads each file once. The choice lists and their checks are
+:mod:`ditto_research.choices`'s, shared with the components (the names are re-exported here).
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ import numpy as np
 from omegaconf import MISSING
 
 from ditto_research.audio.precomputed import PrecomputedFeatures
+from ditto_research.choices import (
+    AUDIO_ENCODER_NAMES,
+    BACKEND_NAMES,
+    DEVICE_NAMES,
+    FACE_NAMES,
+    FADE_TYPES,
+    LMDM_ORDERS,
+    MODE_NAMES,
+    MODEL_NAMES,
+    NOISE_KINDS,
+    PASTE_MODES,
+    PRECISIONS,
+    SAMPLER_NAMES,
+    SAMPLER_OPTIONS,
+    check_choice,
+    check_precision,
+)
 from ditto_research.constants import (
     AUDIO_FEATURE_DIM,
     EMOTION_DIM,
@@ -40,25 +59,7 @@ from ditto_research.motion.controls import (
     parse_overall_ctrl_info,
 )
 
-MODEL_NAMES = ("ditto", "untrained", "tiny")
-BACKEND_NAMES = ("pytorch", "onnx", "tensorrt")
-DEVICE_NAMES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "bf16")
-MODE_NAMES = ("offline", "online")
-SAMPLER_NAMES = ("ddim", "dpmpp_2m", "unipc", "euler", "heun")
-FACE_NAMES = ("auto", "official", "mediapipe", "given")
-AUDIO_ENCODER_NAMES = ("auto", "hubert_onnx", "hubert_torch", "untrained", "precomputed")
-NOISE_KINDS = ("torch", "numpy")
-LMDM_ORDERS = ("fast", "reference")
-PASTE_MODES = ("auto", "exact", "device")
-FADE_TYPES = ("", "d0", "s")
-
 T = TypeVar("T")
-
-
-def _check_choice(group: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{group}={value!r} is not valid; choose one of: {', '.join(allowed)}")
 
 
 def load_npy(path: str, name: str, shape: str, width: int, rows: int | None = None) -> np.ndarray:
@@ -162,7 +163,7 @@ class ModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("model", self.name, MODEL_NAMES)
+        check_choice("model", self.name, MODEL_NAMES)
 
 
 @dataclass
@@ -197,12 +198,13 @@ class BackendConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("backend", self.name, BACKEND_NAMES)
-        _check_choice("backend.device", self.device, DEVICE_NAMES)
-        _check_choice("backend.precision", self.precision, PRECISIONS)
+        check_choice("backend", self.name, BACKEND_NAMES)
+        check_choice("backend.device", self.device, DEVICE_NAMES)
+        check_choice("backend.precision", self.precision, PRECISIONS)
+        check_precision(self.name, self.precision)
         _check_range("backend.num_threads", self.num_threads, low=0)
-        _check_choice("backend.lmdm_order", self.lmdm_order, LMDM_ORDERS)
-        _check_choice("backend.lmdm_precision", self.lmdm_precision, PRECISIONS)
+        check_choice("backend.lmdm_order", self.lmdm_order, LMDM_ORDERS)
+        check_choice("backend.lmdm_precision", self.lmdm_precision, PRECISIONS)
         if self.name != "pytorch":  # knobs of the PyTorch networks; exported graphs are fixed, fp32 LMDMs
             pytorch_only = {
                 "lmdm_precision": self.lmdm_precision != "fp32",
@@ -274,7 +276,7 @@ class RenderConfig:
                     f"render.batch_size={self.batch_size} is not valid; give a number of frames >= 1 "
                     "(or null: 1 on CPU, 8 on CUDA)"
                 )
-        _check_choice("render.paste", self.paste, PASTE_MODES)
+        check_choice("render.paste", self.paste, PASTE_MODES)
 
     def resolved_batch_size(self, device: str) -> int:
         return self.batch_size if self.batch_size is not None else (8 if device == "cuda" else 1)
@@ -295,7 +297,7 @@ class ModeConfig:
     realtime: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("mode", self.name, MODE_NAMES)
+        check_choice("mode", self.name, MODE_NAMES)
         if len(self.chunksize) != 3 or min(self.chunksize) < 0 or self.chunksize[1] < 1:
             raise ConfigError(
                 f"mode.chunksize={list(self.chunksize)} is invalid; give three frame counts [left, new, "
@@ -332,7 +334,7 @@ class SamplerConfig:
         return tuple(f.name for f in fields(cls))
 
     def __post_init__(self) -> None:
-        _check_choice("sampler", self.name, SAMPLER_NAMES)
+        check_choice("sampler", self.name, SAMPLER_NAMES)
         schema = SAMPLER_SCHEMAS[self.name]
         if type(self) is not SamplerConfig and type(self) is not schema:  # the base: Python callers, tests
             raise ConfigError(
@@ -361,13 +363,14 @@ class ODESamplerConfig(SamplerConfig):
     ones (their solver order and time grid are fixed in diffusion/samplers.py)."""
 
 
-# Schema of each sampler (stored as schema_sampler_<name>; conf/sampler/<name>.yaml extends it).
+# Schema of each sampler (stored as schema_sampler_<name>; conf/sampler/<name>.yaml extends it), picked by
+# the options the sampler takes (choices.SAMPLER_OPTIONS).
+_SCHEMA_OF_OPTIONS: dict[tuple[str, ...], type[SamplerConfig]] = {
+    ("eta",): DDIMSamplerConfig,
+    (): ODESamplerConfig,
+}
 SAMPLER_SCHEMAS: dict[str, type[SamplerConfig]] = {
-    "ddim": DDIMSamplerConfig,
-    "dpmpp_2m": ODESamplerConfig,
-    "unipc": ODESamplerConfig,
-    "euler": ODESamplerConfig,
-    "heun": ODESamplerConfig,
+    name: _SCHEMA_OF_OPTIONS[SAMPLER_OPTIONS[name]] for name in SAMPLER_NAMES
 }
 
 
@@ -465,9 +468,14 @@ class FaceConfig:
     # Which face when there are several: largest (the original's rule), center (nearest the image centre), or
     # a number i (the i-th face from the left, from 0).
     select: Any = "largest"
+    # Refuse, with one clear line, a face that cannot be animated well: one cut by the frame edge (more than
+    # 15 % of its box outside the image) or turned to the side (a profile). null = true for mediapipe, false
+    # for official and given, which animate whatever they find, as the original does (parity); true / false
+    # applies the same policy to every front-end.
+    reject_unusable: bool | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("face", self.name, FACE_NAMES)
+        check_choice("face", self.name, FACE_NAMES)
         _check_range("face.crop_scale", self.crop_scale, low=0.5, high=10.0)
         _check_range("face.max_size", self.max_size, low=64)
         _check_range("face.smo_k_s", self.smo_k_s, low=1)
@@ -479,9 +487,17 @@ class FaceConfig:
                     "face=given needs face.landmarks=FILE.npz (det_boxes, lmk106, lmk203, lmk478; the format "
                     "is in ditto_research/face/landmark_file.py)"
                 )
-            _as_config_error(lambda: GivenLandmarks.load(str(self.landmarks)))
+            _as_config_error(self.given_landmarks)
         elif self.landmarks is not None:
             raise ConfigError(f"face.landmarks is used by face=given only (this is face={self.name})")
+
+    def given_landmarks(self) -> GivenLandmarks | None:
+        """The checked contents of ``landmarks`` (read when the config validated), or None without one."""
+
+        def load(path: str | None) -> GivenLandmarks | None:
+            return GivenLandmarks.load(str(path)) if path else None
+
+        return parsed_once(self, "landmarks", load)
 
 
 @dataclass
@@ -501,7 +517,7 @@ class AudioEncoderConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("audio_encoder", self.name, AUDIO_ENCODER_NAMES)
+        check_choice("audio_encoder", self.name, AUDIO_ENCODER_NAMES)
         if self.name == "hubert_torch" and not self.path:
             raise ConfigError(
                 "audio_encoder=hubert_torch needs audio_encoder.path=DIR (a transformers HuBERT-large folder)"
@@ -512,7 +528,16 @@ class AudioEncoderConfig:
                     f"audio_encoder=precomputed needs audio_encoder.path=FILE (a .npy of (N, "
                     f"{AUDIO_FEATURE_DIM}) features at 25 Hz)"
                 )
-            _as_config_error(lambda: PrecomputedFeatures.load(str(self.path)))
+            _as_config_error(self.precomputed_features)
+
+    def precomputed_features(self) -> PrecomputedFeatures | None:
+        """``audio_encoder=precomputed``: the checked rows of ``path`` (read when the config validated);
+        None for the other encoders (their model file or folder is read by the encoder, once)."""
+
+        def load(path: str | None) -> PrecomputedFeatures | None:
+            return PrecomputedFeatures.load(str(path)) if path else None
+
+        return parsed_once(self, "path", load) if self.name == "precomputed" else None
 
 
 @dataclass
@@ -566,10 +591,10 @@ class ControlConfig:
     noise: str = "torch"
 
     def __post_init__(self) -> None:
-        _check_choice("control.fade_type", self.fade_type, FADE_TYPES)
-        _check_choice("control.noise", self.noise, NOISE_KINDS)
+        check_choice("control.fade_type", self.fade_type, FADE_TYPES)
+        check_choice("control.noise", self.noise, NOISE_KINDS)
         for key in list(self.fade_out_keys) + list(self.use_d_keys or []):
-            _check_choice("control motion key", key, MOTION_KEYS)
+            check_choice("control motion key", key, MOTION_KEYS)
         _check_open_n(self.delta_eye_open_n)
         _check_range("control.fade_in", self.fade_in, low=-1)
         _check_range("control.fade_out", self.fade_out, low=-1)
@@ -607,8 +632,10 @@ class ControlConfig:
 
 
 @dataclass
-class InferConfig:
-    """Root of ``python -m ditto_research.infer``."""
+class PipelineConfig:
+    """The pipeline's groups, shared by every app that runs it (infer, evaluate, serve): what an
+    :class:`~ditto_research.pipeline.engine.Engine` is built from. Each app's root extends it with its own
+    keys, so no app converts its config into another's."""
 
     model: ModelConfig = MISSING
     backend: BackendConfig = MISSING
@@ -619,15 +646,7 @@ class InferConfig:
     control: ControlConfig = MISSING
     motion: MotionConfig = field(default_factory=MotionConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
-    # Portrait image or video (null = the bundled example face).
-    source: str | None = None
-    # Speech file: wav, mp3, flac, m4a, ... (null = the bundled example sentence).
-    audio: str | None = None
-    # Output MP4 (written to a temporary file and renamed at the end; never overwrites `source` or `audio`).
-    output: str = "output.mp4"
-    # Overwrite an existing `output`.
-    overwrite: bool = False
-    # Show a progress bar.
+    # Show progress bars (registering a video source, rendering).
     progress: bool = True
     # Show the third-party libraries' own logging (mediapipe / absl / TensorFlow Lite) and debug messages.
     verbose: bool = False
@@ -638,3 +657,17 @@ class InferConfig:
         if self.audio_encoder.name != "auto":
             return self.audio_encoder.name
         return "hubert_onnx" if self.model.name == "ditto" else "untrained"
+
+
+@dataclass
+class InferConfig(PipelineConfig):
+    """Root of ``python -m ditto_research.infer``: the pipeline plus one clip's files."""
+
+    # Portrait image or video (null = the bundled example face).
+    source: str | None = None
+    # Speech file: wav, mp3, flac, m4a, ... (null = the bundled example sentence).
+    audio: str | None = None
+    # Output MP4 (written to a temporary file and renamed at the end; never overwrites `source` or `audio`).
+    output: str = "output.mp4"
+    # Overwrite an existing `output`.
+    overwrite: bool = False

@@ -1,37 +1,25 @@
 """Structured config of ``python -m ditto_research.evaluate.run`` (``conf/evaluate.yaml``), registered in
 Hydra's ConfigStore.
 
-The evaluate app reuses every group of the infer app (model, backend, mode, sampler, face, audio_encoder,
-control) with the same schemas, and adds the keys below. ``register_evaluate_configs()`` stores
+The evaluate app's root extends :class:`~ditto_research.config.PipelineConfig` (every group of the infer app
+with the same schemas, which the engine is built from directly) and adds the keys below.
+``register_evaluate_configs()`` stores
 
 - ``base_evaluate``: the root schema that ``conf/evaluate.yaml`` extends (a typo in a key fails at compose),
 - ``schema_logger``: the schema ``conf/logger/*.yaml`` extend.
-
-:meth:`EvaluateConfig.infer_config` hands the pipeline the plain :class:`InferConfig` it expects.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from ditto_research.config import register_configs
-from ditto_research.config.schema import (
-    AudioEncoderConfig,
-    BackendConfig,
-    ControlConfig,
-    FaceConfig,
-    InferConfig,
-    ModeConfig,
-    ModelConfig,
-    MotionConfig,
-    RenderConfig,
-    SamplerConfig,
-)
+from ditto_research.choices import EXECUTORS, LOGGER_NAMES, METRIC_NAMES, WANDB_MODES, check_choice
+from ditto_research.config import PipelineConfig, register_configs
 from ditto_research.errors import ConfigError
 
 __all__ = [
@@ -43,16 +31,6 @@ __all__ = [
     "LoggerConfig",
     "register_evaluate_configs",
 ]
-
-METRIC_NAMES = ("motion", "sync_proxy", "syncnet")
-LOGGER_NAMES = ("wandb", "csv")
-WANDB_MODES = ("offline", "online", "disabled")
-EXECUTORS = ("local", "lightning")
-
-
-def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(allowed)}")
 
 
 @dataclass
@@ -80,9 +58,9 @@ class LoggerConfig:
     path: str | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("logger", self.name, LOGGER_NAMES)
+        check_choice("logger", self.name, LOGGER_NAMES)
         if self.mode is not None:
-            _check_choice("logger.mode", self.mode, WANDB_MODES)
+            check_choice("logger.mode", self.mode, WANDB_MODES)
 
     @property
     def wandb_mode(self) -> str:
@@ -109,19 +87,11 @@ class LightningConfig:
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(PipelineConfig):
     """Root of ``python -m ditto_research.evaluate.run``: one pipeline configuration run over an evaluation
     set."""
 
-    model: ModelConfig = MISSING
-    backend: BackendConfig = MISSING
-    mode: ModeConfig = MISSING
-    sampler: SamplerConfig = MISSING
-    face: FaceConfig = MISSING
-    audio_encoder: AudioEncoderConfig = MISSING
-    control: ControlConfig = MISSING
-    motion: MotionConfig = field(default_factory=MotionConfig)
-    render: RenderConfig = field(default_factory=RenderConfig)
+    progress: bool = False  # many clips: one log line each instead of progress bars
     # Set by conf/evaluate.yaml's defaults (logger: wandb); None is logger=none.
     logger: LoggerConfig | None = None
     # builtin (generated locally: scikit-image faces + espeak-ng speech) | a .csv with columns source,audio
@@ -153,16 +123,14 @@ class EvaluateConfig:
     # Write report.md / report.html (python -m ditto_research.evaluate.report) after a run, or once after a
     # sweep.
     report: bool = True
-    # Show the third-party libraries' own logging (mediapipe / absl / TensorFlow Lite) and debug messages.
-    verbose: bool = False
     # Exit non-zero (2) when any clip failed; otherwise a run with failed clips exits 0 and says so in its
     # last line (the failures are in results.json and the report).
     strict: bool = False
 
     def __post_init__(self) -> None:
         for name in self.metrics:
-            _check_choice("metrics entry", name, METRIC_NAMES)
-        _check_choice("executor", self.executor, EXECUTORS)
+            check_choice("metrics entry", name, METRIC_NAMES)
+        check_choice("executor", self.executor, EXECUTORS)
         if self.max_clips is not None and self.max_clips < 1:
             raise ConfigError(f"max_clips={self.max_clips} must be >= 1 (or null for all clips)")
         if self.max_seconds is not None and self.max_seconds <= 0:
@@ -177,12 +145,6 @@ class EvaluateConfig:
     def uses(self, metric: str) -> bool:
         """Whether ``metric`` is selected."""
         return metric in self.metrics
-
-    def infer_config(self) -> InferConfig:
-        """The pipeline's config: every InferConfig field this config has, progress bars off."""
-        values = {f.name: getattr(self, f.name) for f in fields(InferConfig) if hasattr(self, f.name)}
-        values.update(progress=False, overwrite=True)
-        return InferConfig(**values)
 
 
 def register_evaluate_configs() -> None:

@@ -130,9 +130,9 @@ def _module_class(lightning: Any) -> type:
         def setup(self, stage: str) -> None:
             from ditto_research.evaluate.generate import make_renderer
 
-            infer = self.cfg.infer_config()
+            cfg = self.cfg
             device = "cuda" if self.device.type == "cuda" else "cpu"  # DDP has made this rank's GPU current
-            self.renderer = make_renderer(replace(infer, backend=replace(infer.backend, device=device)))
+            self.renderer = make_renderer(replace(cfg, backend=replace(cfg.backend, device=device)))
             self.load_s = self.renderer.load_s
 
         def predict_step(self, batch: int, batch_idx: int) -> ClipResult:

@@ -31,13 +31,14 @@ from ditto_research.audio.features import OnlineFeatureStream, offline_features
 from ditto_research.audio.io import num_video_frames
 from ditto_research.audio.precomputed import PrecomputedFeatures, PrecomputedFeatureStream
 from ditto_research.checkpoints import HUBERT_FILE, CheckpointRoot
-from ditto_research.config import InferConfig, compose, to_config
+from ditto_research.config import PipelineConfig, compose, to_config
 from ditto_research.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ditto_research.diffusion.noise import NoiseSource
 from ditto_research.diffusion.samplers import WindowSampler
 from ditto_research.errors import ConfigError
 from ditto_research.face.factory import make_frontend
 from ditto_research.face.frontend import FaceFrontend
+from ditto_research.media.source import load_source
 from ditto_research.motion.audio2motion import Audio2MotionSettings, generate_motion_offline
 from ditto_research.motion.conditions import ConditionBuilder, ConditionFlags
 from ditto_research.motion.format import clip_motion, source_motion_vector
@@ -63,7 +64,6 @@ from ditto_research.pipeline.stages import (
     StitchStage,
     WarpStage,
 )
-from ditto_research.render.source_io import load_source
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ class Engine:
         cfg: the composed config (any ``mode``; the sessions decide how to run).
     """
 
-    def __init__(self, cfg: InferConfig | DictConfig, randomness: RandomnessFactory | None = None) -> None:
-        self.cfg: InferConfig = cfg if isinstance(cfg, InferConfig) else to_config(cfg)
+    def __init__(self, cfg: PipelineConfig | DictConfig, randomness: RandomnessFactory | None = None) -> None:
+        self.cfg: PipelineConfig = cfg if isinstance(cfg, PipelineConfig) else to_config(cfg)
         self._randomness = randomness
         backend = self.cfg.backend
         if backend.device == "cuda" and backend.name == "pytorch" and not torch.cuda.is_available():
@@ -111,7 +111,7 @@ class Engine:
         """Compose ``conf/infer.yaml`` with command-line style overrides (e.g. ``["model=tiny"]``)."""
         return cls(compose("infer", overrides), randomness)
 
-    def derive(self, cfg: InferConfig) -> Engine:
+    def derive(self, cfg: PipelineConfig) -> Engine:
         """An engine for ``cfg`` that shares this one's networks, encoder and face front-end.
 
         ``cfg`` may change only what is made fresh for each stream (sampler, motion windowing and smoothing,
@@ -184,11 +184,11 @@ class Engine:
 
     @property
     def features_file(self) -> PrecomputedFeatures | None:
-        """The feature file of ``audio_encoder=precomputed`` (read once), else None."""
+        """The feature file of ``audio_encoder=precomputed`` (read once, when the config validated), else
+        None."""
         if self.cfg.audio_encoder_name != "precomputed":
             return None
-        path = self.cfg.audio_encoder.path
-        return self._built("_features_file", lambda: PrecomputedFeatures.load(str(path)))
+        return self._built("_features_file", self.cfg.audio_encoder.precomputed_features)
 
     @property
     def frontend(self) -> FaceFrontend:
@@ -200,8 +200,9 @@ class Engine:
                 self.root.aux_dir,
                 face.min_face_size,
                 verbose=self.cfg.verbose,
-                landmarks=face.landmarks,
+                landmarks=face.given_landmarks(),
                 select=face.select,
+                reject_unusable=face.reject_unusable,
             ),
         )
 

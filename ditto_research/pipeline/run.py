@@ -9,14 +9,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ditto_research.checkpoints import check_root
-from ditto_research.config import InferConfig, to_config
+from ditto_research.config import InferConfig, PipelineConfig, to_config
 from ditto_research.errors import ConfigError, InputError
-from ditto_research.render.output_files import reserve_output
+from ditto_research.media.output_files import reserve_output
 
 log = logging.getLogger(__name__)
 
 
-def required_checkpoint_parts(cfg: InferConfig) -> tuple[str, ...]:
+def required_checkpoint_parts(cfg: PipelineConfig) -> tuple[str, ...]:
     """Which parts of the checkpoint root this configuration reads."""
     parts: list[str] = []
     if cfg.model.name == "ditto" and cfg.backend.name == "pytorch":  # onnx / tensorrt report their own files

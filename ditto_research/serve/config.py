@@ -1,32 +1,18 @@
 """Structured config of ``python -m ditto_research.serve`` (``conf/serve.yaml``), registered in Hydra's
 ConfigStore.
 
-The root has the same model / backend / mode / sampler / face / audio_encoder / control groups as ``infer``
-(one engine serves every session) plus ``serve``: where to listen, how many sessions, limits and idle
-behaviour.
+The root extends :class:`~ditto_research.config.PipelineConfig` (the groups ``infer`` has; one engine built
+from it serves every session) with ``serve``: where to listen, how many sessions, limits and idle behaviour.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
 
-from ditto_research.config import register_configs
-from ditto_research.config.schema import (
-    AudioEncoderConfig,
-    BackendConfig,
-    ControlConfig,
-    FaceConfig,
-    InferConfig,
-    ModeConfig,
-    ModelConfig,
-    MotionConfig,
-    RenderConfig,
-    SamplerConfig,
-)
+from ditto_research.config import PipelineConfig, register_configs
 from ditto_research.errors import ConfigError
 
 __all__ = ["ServeConfig", "ServeSettings", "is_loopback", "register_serve_configs"]
@@ -136,27 +122,12 @@ class ServeSettings:
 
 
 @dataclass
-class ServeConfig:
-    """Root of ``python -m ditto_research.serve``."""
+class ServeConfig(PipelineConfig):
+    """Root of ``python -m ditto_research.serve``: the pipeline (the server streams it; mode is kept as
+    composed) plus the server's settings."""
 
-    model: ModelConfig = MISSING
-    backend: BackendConfig = MISSING
-    mode: ModeConfig = MISSING
-    sampler: SamplerConfig = MISSING
-    face: FaceConfig = MISSING
-    audio_encoder: AudioEncoderConfig = MISSING
-    control: ControlConfig = MISSING
-    motion: MotionConfig = field(default_factory=MotionConfig)
-    render: RenderConfig = field(default_factory=RenderConfig)
+    progress: bool = False  # a server logs; no progress bars
     serve: ServeSettings = field(default_factory=ServeSettings)
-    # Show the third-party libraries' own logging and debug messages.
-    verbose: bool = False
-
-    def infer_config(self) -> InferConfig:
-        """The pipeline's config (the server streams: mode is kept as composed, progress bars off)."""
-        names = {f.name for f in fields(InferConfig)}
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name in names}
-        return InferConfig(**values, progress=False)
 
 
 def register_serve_configs() -> None:

@@ -7,7 +7,7 @@ import itertools
 import secrets
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ditto_research.config import compose, to_config
@@ -38,7 +38,7 @@ class ServerState:
     def build(cls, cfg: ServeConfig, overrides: list[str]) -> ServerState:
         """Load the engine and register the server's portraits (errors here stop the server at start-up)."""
         limit_malloc_arenas()  # a long-running process that starts threads per session: keep its heap flat
-        engine = Engine(cfg.infer_config())
+        engine = Engine(cfg)
         engine.load()
         folder = tempfile.TemporaryDirectory(prefix="ditto-serve-")
         settings = cfg.serve
@@ -89,7 +89,7 @@ class ServerState:
             return self.engine
         checked = session_overrides(options, self.cfg.serve.max_sampler_steps)
         typed: InferConfig = to_config(compose("infer", [*self.infer_overrides, *checked]))
-        return self.engine.derive(InferConfig(**{**typed.__dict__, "progress": False}))
+        return self.engine.derive(replace(typed, progress=False))
 
     def new_session(
         self, sid: str, portrait: str, options: tuple[str, ...], outbox: FrameOutbox, idle: bool = True

@@ -79,7 +79,7 @@ def test_metrics_and_the_reasons_for_missing_ones(one_run):
 
 
 def test_video_and_samples_are_kept(one_run):
-    from ditto_research.render.writer import probe_video
+    from ditto_research.media.writer import probe_video
 
     good = one_run.clips[0]
     frames, fps, *_ = probe_video(good.video)
