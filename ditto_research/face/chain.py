@@ -24,7 +24,9 @@ from ditto_research.face.crop import LANDMARKS_106, LANDMARKS_203, CropLandmarkG
 from ditto_research.face.frontend import (
     FaceFrontend,
     FaceLandmarks,
+    check_face_inside,
     check_face_size,
+    check_not_profile,
     check_rgb,
     choose_face,
     no_face_error,
@@ -46,6 +48,9 @@ class LandmarkChain(FaceFrontend):
     """
 
     min_face_size: int = 0
+    # The acceptance policy of the MediaPipe front-end (a face cut by the frame edge, a profile); off by
+    # default because the original animates whatever it finds (parity).
+    reject_unusable: bool = False
     warp_backend: WarpBackend = "exact"
     select: str | int = "largest"
     size203: int = CROP224_SIZE
@@ -68,9 +73,17 @@ class LandmarkChain(FaceFrontend):
             raise no_face_error(what)
         box = faces[choose_face(faces, self.select, rgb.shape[:2], what), :4]
         check_face_size(box, self.min_face_size, what)
+        if self.reject_unusable:
+            check_face_inside(box, rgb.shape[:2], what)
         lmk106 = self.landmarks106(rgb, box, index=index)
         points = self.landmarks203(rgb, lmk106, LANDMARKS_106, index=index)
         return FaceLandmarks(points=points, groups=LANDMARKS_203, box=box.copy(), num_faces=len(faces))
+
+    def check_registered_face(self, lmk478: np.ndarray, *, what: str = "the face") -> None:
+        """With ``reject_unusable``: refuse a profile, judged on the registration crop's 478 landmarks (the
+        chain's own 106 / 203 points do not say where the cheeks are)."""
+        if self.reject_unusable:
+            check_not_profile(np.asarray(lmk478)[0], what)
 
     def landmarks203(
         self, rgb: np.ndarray, points: np.ndarray, groups: CropLandmarkGroups, *, index: int = 0

@@ -9,12 +9,17 @@ import logging
 from pathlib import Path
 
 from ditto_research.checkpoints import FACE_FILES
+from ditto_research.choices import FACE_NAMES
 from ditto_research.errors import CheckpointError, ConfigError
+from ditto_research.face.chain import LandmarkChain
 from ditto_research.face.crop import WarpBackend
-from ditto_research.face.frontend import FRONTEND_NAMES, FaceFrontend, FrontendName
+from ditto_research.face.frontend import FaceFrontend, FrontendName
+from ditto_research.face.landmark_file import GivenLandmarks
 from ditto_research.face.select import check_select
 
-__all__ = ["make_frontend", "official_files_present"]
+__all__ = ["FRONTEND_NAMES", "make_frontend", "official_files_present"]
+
+FRONTEND_NAMES = FACE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +37,9 @@ def make_frontend(
     warp_backend: WarpBackend = "exact",
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
     verbose: bool = False,
-    landmarks: str | Path | None = None,
+    landmarks: GivenLandmarks | str | Path | None = None,
     select: str | int = "largest",
+    reject_unusable: bool | None = None,
 ) -> FaceFrontend:
     """Build a front-end: ``official`` (files from ``aux_dir``), ``mediapipe``, or ``auto`` (official when all
     of :data:`~ditto_research.checkpoints.FACE_FILES` are in ``aux_dir``, else mediapipe).
@@ -41,9 +47,11 @@ def make_frontend(
     ``min_face_size`` (pixels, 0 = any): smaller faces raise InputError. ``warp_backend`` is the crop warp
     used inside the official chain; ``providers`` are onnxruntime execution providers for it. ``verbose``
     lets the mediapipe front-end's native INFO / WARNING lines through to stderr. ``given`` answers the
-    official chain's model calls from the ``landmarks`` file (:mod:`ditto_research.face.landmark_file`).
+    official chain's model calls from the ``landmarks`` file (:mod:`ditto_research.face.landmark_file`; a
+    path, or the :class:`GivenLandmarks` the config read when it validated).
     ``select`` picks the face when there are several (:func:`choose_face`: largest, center, or i-th from the
-    left).
+    left). ``reject_unusable`` refuses a face cut by the frame edge or a profile (None: the front-end's own
+    default, on for mediapipe, off for the official chain and ``given`` as in the original).
     """
     check_select(select)
     if name not in FRONTEND_NAMES:
@@ -57,7 +65,10 @@ def make_frontend(
             )
         from ditto_research.face.given import GivenFrontend
 
-        return GivenFrontend(landmarks, min_face_size=min_face_size, warp_backend=warp_backend, select=select)
+        given = GivenFrontend(
+            landmarks, min_face_size=min_face_size, warp_backend=warp_backend, select=select
+        )
+        return _with_policy(given, reject_unusable)
     if name == "auto":
         name = "official" if official_files_present(aux_dir) else "mediapipe"
         log.info(
@@ -74,13 +85,25 @@ def make_frontend(
             )
         from ditto_research.face.official_frontend import OfficialFrontend
 
-        return OfficialFrontend.from_dir(
+        official = OfficialFrontend.from_dir(
             Path(aux_dir),
             min_face_size=min_face_size,
             warp_backend=warp_backend,
             providers=providers,
             select=select,
         )
+        return _with_policy(official, reject_unusable)
     from ditto_research.face.mediapipe_frontend import MediaPipeFrontend
 
-    return MediaPipeFrontend(min_face_size=min_face_size, verbose=verbose, select=select)
+    return MediaPipeFrontend(
+        min_face_size=min_face_size,
+        verbose=verbose,
+        select=select,
+        reject_unusable=True if reject_unusable is None else reject_unusable,
+    )
+
+
+def _with_policy(chain: LandmarkChain, reject_unusable: bool | None) -> LandmarkChain:
+    if reject_unusable is not None:
+        chain.reject_unusable = reject_unusable
+    return chain

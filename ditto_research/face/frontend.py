@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ditto_research.choices import FACE_NAMES, FaceName
 from ditto_research.errors import InputError
 from ditto_research.face.crop import CropLandmarkGroups, CropResult, WarpBackend, crop_image
 from ditto_research.face.select import check_select
@@ -47,8 +48,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FrontendName = Literal["auto", "official", "mediapipe", "given"]
-FRONTEND_NAMES: tuple[FrontendName, ...] = ("auto", "official", "mediapipe", "given")
+FrontendName = FaceName
+FRONTEND_NAMES = FACE_NAMES
 NO_FACE_HINT = "use a frontal portrait where the face is clearly visible and not too small"
 
 
@@ -104,6 +105,11 @@ class FaceFrontend(Protocol):
         so pass them to :mod:`ditto_research.face.eye` as they are (multiply by 512 for crop pixels).
         """
         ...
+
+    def check_registered_face(self, lmk478: np.ndarray, *, what: str = "the face") -> None:
+        """Apply the acceptance checks that need the (1, 478, 3) crop landmarks of a newly detected face (a
+        profile: :func:`check_not_profile`); a front-end that checks at :meth:`locate` leaves this a no-op."""
+        return None
 
     def close(self) -> None:
         """Release the native sessions; the front-end is unusable afterwards."""
@@ -215,6 +221,34 @@ def choose_face(boxes: np.ndarray, select: str | int, image_hw: tuple[int, int],
             [round(float(v)) for v in boxes[index, :4]],
         )
     return index
+
+
+# A profile: the nose tip further than this many half face widths from the middle of the cheeks (frontal
+# portraits, rotated or mirrored: |turn| <= 0.1 on the face set; scikit-image's camera man: 1.7).
+MAX_SIDE_TURN = 0.8
+
+
+def side_turn(points478: np.ndarray) -> float:
+    """How far the face is turned to the side, from (478, 2+) MediaPipe points (pixels or normalised on a
+    square crop): the nose tip's offset from the midpoint of the cheek contour points (234 / 454) along the
+    line between them, in half face widths (0 frontal, > 1 a profile; in-plane rotation and scale do not
+    change it)."""
+    left, right, nose = (np.asarray(points478[i, :2], np.float64) for i in (234, 454, 1))
+    axis = right - left
+    width = float(np.linalg.norm(axis))
+    if width < 1e-6:
+        return float("inf")
+    return float(np.dot(nose - (left + right) / 2, axis / width) / (width / 2))
+
+
+def check_not_profile(points478: np.ndarray, what: str) -> None:
+    """InputError when the face of the (478, 2+) points is turned to the side beyond :data:`MAX_SIDE_TURN`."""
+    turn = side_turn(points478)
+    if abs(turn) > MAX_SIDE_TURN:
+        raise InputError(
+            f"the face in {what} is turned to the side (a profile: its nose is {abs(turn):.1f} half face "
+            "widths from the middle), which cannot be animated: use a portrait that faces the camera"
+        )
 
 
 def check_face_inside(box: np.ndarray, image_hw: tuple[int, int], what: str, limit: float = 0.15) -> None:

@@ -33,8 +33,9 @@ Detection (as the original: detect first, then landmarks on a crop): the tile py
 :mod:`ditto_research.face.mediapipe_detect` proposes faces of any size anywhere in the frame; each candidate
 is confirmed by FaceMesh on a square crop 2.2 times its box (resized to 384 pixels), whose 478 points are
 mapped back to the frame. ``select`` picks among the confirmed faces (largest by default, as the original);
-a face below ``min_face_size``, more than 15 % outside the frame, or turned to the side (a profile) is
-refused with one line.
+a face below ``min_face_size`` is refused with one line, and so (``reject_unusable``, the default; the same
+policy the official chain applies with ``face.reject_unusable=true``) is one more than 15 % outside the frame
+or turned to the side (a profile).
 
 Tracking (video frames after the first, ``previous`` set): FaceMesh on the same kind of crop around the
 previous face box; when the face there is lost (no face, or one not overlapping the previous box), the frame
@@ -53,7 +54,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ditto_research.errors import InputError
 from ditto_research.face.crop import CropLandmarkGroups
 from ditto_research.face.frontend import (
     FaceFrontend,
@@ -61,6 +61,7 @@ from ditto_research.face.frontend import (
     box_iou,
     check_face_inside,
     check_face_size,
+    check_not_profile,
     check_rgb,
     check_select,
     choose_face,
@@ -178,21 +179,6 @@ _DETECTOR = TileDetectorSettings()
 _CROP_PAD = 2.2
 _CROP_SIZE = 384
 _CONFIRM_SCORE = 0.75
-# Refuse profiles: the nose tip further than this many half face widths from the middle of the cheeks
-# (frontal portraits, rotated or mirrored: |turn| <= 0.1 on the face set; scikit-image's camera man: 1.7).
-_MAX_SIDE_TURN = 0.8
-
-
-def side_turn(pixels: np.ndarray) -> float:
-    """How far the face is turned to the side: the nose tip's offset from the midpoint of the cheek
-    contour points (FaceMesh 234 / 454) along the line between them, in half face widths (0 frontal, > 1 a
-    profile; in-plane rotation does not change it)."""
-    left, right, nose = pixels[234], pixels[454], pixels[1]
-    axis = right - left
-    width = float(np.linalg.norm(axis))
-    if width < 1e-6:
-        return float("inf")
-    return float(np.dot(nose - (left + right) / 2, axis / width) / (width / 2))
 
 
 @dataclass(frozen=True)
@@ -212,6 +198,9 @@ class MediaPipeFrontend(FaceFrontend):
         min_face_size: faces whose box (around all 478 points) has a longer side below this many pixels raise
             InputError on detection (0 = any size); the detector looks for faces down to it (24 px floor).
         select: which face: "largest" (default, as the original), "center", or i (the i-th from the left).
+        reject_unusable: refuse a face cut by the frame edge or turned to the side (a profile) with one clear
+            InputError (:func:`~ditto_research.face.frontend.check_face_inside`,
+            :func:`~ditto_research.face.frontend.check_not_profile`); False animates whatever is found.
         min_detection_confidence: the detector's threshold.
         verbose: let MediaPipe's own INFO / WARNING lines through to stderr.
     """
@@ -221,6 +210,7 @@ class MediaPipeFrontend(FaceFrontend):
         *,
         min_face_size: int = 0,
         select: str | int = "largest",
+        reject_unusable: bool = True,
         min_detection_confidence: float = 0.5,
         verbose: bool = False,
         detector: TileDetectorSettings = _DETECTOR,
@@ -229,6 +219,7 @@ class MediaPipeFrontend(FaceFrontend):
         check_select(select)
         self.min_face_size = min_face_size
         self.select = select
+        self.reject_unusable = reject_unusable
         self.verbose = verbose
         self.detector = detector
         self._confidence = min_detection_confidence
@@ -259,13 +250,9 @@ class MediaPipeFrontend(FaceFrontend):
             raise no_face_error(what)
         chosen = faces[choose_face(np.stack([f.box for f in faces]), self.select, image_hw, what)]
         check_face_size(chosen.box, self.min_face_size, what)
-        check_face_inside(chosen.box, image_hw, what)
-        turn = side_turn(chosen.pixels)
-        if abs(turn) > _MAX_SIDE_TURN:
-            raise InputError(
-                f"the face in {what} is turned to the side (a profile: its nose is {abs(turn):.1f} half face "
-                "widths from the middle), which cannot be animated: use a portrait that faces the camera"
-            )
+        if self.reject_unusable:
+            check_face_inside(chosen.box, image_hw, what)
+            check_not_profile(chosen.pixels, what)
         return self._landmarks(chosen, num_faces=len(faces))
 
     def detect(self, rgb: np.ndarray) -> list[_Face]:

@@ -32,8 +32,8 @@ from tqdm import tqdm
 from ditto_research.config.schema import FaceConfig
 from ditto_research.face.eye import eye_ball_move, eye_open
 from ditto_research.face.frontend import FaceFrontend, FaceLandmarks, crop_face
+from ditto_research.media.source import SourceMedia
 from ditto_research.pipeline.observers import PipelineObserver, notify
-from ditto_research.render.source_io import SourceMedia
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,8 @@ def register_source(
             honour_vx_ratio=face.apply_crop_vx_ratio,
         )
         lmk478 = frontend.landmarks478(crop.img_crop, what=label, index=i)
+        if previous is None:  # a detected face (later video frames are tracked from it)
+            frontend.check_registered_face(lmk478, what=label)
         crop256 = cv2.resize(crop.img_crop, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA)
         info = motion_info(motion_extractor, to_network_input(crop256, device))
         frame = SourceFrame(

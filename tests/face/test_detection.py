@@ -8,8 +8,9 @@ from skimage import data
 
 from ditto_research.errors import InputError
 from ditto_research.evaluate.face_set import build_face_set, references, score_case
+from ditto_research.face.frontend import side_turn
 from ditto_research.face.mediapipe_detect import TileDetectorSettings, nms_boxes, pyramid_tiles
-from ditto_research.face.mediapipe_frontend import MediaPipeFrontend, side_turn
+from ditto_research.face.mediapipe_frontend import MediaPipeFrontend
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,9 @@ def test_profiles_and_cut_faces_are_refused_in_one_line(frontend):
         frontend.locate(cut, what="cut.png")
     with pytest.raises(InputError, match="no face found in sky.png"):
         frontend.locate(np.full((480, 640, 3), 200, np.uint8), what="sky.png")
+    with MediaPipeFrontend(reject_unusable=False) as lenient:  # face.reject_unusable=false: animate them
+        assert lenient.locate(camera, what="camera.png").num_faces == 1
+        assert lenient.locate(cut, what="cut.png").num_faces == 1
 
 
 def test_side_turn_is_zero_for_frontal_faces(frontend):
