@@ -59,3 +59,30 @@ def test_evaluate_help_lists_every_sweep_and_the_default_logger() -> None:
     assert "sweep=NAME" in line and "+sweep" not in text
     assert [s for s in SWEEPS if s not in line] == []
     assert "logger=wandb (default" in text and "[wandb]" not in text
+
+
+ORIGINAL_NAMES = [
+    "motion.overlap_v2",
+    "motion.smo_k_d",
+    "face.smo_k_s",
+    "motion.fix_kp_cond",
+    "motion.use_sc",
+    "control.delta_eye_open_n",
+]
+
+
+@pytest.mark.parametrize("key", ORIGINAL_NAMES)
+def test_keys_with_the_originals_names_are_explained(infer_help: str, key: str) -> None:
+    """The original's private names stay (its config pickles use them); ``--help`` and the README say what
+    each one does, and each is a real key of the composed config."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from ditto_research.config import compose
+
+    explained = _section(infer_help, "Keys that keep the original Ditto's names", "Every key is documented")
+    assert any(line.split()[0] == key and len(line.split()) > 3 for line in explained)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"| `{key}` | " in readme
+    assert OmegaConf.select(compose("infer", []), key) is not None
