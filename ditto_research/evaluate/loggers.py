@@ -20,10 +20,10 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
+from ditto_research.cache import folder_write_error
 from ditto_research.errors import ConfigError
 from ditto_research.evaluate.config import LoggerConfig
 from ditto_research.evaluate.results import CLIP_COLUMNS, RUN_SUMMARY_KEYS, ClipResult, RunRecord
@@ -68,14 +68,11 @@ class NullLogger:
 
 
 def _check_writable(folder: Path, what: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
+    error = folder_write_error(folder)
+    if error is not None:
         raise ConfigError(
-            f"{what} {folder} is not writable ({e.strerror or e}); choose another folder"
-        ) from e
+            f"{what} {folder} is not writable ({error.strerror or error}); choose another folder"
+        ) from error
 
 
 class CsvLogger:
