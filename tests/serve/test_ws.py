@@ -330,13 +330,15 @@ def test_sessions_return_their_memory(server):
     server alone is measured by benchmarks/serve_load.py.)"""
     stream_clip(server, 0.2)  # warm-up
     series = []
-    for k in range(8):
+    for k in range(10):
         stream_clip(server, 0.2, seed=k)
         assert wait_no_session_threads() == []
         assert live_sessions() == 0
         series.append(_rss_mb())
-    # a leaked 0.2 s session keeps 6.8 MB (measured by holding each LiveSession); an ended one -0.2 to 0.2 MB
-    assert median_growth(series) < 1.0, [round(v, 1) for v in series]
+    # A leaked 0.2 s session keeps 6.8 MB (measured by holding each LiveSession). An ended one reads -0.2 to
+    # 0.2 MB alone and up to 1.3 MB inside the whole suite's 1.5 GB process, whose allocator moves by +-5 MB
+    # per session: the bound sits between the two (a tighter RSS check of a server alone is serve_load.py's).
+    assert median_growth(series) < 3.0, [round(v, 1) for v in series]
 
 
 def test_token_is_required_and_checked():
