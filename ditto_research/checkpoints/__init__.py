@@ -1,12 +1,6 @@
 """Locate, validate and read a checkpoint root in the Hugging Face layout of digital-avatar/ditto-talkinghead.
 
-    checkpoints/
-      ditto_cfg/v0.4_hubert_cfg_pytorch.pkl ...         settings (read with a restricted unpickler)
-      ditto_pytorch/models/{appearance_extractor,motion_extractor,warp_network,decoder,stitch_network,
-                            lmdm_v0.4_hubert}.pth
-      ditto_pytorch/aux_models/{det_10g.onnx,2d106det.onnx,landmark203.onnx,face_landmarker.task,
-                                hubert_streaming_fix_kv.onnx}
-      ditto_onnx/*.onnx   ditto_trt_*/*.engine
+The folder tree is drawn in :mod:`ditto_research.checkpoints.layout`.
 
 CLI::
 
