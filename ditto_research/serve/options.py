@@ -20,10 +20,12 @@ it accepts, and at most a short prefix of the client's own text, never a resolve
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from ditto_research.choices import FADE_TYPES, NOISE_KINDS, SAMPLER_NAMES
@@ -187,47 +189,50 @@ class OptionRule:
     accepts: str
 
 
-def _rule(key: str, check: Callable[[Any], Any], accepts: str) -> OptionRule:
-    return OptionRule(key, check, accepts)
-
-
-def build_rules(max_steps: int) -> dict[str, OptionRule]:
+@functools.lru_cache(maxsize=8)
+def build_rules(max_steps: int) -> Mapping[str, OptionRule]:
     """The allow-list, key -> rule (``serve.max_sampler_steps`` bounds ``sampler.steps``)."""
     rules = [
-        _rule("sampler", _choice(SAMPLER_NAMES), "a sampler: " + ", ".join(SAMPLER_NAMES)),
-        _rule(
+        OptionRule("sampler", _choice(SAMPLER_NAMES), "a sampler: " + ", ".join(SAMPLER_NAMES)),
+        OptionRule(
             "sampler.steps", _int(1, max_steps), f"denoising steps 1..{max_steps} (serve.max_sampler_steps)"
         ),
-        _rule("sampler.guidance_scale", _number(0.0, 10.0), "classifier-free guidance 0..10"),
-        _rule("sampler.eta", _number(0.0, 1.0), "DDIM eta 0..1 (sampler=ddim)"),
-        _rule("mode.chunksize", _chunksize, f"[left, new, right] frames, each <= {MAX_CHUNK_SIDE}, new >= 1"),
+        OptionRule("sampler.guidance_scale", _number(0.0, 10.0), "classifier-free guidance 0..10"),
+        OptionRule("sampler.eta", _number(0.0, 1.0), "DDIM eta 0..1 (sampler=ddim)"),
+        OptionRule(
+            "mode.chunksize", _chunksize, f"[left, new, right] frames, each <= {MAX_CHUNK_SIDE}, new >= 1"
+        ),
         # 75 (+preset=realtime): a window every 5 frames; more would multiply the LMDM's cost per frame
-        _rule("motion.overlap_v2", _int(0, 75), "frames shared by consecutive windows, 0..75"),
-        _rule("motion.smo_k_d", _int(1, 25), "motion smoothing width 1..25"),
-        _rule("motion.fix_kp_cond", _int(0, 1000), "reset the motion condition every k windows, 0..1000"),
-        _rule("motion.fix_kp_cond_dim", _list(_int(0, 265), 2, 2, "dims"), "[start, end] in 0..265"),
-        _rule("control.emo", _emotion, "a label 0..7 or name, a list of labels, a per-frame list of lists"),
-        _rule("control.eye_f0_mode", _bool, "true / false"),
-        _rule("control.drive_eye", _bool_or_null, "true / false / null"),
-        _rule("control.delta_eye_open_n", _blink_gaps, "-1, 0, a blink gap n > 0, or a list of gaps"),
-        _rule("control.use_d_keys", _motion_keys, "a list of motion keys"),
-        _rule("control.relative_d", _bool, "true / false"),
-        _rule("control.fade_type", _choice(FADE_TYPES), "'' (none), d0 or s"),
-        _rule("control.fade_out_keys", _motion_keys, "a list of motion keys"),
-        _rule("control.fade_in", _int(-1, MAX_FRAME), f"frames -1..{MAX_FRAME}"),
-        _rule("control.fade_out", _int(-1, MAX_FRAME), f"frames -1..{MAX_FRAME}"),
-        _rule("control.flag_stitching", _bool, "true / false"),
-        _rule("control.fade_pose_in_degrees", _bool, "true / false"),
-        _rule("control.seed", _int(0, SEED_MAX), f"a seed 0..{SEED_MAX}"),
-        _rule("control.noise", _choice(NOISE_KINDS), " or ".join(NOISE_KINDS)),
+        OptionRule("motion.overlap_v2", _int(0, 75), "frames shared by consecutive windows, 0..75"),
+        OptionRule("motion.smo_k_d", _int(1, 25), "motion smoothing width 1..25"),
+        OptionRule(
+            "motion.fix_kp_cond", _int(0, 1000), "reset the motion condition every k windows, 0..1000"
+        ),
+        OptionRule("motion.fix_kp_cond_dim", _list(_int(0, 265), 2, 2, "dims"), "[start, end] in 0..265"),
+        OptionRule(
+            "control.emo", _emotion, "a label 0..7 or name, a list of labels, a per-frame list of lists"
+        ),
+        OptionRule("control.eye_f0_mode", _bool, "true / false"),
+        OptionRule("control.drive_eye", _bool_or_null, "true / false / null"),
+        OptionRule("control.delta_eye_open_n", _blink_gaps, "-1, 0, a blink gap n > 0, or a list of gaps"),
+        OptionRule("control.use_d_keys", _motion_keys, "a list of motion keys"),
+        OptionRule("control.relative_d", _bool, "true / false"),
+        OptionRule("control.fade_type", _choice(FADE_TYPES), "'' (none), d0 or s"),
+        OptionRule("control.fade_out_keys", _motion_keys, "a list of motion keys"),
+        OptionRule("control.fade_in", _int(-1, MAX_FRAME), f"frames -1..{MAX_FRAME}"),
+        OptionRule("control.fade_out", _int(-1, MAX_FRAME), f"frames -1..{MAX_FRAME}"),
+        OptionRule("control.flag_stitching", _bool, "true / false"),
+        OptionRule("control.fade_pose_in_degrees", _bool, "true / false"),
+        OptionRule("control.seed", _int(0, SEED_MAX), f"a seed 0..{SEED_MAX}"),
+        OptionRule("control.noise", _choice(NOISE_KINDS), " or ".join(NOISE_KINDS)),
     ]
     for name in FrameControls.names():
         accepts = f"a number in ±{MAX_ABS_CONTROL:g}" if name != "fade_out_keys" else "a list of motion keys"
-        rules.append(_rule(f"control.overall_ctrl_info.{name}", _frame_control(name), accepts))
-    return {rule.key: rule for rule in rules}
+        rules.append(OptionRule(f"control.overall_ctrl_info.{name}", _frame_control(name), accepts))
+    return MappingProxyType({rule.key: rule for rule in rules})  # cached and shared: read-only
 
 
-RULES = build_rules(max_steps=50)  # the defaults, for docs and tests; a server builds its own
+RULES = build_rules(max_steps=50)  # the defaults, for docs and tests (a server's bound may differ)
 
 
 def _client_text(text: str, limit: int = 40) -> str:
@@ -258,7 +263,7 @@ def _parse(option: str) -> tuple[str, Any]:
     return parsed.key_or_group, parsed.value()
 
 
-def _rule_for(key: str, rules: dict[str, OptionRule], option: str) -> tuple[OptionRule, str]:
+def _rule_for(key: str, rules: Mapping[str, OptionRule], option: str) -> tuple[OptionRule, str]:
     """The rule of ``key`` and the Hydra key to write (per-frame controls: ``control.ctrl_info.N.name``)."""
     if key in rules:
         return rules[key], key
@@ -278,7 +283,7 @@ def _rule_for(key: str, rules: dict[str, OptionRule], option: str) -> tuple[Opti
     )
 
 
-def allowed_keys(rules: dict[str, OptionRule]) -> str:
+def allowed_keys(rules: Mapping[str, OptionRule]) -> str:
     """The allow-list in short: ``sampler, sampler.{steps,...}, ..., control.ctrl_info.FRAME.CONTROL``."""
     by_parent: dict[str, list[str]] = {}
     for key in rules:
@@ -321,7 +326,7 @@ def session_overrides(options: Sequence[str], max_steps: int = 50) -> list[str]:
     """
     if len(options) > MAX_OPTIONS:
         raise OptionRefused(f"{len(options)} options; a session takes at most {MAX_OPTIONS}")
-    rules = RULES if max_steps == 50 else build_rules(max_steps)
+    rules = build_rules(max_steps)  # built once per bound (a server has one)
     out = []
     for option in options:
         key, value = _parse(option)
