@@ -14,6 +14,7 @@ same way (``DITTO_GOLDEN_DIR``). The default suite renders the first two frames;
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -35,7 +36,6 @@ from ditto_research.pipeline import Engine, TalkingHeadSession
 from ditto_research.pipeline.controls import build_frame_controls
 from ditto_research.pipeline.observers import PipelineObserver
 from ditto_research.pipeline.randomness import RunRandomness
-from tests.conftest import require_golden_kernels
 
 GOLDEN = "e2e_offline"
 SEED_PY_RANDOM_OFFSET = 1000  # the reference run: random.seed(1000 + seed)
@@ -50,6 +50,51 @@ FRAME_MIN_IDENTICAL = 0.9999
 # The default fast LMDM path (batched guidance, cached condition) against the same window: float32 rounding
 # only (measured 1.2e-6 relative over 50 steps on the public set).
 REL_FAST_LMDM = 1e-5
+
+# A host whose float32 kernels are not the golden machine's (tests/conftest.py ``golden_kernels``: e.g. an
+# AVX-512 Xeon, where MKL sums in another order) cannot be bit-exact; there every float boundary is compared
+# within these relative bounds instead, about 4x what such a host gives (measured on an AVX-512 Xeon with AMX,
+# all 12 frames of the public set: x_s_info 6.3e-7, sc / cond 4.1e-7, LMDM windows and motion 1.6e-6, x_s
+# 3.7e-7, x_d 1.2e-5, warp subsample 3.2e-4 / sum 1.1e-4 / abs sum 8.2e-6, render subsample 4.6e-3 / sum
+# 3.3e-6, frames <= 2 levels with >= 99.81 % identical). Integer and geometry results (crops, matrices, eye
+# attributes, the appearance volume, the random streams) stay exact: they measured 0 there.
+HOST_REL = {
+    "x_s_info": 5e-6,
+    "sc": 5e-6,
+    "cond_all": 5e-6,
+    "chunk_kp_cond": 5e-6,
+    "chunk_pred_kp_seq": 1e-5,
+    "res_kp_seq": 1e-5,
+    "x_s": 5e-6,
+    "x_d": 5e-5,
+    "warp_out_sub": 1.5e-3,
+    "warp_out_sum": 5e-4,
+    "warp_out_abs_sum": 5e-5,
+    "render_sub": 2e-2,
+    "render_sum": 2e-5,
+}
+HOST_FRAME_MAX_DIFF = 3  # levels
+HOST_FRAME_MIN_IDENTICAL = 0.995
+_host_bounds = False  # set by golden_or_host_bounds() for the duration of a check
+
+
+def _host_rel(name: str) -> float | None:
+    """The bound for check ``name`` on a non-golden host (None: exact everywhere, or the golden machine)."""
+    if not _host_bounds:
+        return None
+    base = name.split("[")[0]
+    return HOST_REL.get("x_s_info" if base.startswith("x_s_info") else base)
+
+
+@contextlib.contextmanager
+def golden_or_host_bounds(golden_kernels: bool):
+    """Bit for bit on the golden machine's kernels; within :data:`HOST_REL` elsewhere."""
+    global _host_bounds
+    _host_bounds = not golden_kernels
+    try:
+        yield
+    finally:
+        _host_bounds = False
 
 
 # ---- the golden's inputs as our files ---------------------------------------------------------------------
@@ -339,11 +384,16 @@ def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
 
 
 def assert_close(name: str, ours: np.ndarray, ref: np.ndarray, tol: float) -> None:
+    tol = _host_rel(name) or tol
     err = rel_err(ours, ref)
     assert err <= tol, f"{name}: max rel err {err:.2e} > {tol:.0e}"
 
 
 def assert_exact(name: str, ours: np.ndarray, ref: np.ndarray) -> None:
+    host = _host_rel(name)
+    if host is not None:
+        assert_close(name, ours, ref, host)
+        return
     ours, ref = np.asarray(ours), np.asarray(ref)
     assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != golden {ref.shape}"
     if not np.array_equal(ours, ref):
@@ -365,6 +415,7 @@ SUM_REL = 1e-9  # a float64 sum of exact float32 values: only the summation orde
 
 
 def assert_sum(name: str, ours: float, ref: float, tol: float = SUM_REL) -> None:
+    tol = _host_rel(name) or tol
     assert abs(ours - ref) <= tol * abs(ref), f"{name}: {ours!r} != {ref!r} (rel tol {tol:.0e})"
 
 
@@ -451,8 +502,13 @@ def check_render(run: OurRun) -> None:
         assert image.shape == ref.shape, f"frame {i}: shape {image.shape} != {ref.shape}"
         diff = np.abs(image.astype(np.int16) - ref.astype(np.int16))
         identical = float((diff == 0).mean())
-        assert diff.max() <= FRAME_MAX_DIFF, f"frame {i}: max diff {diff.max()} levels"
-        assert identical >= FRAME_MIN_IDENTICAL, f"frame {i}: only {identical:.4%} of values identical"
+        max_diff, min_identical = (
+            (HOST_FRAME_MAX_DIFF, HOST_FRAME_MIN_IDENTICAL)
+            if _host_bounds
+            else (FRAME_MAX_DIFF, FRAME_MIN_IDENTICAL)
+        )
+        assert diff.max() <= max_diff, f"frame {i}: max diff {diff.max()} levels"
+        assert identical >= min_identical, f"frame {i}: only {identical:.4%} of values identical"
 
 
 def check_everything(run: OurRun, rendered: int) -> None:
@@ -479,12 +535,13 @@ def prepared(golden_e2e, det_init, tmp_path_factory) -> Prepared:
 
 
 def test_first_frames_match_the_reference_run(golden_e2e, prepared, golden_kernels):
-    """Registration, conditions, motion, controls and keypoints of every frame the run reached, exactly;
-    the first two frames rendered, warped and pasted back (on the golden machine's float32 kernels)."""
-    require_golden_kernels(golden_kernels)
+    """Registration, conditions, motion, controls and keypoints of every frame the run reached, exactly (on
+    the golden machine's float32 kernels; elsewhere within HOST_REL); the first two frames rendered, warped
+    and pasted back."""
     rendered = min(2, int(golden_e2e["n_frames"]))
     run = run_ours(golden_e2e, prepared, render=rendered)
-    check_everything(run, rendered)
+    with golden_or_host_bounds(golden_kernels):
+        check_everything(run, rendered)
 
 
 def test_fast_lmdm_path_differs_by_rounding_only(golden_e2e, prepared):
@@ -503,8 +560,8 @@ def test_fast_lmdm_path_differs_by_rounding_only(golden_e2e, prepared):
 
 @pytest.mark.slow
 def test_every_frame_matches_the_reference_run(golden_e2e, prepared, golden_kernels):
-    require_golden_kernels(golden_kernels)
     run = run_ours(golden_e2e, prepared, render=None)
     n = int(golden_e2e["n_frames"])
-    check_everything(run, n)
+    with golden_or_host_bounds(golden_kernels):
+        check_everything(run, n)
     assert sorted(run.seen.motion) == list(range(n)) and sorted(run.seen.keypoints) == list(range(n))
