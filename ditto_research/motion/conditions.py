@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ditto_research.constants import AUDIO_FEATURE_DIM, EYE_BALL_DIM, EYE_OPEN_DIM, SOURCE_KP_DIM
 from ditto_research.errors import ConfigError, InputError
 from ditto_research.media.loop import mirror_index
 
@@ -41,10 +42,7 @@ EMOTION_LABELS: tuple[str, ...] = (
 )
 NUM_EMOTIONS = len(EMOTION_LABELS)
 EMOTION_LOGIT = 8.0  # the chosen labels get logit 8, the others 0, before the softmax
-EYE_OPEN_DIM = 2
-EYE_BALL_DIM = 6
-SOURCE_KP_DIM = 63
-AUDIO_FEAT_DIM = 1024
+AUDIO_FEAT_DIM = AUDIO_FEATURE_DIM
 
 EmotionLabel = int | str
 EmotionSpec = EmotionLabel | Sequence[EmotionLabel] | Sequence[Sequence[EmotionLabel]] | np.ndarray

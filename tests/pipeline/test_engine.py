@@ -34,6 +34,7 @@ LOWER = (
     "backends",
     "checkpoints",
     "config",
+    "data",
     "diffusion",
     "face",
     "media",
