@@ -477,6 +477,24 @@ class LMDM(nn.Module):
             )
         return self.decode(x, cond_frame, tokens, hidden, t)
 
+    def denoise_masked(
+        self,
+        x: torch.Tensor,
+        cond_frame: torch.Tensor,
+        cond: torch.Tensor,
+        t: torch.Tensor,
+        keep_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Training's pass: x_t (B, N, F) -> x_0 (B, N, F) with, per sample, the condition (``keep_mask``
+        (B,) True) or the null embeddings (False): classifier-free dropout with its random mask given."""
+        self._check_inputs(x, cond)
+        tokens, hidden = self.encode_condition(cond)
+        null_tokens, null_hidden = self.null_condition(x.shape[0])
+        keep = keep_mask.reshape(-1, 1, 1).to(torch.bool)
+        tokens = torch.where(keep, tokens, null_tokens)
+        hidden = torch.where(keep[:, 0], hidden, null_hidden)
+        return self.decode(x, cond_frame, tokens, hidden, t.reshape(-1).expand(x.shape[0]))
+
     def guided_x_start(
         self,
         x: torch.Tensor,

@@ -69,10 +69,13 @@ def reference_x_start(
     cond_frame: torch.Tensor,
     cond: torch.Tensor,
     times: torch.Tensor,
-    drop_condition: bool,
+    drop_condition: bool = False,
+    *,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One unguided pass in the original's order: x_t (B, N, F), cond_frame (B, F), cond (B, N, C),
-    times (B,) -> x_0 (B, N, F); ``drop_condition`` gives the unconditional branch (null embeddings)."""
+    times (B,) -> x_0 (B, N, F); ``drop_condition`` gives the unconditional branch (null embeddings), or
+    ``keep`` (B,) bool chooses per sample (training's classifier-free dropout, False = dropped)."""
     batch = x.shape[0]
     x = torch.cat([x, cond_frame.unsqueeze(1).repeat(1, x.shape[1], 1)], dim=-1)
     x = lmdm.input_projection(x)
@@ -83,7 +86,8 @@ def reference_x_start(
         qk = _rotate(lmdm, h)
         tokens = tokens + _attention(layer.self_attn, qk, qk, h)
         tokens = tokens + layer.linear2(F.gelu(layer.linear1(layer.norm2(tokens))))
-    keep = torch.full((batch,), not drop_condition, dtype=torch.bool, device=x.device)
+    if keep is None:
+        keep = torch.full((batch,), not drop_condition, dtype=torch.bool, device=x.device)
     tokens = torch.where(keep[:, None, None], tokens, lmdm.null_cond_embed.to(tokens.dtype))
     cond_hidden = lmdm.non_attn_cond_projection(tokens.mean(dim=-2))
 
