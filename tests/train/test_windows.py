@@ -33,12 +33,13 @@ def golden(load_golden) -> dict[str, np.ndarray]:
     return load_golden("train_dataset")
 
 
-def test_items_match_the_reference_bit_for_bit(golden):
+def test_golden_items_bit_for_bit(golden):
     """Index space, windows, previous frame, every condition block and the random source-keypoint frame drawn
     from the same seeded random source, item for item."""
-    windows = TrainingWindows(golden_clips(golden), seed=int(golden["seed"]))
-    assert len(windows) == int(golden["num_items"]) == sum(int(n) - 80 for n in golden["lengths"])
-    assert windows.cond_dim == golden["aud_cond"].shape[2] == 1103
+    seq_frames = golden["kp_seq"].shape[1]
+    windows = TrainingWindows(golden_clips(golden), seq_frames=seq_frames, seed=int(golden["seed"]))
+    assert len(windows) == int(golden["num_items"]) == sum(int(n) - seq_frames for n in golden["lengths"])
+    assert windows.cond_dim == golden["aud_cond"].shape[2]
     for j, index in enumerate(golden["idx"].tolist()):
         item = windows[index]
         assert (item["clip"], item["frame"]) == (golden["v_idx"][j], golden["f_idx"][j])
@@ -48,7 +49,7 @@ def test_items_match_the_reference_bit_for_bit(golden):
             np.testing.assert_array_equal(item[key], golden[key][j], err_msg=f"item {index}: {key}")
 
 
-def test_a_given_source_frame_and_the_condition_blocks(golden):
+def test_golden_clips_a_given_source_frame_and_the_condition_blocks(golden):
     clips = golden_clips(golden)
     windows = TrainingWindows(clips, seed=0)
     item = windows.item(5, sc_frame=7)
