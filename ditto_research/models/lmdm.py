@@ -88,17 +88,22 @@ def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
 class PackedAttention(nn.Module):
     """Multi-head attention with nn.MultiheadAttention's parameters (``in_proj_*`` packs q, k, v).
 
-    Queries and keys arrive already rotated; (B, Lq, D), (B, Lk, D), (B, Lk, D) -> (B, Lq, D).
+    Queries and keys arrive already rotated; (B, Lq, D), (B, Lk, D), (B, Lk, D) -> (B, Lq, D). ``dropout``
+    drops attention weights in training mode only (nn.MultiheadAttention's ``dropout``).
     """
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.dropout = dropout
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
+
+    def _dropout_p(self) -> float:
+        return self.dropout if self.training else 0.0
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, L, D) -> (B, H, L, D/H)
@@ -115,7 +120,7 @@ class PackedAttention(nn.Module):
         """Rotated queries (B, Lq, D) against projected keys and values (B, H, Lk, D/H) -> (B, Lq, D)."""
         dim = self.out_proj.in_features
         q = F.linear(query, self.in_proj_weight[:dim], self.in_proj_bias[:dim])
-        heads = F.scaled_dot_product_attention(self._split_heads(q), *key_value)
+        heads = F.scaled_dot_product_attention(self._split_heads(q), *key_value, dropout_p=self._dropout_p())
         return self.out_proj(heads.transpose(1, 2).flatten(-2))
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -127,17 +132,22 @@ class PackedAttention(nn.Module):
         q, k = F.linear(query, weight[: 2 * dim], bias[: 2 * dim]).chunk(2, dim=-1)
         v = F.linear(value, weight[2 * dim :], bias[2 * dim :])
         heads = F.scaled_dot_product_attention(
-            self._split_heads(q), self._split_heads(k), self._split_heads(v)
+            self._split_heads(q), self._split_heads(k), self._split_heads(v), dropout_p=self._dropout_p()
         )
         return self.out_proj(heads.transpose(1, 2).flatten(-2))
 
 
 class CondEncoderLayer(nn.Module):
-    """Pre-norm encoder layer, rotary self-attention and a GELU MLP; (B, N, D) -> (B, N, D)."""
+    """Pre-norm encoder layer, rotary self-attention and a GELU MLP; (B, N, D) -> (B, N, D). ``dropout``
+    (training mode only) where the original's TransformerEncoderLayer drops: attention weights, the
+    attention output, after the MLP's activation and its output."""
 
-    def __init__(self, dim: int, num_heads: int, ff_size: int, rotary: RotaryEmbedding) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, ff_size: int, rotary: RotaryEmbedding, dropout: float = 0.0
+    ) -> None:
         super().__init__()
-        self.self_attn = PackedAttention(dim, num_heads)
+        self.dropout = dropout
+        self.self_attn = PackedAttention(dim, num_heads, dropout)
         self.linear1 = nn.Linear(dim, ff_size)
         self.linear2 = nn.Linear(ff_size, dim)
         self.norm1 = nn.LayerNorm(dim)
@@ -145,10 +155,12 @@ class CondEncoderLayer(nn.Module):
         self.rotary = rotary  # shared; registered here only because the checkpoint lists it here
 
     def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
+        p, training = self.dropout, self.training
         h = self.norm1(x)
         qk = apply_rope(h, rope)
-        x = x + self.self_attn(qk, qk, h)
-        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+        x = x + F.dropout(self.self_attn(qk, qk, h), p, training)
+        hidden = F.dropout(F.gelu(self.linear1(self.norm2(x))), p, training)
+        return x + F.dropout(self.linear2(hidden), p, training)
 
 
 class FiLM(nn.Module):
@@ -178,13 +190,18 @@ class FiLMDecoderLayer(nn.Module):
 
     x (B, N, D), the memory's projected cross-attention keys/values (G*B, H, M, D/H) and the three FiLM
     modulations of film1..3, each (G*B, 1, D) -> (G*B, N, D), where G = ``branches`` when x is shared by G
-    guidance branches (stacked branch-major), else 1.
+    guidance branches (stacked branch-major), else 1. ``dropout`` (training mode only) where the original's
+    FiLMTransformerDecoderLayer drops: attention weights, both attention outputs, after the MLP's activation
+    and its output.
     """
 
-    def __init__(self, dim: int, num_heads: int, ff_size: int, rotary: RotaryEmbedding) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, ff_size: int, rotary: RotaryEmbedding, dropout: float = 0.0
+    ) -> None:
         super().__init__()
-        self.self_attn = PackedAttention(dim, num_heads)
-        self.multihead_attn = PackedAttention(dim, num_heads)
+        self.dropout = dropout
+        self.self_attn = PackedAttention(dim, num_heads, dropout)
+        self.multihead_attn = PackedAttention(dim, num_heads, dropout)
         self.linear1 = nn.Linear(dim, ff_size)
         self.linear2 = nn.Linear(ff_size, dim)
         self.norm1 = nn.LayerNorm(dim)
@@ -212,16 +229,17 @@ class FiLMDecoderLayer(nn.Module):
         rope: Rope,
         branches: int = 1,
     ) -> torch.Tensor:
+        p, training = self.dropout, self.training
         h = self.norm1(x)
         qk = apply_rope(h, rope)
-        attended = self.self_attn(qk, qk, h)
+        attended = F.dropout(self.self_attn(qk, qk, h), p, training)
         if branches > 1:  # the branches share this layer's input: attend once, modulate per branch
             x, attended = x.repeat(branches, 1, 1), attended.repeat(branches, 1, 1)
         x = add_modulated(x, attended, modulations[0])
         q = apply_rope(self.norm2(x), rope)
-        x = add_modulated(x, self.multihead_attn.attend(q, memory_kv), modulations[1])
-        feed_forward = self.linear2(F.gelu(self.linear1(self.norm3(x))))
-        return add_modulated(x, feed_forward, modulations[2])
+        x = add_modulated(x, F.dropout(self.multihead_attn.attend(q, memory_kv), p, training), modulations[1])
+        hidden = F.dropout(F.gelu(self.linear1(self.norm3(x))), p, training)
+        return add_modulated(x, F.dropout(self.linear2(hidden), p, training), modulations[2])
 
 
 class DecoderStack(nn.Module):
@@ -279,7 +297,9 @@ class StepConditioning(NamedTuple):
 class LMDM(nn.Module):
     """The motion diffusion transformer with its cosine schedule and classifier-free guidance.
 
-    ``alphas_cumprod`` (T,) float32 is a non-persistent buffer (the checkpoint does not hold it).
+    ``alphas_cumprod`` (T,) float32 is a non-persistent buffer (the checkpoint does not hold it). ``dropout``
+    acts in training mode only, where the original's layers drop (it trained with 0.1); 0 by default, so an
+    inference model left in training mode by mistake still computes the same function.
     """
 
     def __init__(
@@ -294,8 +314,11 @@ class LMDM(nn.Module):
         num_cond_layers: int = 2,
         guidance_weight: float = 2.0,
         num_train_steps: int = NUM_TRAIN_STEPS,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"LMDM dropout must be in [0, 1), got {dropout}")
         if latent_dim % (2 * num_heads) != 0:
             raise ConfigError(
                 f"LMDM latent_dim must be a multiple of 2 * num_heads, got {latent_dim}, {num_heads}"
@@ -317,7 +340,8 @@ class LMDM(nn.Module):
         self.input_projection = nn.Linear(2 * motion_dim, latent_dim)
         self.cond_projection = nn.Linear(cond_dim, latent_dim)
         self.cond_encoder = nn.ModuleList(
-            CondEncoderLayer(latent_dim, num_heads, ff_size, self.rotary) for _ in range(num_cond_layers)
+            CondEncoderLayer(latent_dim, num_heads, ff_size, self.rotary, dropout)
+            for _ in range(num_cond_layers)
         )
         self.non_attn_cond_projection = nn.Sequential(
             nn.LayerNorm(latent_dim),
@@ -326,7 +350,10 @@ class LMDM(nn.Module):
             nn.Linear(latent_dim, latent_dim),
         )
         self.seqTransDecoder = DecoderStack(
-            [FiLMDecoderLayer(latent_dim, num_heads, ff_size, self.rotary) for _ in range(num_layers)]
+            [
+                FiLMDecoderLayer(latent_dim, num_heads, ff_size, self.rotary, dropout)
+                for _ in range(num_layers)
+            ]
         )
         self.final_layer = nn.Linear(latent_dim, motion_dim)
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(num_train_steps), persistent=False)

@@ -206,3 +206,37 @@ def test_bad_settings_are_one_line():
         Objective(cond_drop_prob=1.5)
     with pytest.raises(ConfigError, match="order='exact' is not valid"):
         Objective(order="exact")
+
+
+def test_dropout_trains_and_never_touches_inference():
+    """Dropout (the original trained with 0.1) acts in training mode only: in eval mode the model with dropout
+    computes exactly what the one without does; the state dict is the same."""
+    torch.manual_seed(0)
+    dims = {"latent_dim": 64, "ff_size": 128, "num_layers": 2, "num_heads": 4}
+    plain, dropped = LMDM(**dims), LMDM(**dims, dropout=0.1)
+    dropped.load_state_dict(plain.state_dict())
+    assert list(plain.state_dict()) == list(dropped.state_dict())
+    x, frame, cond, t = (
+        torch.randn(2, 80, 265),
+        torch.randn(2, 265),
+        torch.randn(2, 80, 1103),
+        torch.tensor([5, 700]),
+    )
+    keep = torch.tensor([True, False])
+    plain.eval(), dropped.eval()
+    with torch.no_grad():
+        assert torch.equal(
+            plain.denoise_masked(x, frame, cond, t, keep), dropped.denoise_masked(x, frame, cond, t, keep)
+        )
+        dropped.train()
+        a, b = (
+            dropped.denoise_masked(x, frame, cond, t, keep),
+            dropped.denoise_masked(x, frame, cond, t, keep),
+        )
+        plain.train()
+        assert not torch.equal(a, b)
+        assert torch.equal(
+            plain.denoise_masked(x, frame, cond, t, keep), plain.denoise_masked(x, frame, cond, t, keep)
+        )
+    with pytest.raises(ConfigError, match=r"dropout must be in \[0, 1\)"):
+        LMDM(**dims, dropout=1.0)
