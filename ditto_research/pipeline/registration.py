@@ -156,6 +156,47 @@ class RegisteredSource:
         return len(self.frames)
 
 
+def register_frame(
+    rgb: np.ndarray,
+    previous: FaceLandmarks | None,
+    frontend: FaceFrontend,
+    motion_extractor: nn.Module,
+    face: FaceConfig,
+    device: torch.device | str = "cpu",
+    label: str = "the source",
+    index: int = 0,
+) -> RegistrationRecord:
+    """Register one frame (see the module docstring): the face located (tracked from ``previous``), the 512
+    crop, its 478 landmarks and eye state, and the motion extractor's keypoint info. The one per-frame path
+    of registration, and of anything that must see frames exactly as inference does (training data)."""
+    located = frontend.locate(rgb, previous, what=label, index=index)
+    crop = crop_face(
+        rgb,
+        located,
+        CROP_SIZE,
+        face.crop_scale,
+        face.crop_vx_ratio,
+        face.crop_vy_ratio,
+        face.crop_flag_do_rot,
+        honour_vx_ratio=face.apply_crop_vx_ratio,
+    )
+    lmk478 = frontend.landmarks478(crop.img_crop, what=label, index=index)
+    if previous is None:  # a detected face (later video frames are tracked from it)
+        frontend.check_registered_face(lmk478, what=label)
+    crop256 = cv2.resize(crop.img_crop, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA)
+    info = motion_info(motion_extractor, to_network_input(crop256, device))
+    frame = SourceFrame(
+        info,
+        crop.M_c2o.astype(np.float32),
+        eye_open(lmk478).reshape(1, 2),
+        eye_ball_move(lmk478).reshape(1, 6),
+        crop256,
+    )
+    return RegistrationRecord(
+        index, located, crop.img_crop, frame.M_c2o, crop.M_o2c.astype(np.float32), lmk478, frame
+    )
+
+
 def register_source(
     media: SourceMedia,
     frontend: FaceFrontend,
@@ -178,38 +219,13 @@ def register_source(
     ):
         rgb = media.frame(i, mirror=False)
         label = what if media.is_image else f"frame {i} of {what}"
-        located = frontend.locate(rgb, previous, what=label, index=i)
+        record = register_frame(rgb, previous, frontend, motion_extractor, face, device, label, i)
         if i == 0:
-            faces_seen = located.num_faces  # the front-end logs when it picks the largest of several
-        crop = crop_face(
-            rgb,
-            located,
-            CROP_SIZE,
-            face.crop_scale,
-            face.crop_vx_ratio,
-            face.crop_vy_ratio,
-            face.crop_flag_do_rot,
-            honour_vx_ratio=face.apply_crop_vx_ratio,
-        )
-        lmk478 = frontend.landmarks478(crop.img_crop, what=label, index=i)
-        if previous is None:  # a detected face (later video frames are tracked from it)
-            frontend.check_registered_face(lmk478, what=label)
-        crop256 = cv2.resize(crop.img_crop, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA)
-        info = motion_info(motion_extractor, to_network_input(crop256, device))
-        frame = SourceFrame(
-            info,
-            crop.M_c2o.astype(np.float32),
-            eye_open(lmk478).reshape(1, 2),
-            eye_ball_move(lmk478).reshape(1, 6),
-            crop256,
-        )
-        frames.append(frame)
+            faces_seen = record.face.num_faces  # the front-end logs when it picks the largest of several
+        frames.append(record.frame)
         if observers:
-            record = RegistrationRecord(
-                i, located, crop.img_crop, frame.M_c2o, crop.M_o2c.astype(np.float32), lmk478, frame
-            )
             notify(observers, "on_source_frame", i, record)
-        previous = located
+        previous = record.face
     if len(frames) > 1 and face.smo_k_s > 1:
         for key in MOTION_OUTPUT_NAMES:
             smoothed = mean_filter(np.stack([f.x_s_info[key] for f in frames]), face.smo_k_s)

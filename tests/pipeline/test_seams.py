@@ -246,3 +246,29 @@ def test_blink_schedule_draws_in_the_reference_order(engine, clip, tmp_path):
     blink_schedule(UNKNOWN_LENGTH_FRAMES, 6, 0, rng)
     assert stitcher.blink_indices == blink_schedule(400, 6, 0, rng)
     assert any(stitcher.blink_indices)
+
+
+def test_one_frame_registers_as_the_source_registration_does(engine):
+    """register_frame is the one per-frame path: a frame registered on its own (as training-data preparation
+    will) gives what registering it as the source gave, and observers saw that same record."""
+    from ditto_research.pipeline.registration import register_frame
+
+    records = []
+
+    class Seen(PipelineObserver):
+        def on_source_frame(self, index, record):
+            records.append(record)
+
+    source = engine.register(example_source(), [Seen()])
+    try:
+        rgb = source.media.frame(0, mirror=False)
+        alone = register_frame(rgb, None, engine.frontend, engine.networks.motion_extractor, engine.cfg.face)
+        kept = source.frames[0]
+        assert len(records) == 1 and records[0].frame is kept
+        for key, value in kept.x_s_info.items():
+            np.testing.assert_array_equal(alone.frame.x_s_info[key], value, err_msg=key)
+        np.testing.assert_array_equal(alone.frame.eye_open, kept.eye_open)
+        np.testing.assert_array_equal(alone.frame.eye_ball, kept.eye_ball)
+        np.testing.assert_array_equal(alone.crop512, records[0].crop512)
+    finally:
+        source.media.close()
