@@ -24,10 +24,10 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from ditto_research.constants import (
 )
 from ditto_research.errors import InputError
 
-__all__ = ["CLIP_ARRAYS", "PreparedClip", "load_clip", "save_clip"]
+__all__ = ["CLIP_ARRAYS", "PreparedClip", "load_clip", "save_clip", "write_atomically"]
 
 # name -> the shape of one frame's entry
 CLIP_ARRAYS: Mapping[str, tuple[int, ...]] = {
@@ -105,14 +105,14 @@ class PreparedClip(Mapping[str, np.ndarray]):
         return len(self.arrays)
 
 
-def save_clip(clip: PreparedClip, path: Path) -> Path:
-    """Write ``clip`` to ``path`` (.npz) atomically: a hidden temporary file in the same folder, renamed at
-    the end, so a killed job leaves either the whole clip or nothing under that name."""
+def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Run ``write`` on a hidden temporary file in ``path``'s folder, flush it to disk and rename it onto
+    ``path``: a killed job leaves either the whole file or the previous one, never a part."""
     path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **clip.arrays, meta=np.array(json.dumps({"clip_id": clip.clip_id, **clip.meta})))
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
@@ -120,6 +120,12 @@ def save_clip(clip: PreparedClip, path: Path) -> Path:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_clip(clip: PreparedClip, path: Path) -> Path:
+    """Write ``clip`` to ``path`` (.npz) atomically (:func:`write_atomically`)."""
+    meta = np.array(json.dumps({"clip_id": clip.clip_id, **clip.meta}))
+    return write_atomically(Path(path), lambda f: np.savez(f, **clip.arrays, meta=meta))
 
 
 def load_clip(path: Path) -> PreparedClip:

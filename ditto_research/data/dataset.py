@@ -13,14 +13,12 @@ dataset of another version in one line instead of training on features it would 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ditto_research.data.clip import PreparedClip, load_clip, save_clip
+from ditto_research.data.clip import PreparedClip, load_clip, save_clip, write_atomically
 from ditto_research.errors import InputError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "DatasetWriter", "PreparedDataset"]
@@ -32,16 +30,8 @@ _CLIP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 def _write_json(path: Path, value: Any) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(value, indent=1, sort_keys=True).encode("utf-8")
+    write_atomically(path, lambda f: f.write(text))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
