@@ -152,10 +152,13 @@ def video_probe_args(ffmpeg: str, path: Path) -> list[str]:
     ]
 
 
-def video_decode_args(ffmpeg: str, path: Path, max_frames: int = -1) -> list[str]:
+def video_decode_args(ffmpeg: str, path: Path, max_frames: int = -1, fps: float | None = None) -> list[str]:
     """First video stream -> raw rgb24 frames on stdout, every decoded frame once; only the first
-    ``max_frames`` when that is positive."""
+    ``max_frames`` when that is positive. With ``fps``, the frames of a constant ``fps`` stream instead (the
+    fps filter: each output time takes the frame shown then, so any frame rate, variable included, becomes
+    ``fps``)."""
     limit = ["-frames:v", str(max_frames)] if max_frames > 0 else []
+    timing = ["-vf", f"fps={fps:g}", "-fps_mode", "cfr"] if fps is not None else ["-fps_mode", "passthrough"]
     return [
         ffmpeg,
         *_QUIET,
@@ -166,8 +169,7 @@ def video_decode_args(ffmpeg: str, path: Path, max_frames: int = -1) -> list[str
         "-an",
         "-sn",
         "-dn",
-        "-fps_mode",
-        "passthrough",
+        *timing,
         *limit,
         "-f",
         "rawvideo",

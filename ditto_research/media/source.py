@@ -45,7 +45,7 @@ from ditto_research.media.ffmpeg import (
 from ditto_research.media.loop import mirror_index
 from ditto_research.render.image_limits import LOCAL_BUDGET, ImageHeader, check_size, checked_header, decode
 
-__all__ = ["SourceMedia", "check_resize", "load_source", "mirror_index"]
+__all__ = ["SourceMedia", "VideoStream", "check_resize", "load_source", "mirror_index", "stream_video"]
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +331,59 @@ def _load_video(path: Path, max_size: int, n_frames: int, cache_bytes: int) -> S
     if count == 0:
         raise InputError(f"source video {path} contains no frames; re-encode it or give another video")
     return SourceMedia(path, False, count, geometry.height, geometry.width, geometry.fps, store)
+
+
+@dataclass
+class VideoStream:
+    """A video read once, front to back (no random access, nothing cached): ``height`` x ``width`` after the
+    ``max_size`` cap, the source's frame rate, and :meth:`frames` (each (H, W, 3) uint8 RGB, read-only).
+    ``decoded`` counts the frames delivered. Close it (or use ``with``) to stop the decoder early."""
+
+    path: Path
+    height: int
+    width: int
+    source_fps: float | None
+    fps: float | None  # the delivered rate (None: every frame of the source as it is)
+    _decoder: _Decoder = field(repr=False)
+    decoded: int = 0
+
+    def frames(self) -> Iterator[np.ndarray]:
+        while (frame := self._decoder.read()) is not None:
+            self.decoded += 1
+            yield frame
+        self._decoder.close()
+
+    def close(self) -> None:
+        self._decoder.close()
+
+    def __enter__(self) -> VideoStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def stream_video(path: str | Path, max_size: int = 1920, fps: float | None = None) -> VideoStream:
+    """Open a video for one front-to-back pass (long videos: memory does not grow with their length).
+
+    Args:
+        max_size: cap on the longest side in pixels (<= 0: no cap), as :func:`load_source`.
+        fps: deliver a constant ``fps`` stream (ffmpeg's fps filter; e.g. 25 for training data), or every
+            decoded frame (None).
+
+    Raises:
+        InputError: missing file, an image or audio file, an undecodable file, frames over the size budget.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputError(f"video {file} does not exist or is not a file; give the path of a video")
+    if cv2.haveImageReader(str(file)):
+        raise InputError(f"{file} is an image; give a video")
+    ffmpeg = find_ffmpeg()
+    geometry = _probe_video(ffmpeg, file, max_size)
+    check_size(geometry.decoded_w, geometry.decoded_h, LOCAL_BUDGET, f"video {file}")
+    decoder = _Decoder(video_decode_args(ffmpeg, file, fps=fps), geometry)
+    return VideoStream(file, geometry.height, geometry.width, geometry.fps, fps, decoder)
 
 
 def load_source(

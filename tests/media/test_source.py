@@ -229,3 +229,23 @@ def test_transparency_is_said_and_a_folder_is_named(tmp_path: Path, caplog: pyte
     assert "transparent" not in caplog.text
     with pytest.raises(InputError, match="is a folder; give the path of a portrait image or video in it"):
         load_source(tmp_path)
+
+
+def test_a_video_streams_once_at_its_own_rate_or_resampled(tmp_path: Path) -> None:
+    """stream_video: one front-to-back pass; fps=25 turns a 50 fps clip into 25 frames a second (every other
+    frame), None delivers every decoded frame; frames are capped like load_source's."""
+    from ditto_research.media.source import stream_video
+
+    video = tmp_path / "fast.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=50:duration=2", "-pix_fmt", "yuv420p", str(video))
+    with stream_video(video, max_size=160, fps=25) as resampled:
+        frames = list(resampled.frames())
+        assert resampled.source_fps == 50 and resampled.decoded == len(frames) == 50
+        assert frames[0].shape == (120, 160, 3) and not frames[0].flags.writeable
+    with stream_video(video) as every:
+        assert sum(1 for _ in every.frames()) == every.decoded == 100
+    with pytest.raises(InputError, match="is an image; give a video"):
+        cv2.imwrite(str(tmp_path / "still.png"), _noise_image(32, 32))
+        stream_video(tmp_path / "still.png")
+    with pytest.raises(InputError, match="does not exist"):
+        stream_video(tmp_path / "missing.mp4")
