@@ -11,7 +11,6 @@ from pathlib import Path
 from ditto_research.checkpoints import FACE_FILES
 from ditto_research.choices import FACE_NAMES
 from ditto_research.errors import CheckpointError, ConfigError
-from ditto_research.face.chain import LandmarkChain
 from ditto_research.face.crop import WarpBackend
 from ditto_research.face.frontend import FaceFrontend, FrontendName
 from ditto_research.face.landmark_file import GivenLandmarks
@@ -65,10 +64,13 @@ def make_frontend(
             )
         from ditto_research.face.given import GivenFrontend
 
-        given = GivenFrontend(
-            landmarks, min_face_size=min_face_size, warp_backend=warp_backend, select=select
+        return GivenFrontend(
+            landmarks,
+            min_face_size=min_face_size,
+            warp_backend=warp_backend,
+            select=select,
+            reject_unusable=bool(reject_unusable),
         )
-        return _with_policy(given, reject_unusable)
     if name == "auto":
         name = "official" if official_files_present(aux_dir) else "mediapipe"
         log.info(
@@ -85,14 +87,14 @@ def make_frontend(
             )
         from ditto_research.face.official_frontend import OfficialFrontend
 
-        official = OfficialFrontend.from_dir(
+        return OfficialFrontend.from_dir(
             Path(aux_dir),
             min_face_size=min_face_size,
             warp_backend=warp_backend,
             providers=providers,
             select=select,
+            reject_unusable=bool(reject_unusable),
         )
-        return _with_policy(official, reject_unusable)
     from ditto_research.face.mediapipe_frontend import MediaPipeFrontend
 
     return MediaPipeFrontend(
@@ -101,9 +103,3 @@ def make_frontend(
         select=select,
         reject_unusable=True if reject_unusable is None else reject_unusable,
     )
-
-
-def _with_policy(chain: LandmarkChain, reject_unusable: bool | None) -> LandmarkChain:
-    if reject_unusable is not None:
-        chain.reject_unusable = reject_unusable
-    return chain

@@ -43,6 +43,7 @@ class GivenFrontend(LandmarkChain):
         warp_backend: WarpBackend = "exact",
         record_inputs: bool = False,
         select: str | int = "largest",
+        reject_unusable: bool = False,
     ) -> None:
         self.landmarks = (
             landmarks if isinstance(landmarks, GivenLandmarks) else GivenLandmarks.load(landmarks)
@@ -50,6 +51,7 @@ class GivenFrontend(LandmarkChain):
         self.min_face_size = min_face_size
         self.warp_backend = warp_backend
         self.record_inputs = record_inputs
+        self.reject_unusable = reject_unusable
         self.select = select
         self.inputs: dict[int, dict[str, np.ndarray]] = {}
 

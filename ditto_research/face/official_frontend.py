@@ -247,6 +247,7 @@ class OfficialFrontend(LandmarkChain):
         providers: tuple[str, ...] = ("CPUExecutionProvider",),
         scrfd: ScrfdSettings = _DEFAULT_SCRFD,
         select: str | int = "largest",
+        reject_unusable: bool = False,
     ) -> None:
         for path in (det, landmark106, landmark203, face_landmarker):
             if path is not None and not Path(path).is_file():
@@ -255,6 +256,7 @@ class OfficialFrontend(LandmarkChain):
         self.warp_backend = warp_backend
         self.scrfd = scrfd
         self.select = select
+        self.reject_unusable = reject_unusable
         self._det = _session(Path(det), providers)
         self._lmk106 = _session(Path(landmark106), providers)
         self._lmk203 = _session(Path(landmark203), providers)
