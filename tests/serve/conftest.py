@@ -53,16 +53,18 @@ def start_server(overrides: list[str]) -> RunningServer:
     return RunningServer(f"http://127.0.0.1:{port}", state, server, thread)
 
 
+# The limits every test server runs with (tests add their own overrides after these).
+LIMITS = [
+    *TINY,
+    "serve.max_sessions=4",
+    "serve.idle_timeout_s=20",
+    "serve.max_message_kb=64",
+    "serve.max_upload_mb=1",
+]
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    running = start_server(
-        [
-            *TINY,
-            "serve.max_sessions=4",
-            "serve.idle_timeout_s=20",
-            "serve.max_message_kb=64",
-            "serve.max_upload_mb=1",
-        ]
-    )
+    running = start_server(LIMITS)
     yield running
     running.stop()

@@ -19,7 +19,7 @@ from skimage import data as skdata
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.serve.conftest import TINY, RunningServer, start_server
+from tests.serve.conftest import LIMITS, RunningServer, start_server
 from tests.serve.test_ws import collect, expect_error, pcm16, portrait_id, wait_no_session_threads
 
 SECRET = "hunter2-do-not-echo"
@@ -30,11 +30,7 @@ MAX_PORTRAITS = 3
 def hostile_server() -> Iterator[RunningServer]:
     running = start_server(
         [
-            *TINY,
-            "serve.max_sessions=4",
-            "serve.idle_timeout_s=20",
-            "serve.max_message_kb=64",
-            "serve.max_upload_mb=1",
+            *LIMITS,
             f"serve.max_portraits={MAX_PORTRAITS}",
             "serve.max_lag_s=1.5",
             "serve.cors_origins=[http://allowed.example]",
