@@ -75,12 +75,22 @@ def frame_rate(log: str) -> float | None:
 # ---- audio -------------------------------------------------------------------------------------------------
 
 
-def audio_decode_args(ffmpeg: str, path: Path) -> list[str]:
+def _time_range(start_s: float | None, duration_s: float | None) -> list[str]:
+    """Input options reading ``duration_s`` seconds from ``start_s`` (decoded from the keyframe before and
+    discarded up to ``start_s``: accurate, not snapped to keyframes)."""
+    args = ["-ss", f"{start_s:.6f}"] if start_s else []
+    return args + (["-t", f"{duration_s:.6f}"] if duration_s is not None else [])
+
+
+def audio_decode_args(
+    ffmpeg: str, path: Path, start_s: float | None = None, duration_s: float | None = None
+) -> list[str]:
     """First audio stream -> mono float32 Sun AU at the file's own rate on stdout; stereo is averaged
-    (``rematrix_maxval=1``: 0.5/0.5, librosa's channel mean)."""
+    (``rematrix_maxval=1``: 0.5/0.5, librosa's channel mean). ``start_s`` / ``duration_s``: a time range."""
     return [
         ffmpeg,
         *_QUIET,
+        *_time_range(start_s, duration_s),
         "-i",
         f"file:{path}",
         "-map",
@@ -152,16 +162,24 @@ def video_probe_args(ffmpeg: str, path: Path) -> list[str]:
     ]
 
 
-def video_decode_args(ffmpeg: str, path: Path, max_frames: int = -1, fps: float | None = None) -> list[str]:
+def video_decode_args(
+    ffmpeg: str,
+    path: Path,
+    max_frames: int = -1,
+    fps: float | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+) -> list[str]:
     """First video stream -> raw rgb24 frames on stdout, every decoded frame once; only the first
     ``max_frames`` when that is positive. With ``fps``, the frames of a constant ``fps`` stream instead (the
     fps filter: each output time takes the frame shown then, so any frame rate, variable included, becomes
-    ``fps``)."""
+    ``fps``). ``start_s`` / ``duration_s``: a time range (its first frame is the one shown at ``start_s``)."""
     limit = ["-frames:v", str(max_frames)] if max_frames > 0 else []
     timing = ["-vf", f"fps={fps:g}", "-fps_mode", "cfr"] if fps is not None else ["-fps_mode", "passthrough"]
     return [
         ffmpeg,
         *_QUIET,
+        *_time_range(start_s, duration_s),
         "-i",
         f"file:{path}",
         "-map",

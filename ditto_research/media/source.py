@@ -146,6 +146,8 @@ class _VideoGeometry:
     width: int
     needs_resize: bool
     fps: float | None
+    has_audio: bool = False  # the file lists an audio stream
+    duration_s: float | None = None  # the container's duration, when it states one
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -260,6 +262,8 @@ class _VideoFrames:
             self._decoder = None
 
 
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_AUDIO_STREAM = re.compile(r"Stream #0:\d+[^\n]*: Audio: ")
 _OUTPUT_SIZE = re.compile(r"Output #0.*?Stream #\S+: Video: [^\n]*?, (\d+)x(\d+)", re.S)
 
 
@@ -282,7 +286,16 @@ def _probe_video(ffmpeg: str, path: Path, max_size: int) -> _VideoGeometry:
     height, width, needs_resize = check_resize(decoded_h, decoded_w, max_size)
     if height <= 0 or width <= 0:
         raise InputError(f"source video {path} is too small ({decoded_w}x{decoded_h}); give a larger video")
-    return _VideoGeometry(decoded_h, decoded_w, height, width, needs_resize, frame_rate(log))
+    duration = _DURATION.search(log)
+    seconds = (
+        int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3))
+        if duration
+        else None
+    )
+    has_audio = _AUDIO_STREAM.search(log.split("Output #0")[0]) is not None
+    return _VideoGeometry(
+        decoded_h, decoded_w, height, width, needs_resize, frame_rate(log), has_audio, seconds
+    )
 
 
 def _warn_if_transparent(path: Path, header: ImageHeader) -> None:
@@ -346,6 +359,8 @@ class VideoStream:
     fps: float | None  # the delivered rate (None: every frame of the source as it is)
     _decoder: _Decoder = field(repr=False)
     decoded: int = 0
+    has_audio: bool = False  # the file lists an audio stream
+    duration_s: float | None = None  # the file's duration as its container states it (whole file)
 
     def frames(self) -> Iterator[np.ndarray]:
         while (frame := self._decoder.read()) is not None:
@@ -363,13 +378,20 @@ class VideoStream:
         self.close()
 
 
-def stream_video(path: str | Path, max_size: int = 1920, fps: float | None = None) -> VideoStream:
+def stream_video(
+    path: str | Path,
+    max_size: int = 1920,
+    fps: float | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+) -> VideoStream:
     """Open a video for one front-to-back pass (long videos: memory does not grow with their length).
 
     Args:
         max_size: cap on the longest side in pixels (<= 0: no cap), as :func:`load_source`.
         fps: deliver a constant ``fps`` stream (ffmpeg's fps filter; e.g. 25 for training data), or every
             decoded frame (None).
+        start_s, duration_s: read only this time range (seconds; None: from the start / to the end).
 
     Raises:
         InputError: missing file, an image or audio file, an undecodable file, frames over the size budget.
@@ -382,8 +404,18 @@ def stream_video(path: str | Path, max_size: int = 1920, fps: float | None = Non
     ffmpeg = find_ffmpeg()
     geometry = _probe_video(ffmpeg, file, max_size)
     check_size(geometry.decoded_w, geometry.decoded_h, LOCAL_BUDGET, f"video {file}")
-    decoder = _Decoder(video_decode_args(ffmpeg, file, fps=fps), geometry)
-    return VideoStream(file, geometry.height, geometry.width, geometry.fps, fps, decoder)
+    command = video_decode_args(ffmpeg, file, fps=fps, start_s=start_s, duration_s=duration_s)
+    decoder = _Decoder(command, geometry)
+    return VideoStream(
+        file,
+        geometry.height,
+        geometry.width,
+        geometry.fps,
+        fps,
+        decoder,
+        has_audio=geometry.has_audio,
+        duration_s=geometry.duration_s,
+    )
 
 
 def load_source(

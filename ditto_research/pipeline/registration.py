@@ -63,6 +63,22 @@ def motion_info(motion_extractor: nn.Module, image: torch.Tensor) -> dict[str, n
     return info
 
 
+@torch.no_grad()
+def motion_infos(
+    motion_extractor: nn.Module, crops256: Sequence[np.ndarray], device: torch.device | str
+) -> list[dict[str, np.ndarray]]:
+    """:func:`motion_info` of several 256 crops in one batch (one dict per crop, shaped as for one)."""
+    batch = torch.cat([to_network_input(crop, device) for crop in crops256])
+    outputs = [out.detach().float().cpu().numpy() for out in motion_extractor(batch)]
+    infos = []
+    for i in range(len(crops256)):
+        info = {name: out[i : i + 1] for name, out in zip(MOTION_OUTPUT_NAMES, outputs)}
+        info["exp"] = info["exp"].reshape(1, -1)
+        info["kp"] = info["kp"].reshape(1, -1)
+        infos.append(info)
+    return infos
+
+
 def mean_filter(values: np.ndarray, kernel: int) -> np.ndarray:
     """Centred moving average over axis 0, the window clipped at both ends (the reference
     ``_mean_filter``)."""
@@ -156,19 +172,32 @@ class RegisteredSource:
         return len(self.frames)
 
 
-def register_frame(
+@dataclass(frozen=True)
+class FrameCrop:
+    """One frame seen by the face front-end, before the motion extractor: the located face, the 512 crop with
+    its matrices, the (1, 478, 3) crop landmarks, the eye attributes and the 256 network input."""
+
+    index: int
+    face: FaceLandmarks
+    crop512: np.ndarray
+    M_c2o: np.ndarray
+    M_o2c: np.ndarray
+    lmk478: np.ndarray
+    eye_open: np.ndarray
+    eye_ball: np.ndarray
+    crop256: np.ndarray
+
+
+def crop_frame(
     rgb: np.ndarray,
     previous: FaceLandmarks | None,
     frontend: FaceFrontend,
-    motion_extractor: nn.Module,
     face: FaceConfig,
-    device: torch.device | str = "cpu",
     label: str = "the source",
     index: int = 0,
-) -> RegistrationRecord:
-    """Register one frame (see the module docstring): the face located (tracked from ``previous``), the 512
-    crop, its 478 landmarks and eye state, and the motion extractor's keypoint info. The one per-frame path
-    of registration, and of anything that must see frames exactly as inference does (training data)."""
+) -> FrameCrop:
+    """The face-front-end half of :func:`register_frame`: the face located (tracked from ``previous``), the
+    512 crop, its 478 landmarks and eye state, the 256 crop the motion extractor takes."""
     located = frontend.locate(rgb, previous, what=label, index=index)
     crop = crop_face(
         rgb,
@@ -184,17 +213,40 @@ def register_frame(
     if previous is None:  # a detected face (later video frames are tracked from it)
         frontend.check_registered_face(lmk478, what=label)
     crop256 = cv2.resize(crop.img_crop, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA)
-    info = motion_info(motion_extractor, to_network_input(crop256, device))
-    frame = SourceFrame(
-        info,
+    return FrameCrop(
+        index,
+        located,
+        crop.img_crop,
         crop.M_c2o.astype(np.float32),
+        crop.M_o2c.astype(np.float32),
+        lmk478,
         eye_open(lmk478).reshape(1, 2),
         eye_ball_move(lmk478).reshape(1, 6),
         crop256,
     )
-    return RegistrationRecord(
-        index, located, crop.img_crop, frame.M_c2o, crop.M_o2c.astype(np.float32), lmk478, frame
-    )
+
+
+def record_of(crop: FrameCrop, info: dict[str, np.ndarray]) -> RegistrationRecord:
+    """The registration record of ``crop`` given the motion extractor's ``info`` for its 256 crop."""
+    frame = SourceFrame(info, crop.M_c2o, crop.eye_open, crop.eye_ball, crop.crop256)
+    return RegistrationRecord(crop.index, crop.face, crop.crop512, crop.M_c2o, crop.M_o2c, crop.lmk478, frame)
+
+
+def register_frame(
+    rgb: np.ndarray,
+    previous: FaceLandmarks | None,
+    frontend: FaceFrontend,
+    motion_extractor: nn.Module,
+    face: FaceConfig,
+    device: torch.device | str = "cpu",
+    label: str = "the source",
+    index: int = 0,
+) -> RegistrationRecord:
+    """Register one frame (see the module docstring): :func:`crop_frame`, then the motion extractor's keypoint
+    info. The one per-frame path of registration, and of anything that must see frames exactly as inference
+    does (training data)."""
+    crop = crop_frame(rgb, previous, frontend, face, label, index)
+    return record_of(crop, motion_info(motion_extractor, to_network_input(crop.crop256, device)))
 
 
 def register_source(

@@ -43,12 +43,26 @@ def test_clips_round_trip_through_the_dataset(tmp_path):
         for name in CLIP_ARRAYS:
             np.testing.assert_array_equal(back[name], ours[name])
             assert not back[name].flags.writeable
-    assert dataset.entries[1] == {"id": "b", "file": "clips/b.npz", "frames": 120, **clips[1].meta}
+    assert dataset.entries[1] == {
+        "id": "b",
+        "file": "clips/b.npz",
+        "frames": 120,
+        "source_id": "b",
+        **clips[1].meta,
+    }
     resumed = DatasetWriter(tmp_path / "ds", {"model": "tiny"})  # a rerun knows what is finished
     assert resumed.has("a") and resumed.has("b")
     with pytest.raises(InputError, match="clip b is already in"):
         resumed.add(make_clip("b"))
-    assert sorted(p.name for p in (tmp_path / "ds").rglob("*")) == ["a.npz", "b.npz", "clips", MANIFEST]
+    assert sorted(p.name for p in (tmp_path / "ds").rglob("*")) == [
+        ".lock",
+        "a.npz",
+        "b.npz",
+        "clips",
+        MANIFEST,
+        "parts",
+        "shard-00000-of-00001.json",
+    ]
 
 
 def test_a_write_that_fails_leaves_neither_file_nor_entry(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from ditto_research.errors import InputError
 from ditto_research.examples import synthetic_speech
 from ditto_research.media.ffmpeg import find_ffmpeg
 from ditto_research.pipeline.engine import Engine
-from ditto_research.prepare import MIN_FRAMES, prepare_video
+from ditto_research.prepare import MIN_FRAMES, VideoStats, prepare_video
 
 REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "real_clips"
 CLOSE_UP = REAL_CLIPS / "-1wCGAxqT_4+000000_000177+p0.mp4"  # 412x454, 7.17 s, a leading '-' in its name
@@ -43,8 +43,9 @@ def prepared(engine, monkeypatch_module):
         return real(*args, **kwargs)
 
     monkeypatch_module.setattr(source, "_Decoder", counting)
-    clips = prepare_video(engine, CLOSE_UP, "closeup", flip=True, emotion="happy")
-    return clips, opened
+    stats = VideoStats()
+    clips = prepare_video(engine, CLOSE_UP, "closeup", flip=True, emotion="happy", stats=stats)
+    return clips, opened, stats
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +55,16 @@ def monkeypatch_module():
 
 
 def test_a_real_clip_is_decoded_once_and_counted_from_its_duration(prepared):
-    clips, opened = prepared
+    clips, opened, stats = prepared
     assert len(opened) == 1  # one decode pass for the original and the mirrored copy
+    assert stats.decoders == 2  # that video decoder and one audio decoder, each reading the file once
     original, flipped = clips
     audio_frames = num_video_frames(len(load_audio(CLOSE_UP, SAMPLE_RATE)), SAMPLE_RATE, FPS)
-    assert original.meta["frames_decoded"] == 178  # the file's name says frames 000000-000177 (25 fps)
+    assert stats.frames == 178  # the file's name says frames 000000-000177 (25 fps)
     assert original.frames == min(178, audio_frames) and audio_frames == 180  # 7.17 s of audio
-    assert original.frames == flipped.frames == original.meta["segment"][1]
-    assert original.clip_id == "closeup" and flipped.clip_id == "closeup_flip"
+    assert original.frames == flipped.frames and original.meta["segment"] == [0, 178]
+    assert original.meta["ended_by"] == "the end of the video"
+    assert original.clip_id == "closeup_f000000" and flipped.clip_id == "closeup_f000000_flip"
     assert not original.meta["flipped"] and flipped.meta["flipped"]
     assert original.meta["emotion_source"] == "label happy"
     assert original["emotion"].argmax(axis=1).tolist() == [3] * original.frames  # happy, every frame
@@ -103,9 +106,9 @@ def _ffmpeg(*args: str) -> None:
 
 
 def test_bad_videos_stop_before_any_frame_is_registered(engine, tmp_path, monkeypatch):
-    import ditto_research.prepare.clip as clip_module
+    import ditto_research.prepare.video as video_module
 
-    monkeypatch.setattr(clip_module, "register_frame", lambda *a, **k: pytest.fail("registered a frame"))
+    monkeypatch.setattr(video_module, "crop_frame", lambda *a, **k: pytest.fail("registered a frame"))
     silent = tmp_path / "silent.mp4"
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64:rate=25:duration=4", str(silent))
     with pytest.raises(InputError, match="silent.mp4"):
@@ -122,7 +125,7 @@ def test_bad_videos_stop_before_any_frame_is_registered(engine, tmp_path, monkey
         "-shortest",
         str(short),
     )
-    with pytest.raises(InputError, match=rf"short.mp4 has \d+ frames .* needs at least {MIN_FRAMES}"):
+    with pytest.raises(InputError, match=rf"short.mp4 holds \d+ frames .* needs at least {MIN_FRAMES}"):
         prepare_video(engine, short, "short")
     with pytest.raises(InputError, match="has no video stream"):
         prepare_video(engine, write_wav(tmp_path / "long.wav", synthetic_speech(4.0)), "audio_only")
