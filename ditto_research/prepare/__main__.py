@@ -20,15 +20,14 @@ APP = HydraApp("prepare", stopped="finished videos are kept in the dataset; a re
 def prepare(cfg: PrepareConfig) -> None:
     from ditto_research.data.dataset import read_manifest
     from ditto_research.prepare.job import run_prepare
-    from ditto_research.prepare.report import summary_lines, write_report
+    from ditto_research.prepare.report import summary_lines
 
     summary = run_prepare(cfg)
     manifest = read_manifest(summary.folder)
     for line in summary_lines(manifest):
         print(line)
-    if cfg.prepare.report:
-        report, _ = write_report(summary.folder)
-        print(f"report: {report}")
+    if summary.report is not None:
+        print(f"report: {summary.report}")
     print(
         f"{summary.folder}: {summary.kept} videos kept, {summary.skipped} skipped, {summary.clips} clips "
         f"written in {summary.seconds:.1f} s"

@@ -370,6 +370,7 @@ class PrepareSummary:
     frames_kept: int = 0
     seconds: float = 0.0
     problems: list[ListProblem] = field(default_factory=list)
+    report: Path | None = None  # report.md, when the job wrote one
 
     @property
     def all_failed(self) -> bool:
@@ -428,6 +429,10 @@ def run_prepare(cfg: PrepareConfig, engine: Engine | None = None) -> PrepareSumm
         else:
             _run_workers(cfg, todo, record, bar)
     summary.seconds = time.perf_counter() - started
+    if cfg.prepare.report:
+        from ditto_research.prepare.report import write_report
+
+        summary.report = write_report(folder)[0]
     return summary
 
 

@@ -131,7 +131,9 @@ class _ClassifierFeed:
         if not self.track.wants(index):
             self.track.add(index, None)
             return
-        points = crop.lmk478.reshape(-1, 3)[:, :2]  # the face as the landmarker sees it in the 512 crop
+        # the face as the landmarker sees it in the 512 crop (its landmarks are normalised to the crop)
+        height, width = crop.crop512.shape[:2]
+        points = crop.lmk478.reshape(-1, 3)[:, :2] * np.array([width, height], dtype=np.float32)
         box = (*points.min(axis=0), *points.max(axis=0))
         self.track.add(index, face_box_crop(crop.crop512, box))
 
