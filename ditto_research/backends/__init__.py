@@ -89,6 +89,7 @@ def make_backend(
     seq_frames: int = 80,
     lmdm_order: str = "fast",
     lmdm_precision: str = "fp32",
+    lmdm_path: str | Path | None = None,
 ) -> Backend:
     """Build backend ``name`` (pytorch | onnx | tensorrt); device and precision are checked here, files on
     load.
@@ -103,9 +104,15 @@ def make_backend(
         cond_dim, seq_frames: the LMDM condition width / window the configured flags give (checked against a
             checkpoint; used to size a random LMDM).
         lmdm_order: pytorch only: "fast", or "reference" (the original's operation order, bit-identical).
+        lmdm_path: pytorch only: an LMDM file (official layout) used instead of the model set's LMDM.
     """
     check_choice("backend", name, BACKEND_NAMES)
     check_precision(name, precision)
+    if lmdm_path is not None and name != "pytorch":
+        raise ConfigError(
+            f"model.lmdm_path needs backend=pytorch (backend={name} runs exported graphs: export the trained "
+            "LMDM with python -m ditto_research.export.onnx model.lmdm_path=... first)"
+        )
     if lmdm_order != "fast" and name != "pytorch":
         raise ConfigError(
             f"backend.lmdm_order={lmdm_order} needs backend=pytorch (an exported LMDM graph has its own "
@@ -125,6 +132,7 @@ def make_backend(
             seq_frames,
             lmdm_order,
             lmdm_precision,
+            Path(lmdm_path).expanduser() if lmdm_path else None,
         )
     if name == "onnx":
         return _onnx_backend(
@@ -151,6 +159,7 @@ def make_backend_from_config(backend: object, model: object, motion: object | No
         seq_frames=motion.seq_frames if motion is not None else 80,  # type: ignore[attr-defined]
         lmdm_order=getattr(backend, "lmdm_order", "fast"),
         lmdm_precision=getattr(backend, "lmdm_precision", "fp32"),
+        lmdm_path=getattr(model, "lmdm_path", None),
     )
 
 
@@ -166,6 +175,7 @@ def _torch_backend(
     seq_frames: int,
     lmdm_order: str = "fast",
     lmdm_precision: str = "fp32",
+    lmdm_path: Path | None = None,
 ) -> Backend:
     from ditto_research.backends.pytorch import load_torch_network, resolve_torch_device
     from ditto_research.checkpoints import CheckpointRoot
@@ -177,6 +187,17 @@ def _torch_backend(
         if network not in NETWORK_NAMES:
             raise ConfigError(
                 f"backend=pytorch has no {network} network (speech features come from audio_encoder)"
+            )
+        if network == "lmdm" and lmdm_path is not None:  # trained weights on the set's architecture
+            return load_torch_network(
+                network,
+                device,
+                precision,
+                lmdm_path,
+                tiny=tiny and model_name != "ditto",
+                expected_cond_dim=cond_dim,
+                lmdm_order=lmdm_order,  # type: ignore[arg-type]
+                lmdm_precision=lmdm_precision,
             )
         if model_name == "ditto":
             path = CheckpointRoot(root).model_path(network, lmdm_file if network == "lmdm" else None)

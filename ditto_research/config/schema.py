@@ -161,9 +161,18 @@ class ModelConfig:
     lmdm_file: str = "lmdm_v0.4_hubert.pth"
     # Seed of the random weights for `untrained` and `tiny` (ignored for `ditto`).
     seed: int = 0
+    # An LMDM file in the official layout ({"model_state_dict": ...}: what `python -m ditto_research.train`
+    # writes as lmdm.pth) used instead of this model set's LMDM: a trained or fine-tuned motion model with any
+    # model set (tiny included; its sizes must be the set's LMDM's). null: the set's own LMDM.
+    lmdm_path: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("model", self.name, MODEL_NAMES)
+        if self.lmdm_path is not None and not Path(self.lmdm_path).expanduser().is_file():
+            raise ConfigError(
+                f"model.lmdm_path={self.lmdm_path} does not exist; give an LMDM file in the official layout "
+                "(e.g. the lmdm.pth a training run wrote)"
+            )
 
 
 @dataclass

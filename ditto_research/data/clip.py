@@ -14,6 +14,13 @@ inputs, one name per array instead of the packed ``mtn`` / ``aud`` / ``emo`` fil
 ``eye_ball``        (n, 3, 2)    eye ball movement, as registration computes it
 ==================  ===========  =============================================================================
 
+and, optionally (clips prepared by this version have it; the reader takes clips without):
+
+==================  ===========  =============================================================================
+``audio_rms``       (n,)         the root mean square of each frame's 640 audio samples (16 kHz): what the
+                                 validation's mouth-motion vs audio-energy correlation reads
+==================  ===========  =============================================================================
+
 plus ``meta``: a JSON-serialisable mapping (source, segment range, fps, face size, emotion source, flipped,
 ...). On disk a clip is one ``.npz`` (the arrays and ``meta`` as a JSON string), read without pickle.
 """
@@ -40,7 +47,7 @@ from ditto_research.constants import (
 )
 from ditto_research.errors import InputError
 
-__all__ = ["CLIP_ARRAYS", "PreparedClip", "load_clip", "save_clip", "write_atomically"]
+__all__ = ["CLIP_ARRAYS", "OPTIONAL_ARRAYS", "PreparedClip", "load_clip", "save_clip", "write_atomically"]
 
 # name -> the shape of one frame's entry
 CLIP_ARRAYS: Mapping[str, tuple[int, ...]] = {
@@ -51,6 +58,7 @@ CLIP_ARRAYS: Mapping[str, tuple[int, ...]] = {
     "eye_open": (EYE_OPEN_DIM,),
     "eye_ball": (3, 2),
 }
+OPTIONAL_ARRAYS: Mapping[str, tuple[int, ...]] = {"audio_rms": ()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +78,8 @@ class PreparedClip(Mapping[str, np.ndarray]):
     def __post_init__(self) -> None:
         frames = None
         checked: dict[str, np.ndarray] = {}
-        for name, tail in CLIP_ARRAYS.items():
+        wanted = {**CLIP_ARRAYS, **{k: v for k, v in OPTIONAL_ARRAYS.items() if k in self.arrays}}
+        for name, tail in wanted.items():
             if name not in self.arrays:
                 names = ", ".join(CLIP_ARRAYS)
                 raise InputError(f"{self.what} has no {name!r} array; a prepared clip has {names}")

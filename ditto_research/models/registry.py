@@ -207,13 +207,14 @@ def load_network(
         checkpoint: official ``.pth`` file; None = seeded random weights at full size (or tiny).
         device: where the module lives.
         seed: seed of the random weights (ignored with a checkpoint).
-        tiny: build the narrow variant (random weights only).
+        tiny: build the narrow variant (random weights; the LMDM's may come from a checkpoint of that size,
+            e.g. one trained with model=tiny).
         expected_cond_dim: LMDM only: the width the configured condition flags produce (1103 with all four);
             a checkpoint of another width is a CheckpointError that says which flags would fit.
         kwargs: extra constructor arguments (e.g. ``guidance_weight`` for the LMDM).
     """
     spec = get_spec(name)
-    if tiny and checkpoint is not None:
+    if tiny and checkpoint is not None and name != "lmdm":
         raise ConfigError(
             "the tiny variant has no checkpoint; use model=ditto for checkpoints, model=tiny without"
         )

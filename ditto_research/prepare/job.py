@@ -22,6 +22,7 @@ import queue
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -294,8 +295,15 @@ def prepare_source(
                 continue
             entries += _save_segment(item, save, writer_folder)
     except InputError as e:
-        record.update(status="skipped", reason=str(e))
-        log.warning("skipped %s: %s", source.describe(), e)
+        if entries:  # the clips finished before the problem are good: keep them, say where it stopped
+            record["skipped"].append(
+                {"source": str(source.video), "start": stats.frames, "stop": stats.frames, "frames": 0}
+                | {"reason": "stopped early", "detail": str(e)}
+            )
+            log.warning("%s: stopped at frame %d: %s", source.describe(), stats.frames, e)
+        else:
+            record.update(status="skipped", reason=str(e))
+            log.warning("skipped %s: %s", source.describe(), e)
     record["frames"] = stats.frames
     record["kept_frames"] = sum(int(e["frames"]) for e in entries if not e.get("flipped"))
     record["stats"] = {
@@ -306,8 +314,13 @@ def prepare_source(
         "peak_rss_mb": peak_rss_mb(),
     }
     if record["status"] == "done" and not entries:
+        counts = Counter(item["reason"] for item in record["skipped"])
+        found = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())) or "no frames"
+        details = sorted({item["detail"] for item in record["skipped"] if item["reason"] == "left out"})
         record.update(
-            status="skipped", reason="no segment of at least prepare.min_frames frames with one face"
+            status="skipped",
+            reason=f"no segment of at least {cfg.prepare.min_frames} frames with one face became a clip "
+            f"({found}{': ' + details[0] if details else ''})",
         )
     return record, entries
 

@@ -214,6 +214,7 @@ class _Track:
 class _Segment:
     start: int
     audio: list[np.ndarray] = field(default_factory=list)
+    rms: list[float] = field(default_factory=list)
     frames: int = 0
     thumbnail: np.ndarray | None = None
     emotion: EmotionFeed | None = None
@@ -382,6 +383,7 @@ class _Preparer:
         assert segment is not None
         segment.frames += 1
         segment.audio.append(samples)
+        segment.rms.append(float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))))
         segment.faces_seen = max(segment.faces_seen, crops[0].face.num_faces)
         self.stats.faces_seen = max(self.stats.faces_seen, crops[0].face.num_faces)
         if segment.thumbnail is None:
@@ -432,7 +434,14 @@ class _Preparer:
                     f"{segment.frames} frames < {self.settings.min_frames}, ended by {why}",
                 )
                 return
-            yield self._clip(segment, why)
+            try:
+                clip = self._clip(segment, why)
+            except InputError as e:  # e.g. the emotion model found too few faces in it
+                yield SkippedSegment(
+                    str(self.video), segment.start, segment.start + segment.frames, "left out", str(e)
+                )
+                return
+            yield clip
         finally:
             for track in self.tracks:
                 track.clear()
@@ -464,6 +473,7 @@ class _Preparer:
             arrays = {name: np.stack(rows[:frames]) for name, rows in track.rows.items()}
             arrays["audio_features"] = features[:frames]
             arrays["emotion"] = emotion
+            arrays["audio_rms"] = np.asarray(segment.rms[:frames], dtype=np.float32)
             sizes = np.asarray(track.face_sizes[:frames])
             clip_meta = {
                 **meta,
