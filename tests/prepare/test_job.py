@@ -57,6 +57,11 @@ def make_media(folder: Path) -> dict[str, Path]:
         "-map", "[v]", "-map", "0:a", "-c:v", "libx264", "-crf", "18", str(m["twofaces"]),
     )  # fmt: skip
     ffmpeg("-t", "2", "-i", str(CLOSE_UP), "-c:v", "libx264", str(m["short"]))
+    m["vfr"] = folder / "vfr.mp4"  # variable frame rate: 3 of every 5 frames kept, their own timestamps
+    ffmpeg(
+        "-t", "4", "-i", str(CLOSE_UP), "-vf", r"select='lt(mod(n\,5)\,3)'", "-fps_mode", "vfr",
+        "-c:v", "libx264", str(m["vfr"]),
+    )  # fmt: skip
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x96:rate=25:duration=4", str(m["silent"]))
     ffmpeg(
         "-f", "lavfi", "-i", "testsrc=size=96x96:rate=25:duration=4", "-t", "4", "-i", str(CLOSE_UP),
@@ -98,6 +103,7 @@ def job(tmp_path_factory, engine):
         "media/joined.mp4,,,,",
         "media/sixty.mp4,,3,,",
         "media/twofaces.mp4,,,,",
+        "media/vfr.mp4,,,,",
         "media/short.mp4,,,,",
         "media/silent.mp4,,,,",
         "media/noface.mp4,,,,",
@@ -130,7 +136,8 @@ def test_real_footage_becomes_clips_counted_from_its_duration(job):
     assert [e["frames"] for e in clips["closeup"]] == [178]  # the file's frames 0-177 at 25 fps
     assert [e["segment"] for e in clips["closeup_range"]] == [[0, 100]]  # 1 s .. 5 s = 4 s x 25
     assert [e["frames"] for e in clips["sixty"]] == [100]  # 4 s at 60 fps -> 100 frames at 25
-    assert summary.kept == 5 and summary.clips == 6
+    assert [e["frames"] for e in clips["vfr"]] == [100]  # 4 s of variable frame rate -> 100 at 25
+    assert summary.kept == 6 and summary.clips == 7
     closeup = dataset[[e["id"] for e in dataset.entries].index("closeup_f000000")]
     assert closeup["eye_open"].std(axis=0).min() > 1e-3  # real landmarks: the eyes move
     assert closeup.meta["emotion_source"] == "label happy"
@@ -184,7 +191,7 @@ def test_a_rerun_skips_what_is_finished(job, engine):
     root, cfg, _, dataset, _ = job
     before = (root / "ds" / "manifest.json").read_text()
     again = run_prepare(cfg, engine)
-    assert again.done_before == again.sources == 12 and again.kept == again.skipped == 0
+    assert again.done_before == again.sources == 13 and again.kept == again.skipped == 0
     assert json.loads((root / "ds" / "manifest.json").read_text())["clips"] == json.loads(before)["clips"]
 
 

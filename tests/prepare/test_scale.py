@@ -65,3 +65,23 @@ def test_workers_and_shards_make_the_dataset_one_process_makes(tmp_path):
         for ours, theirs in zip(reference, other):
             for key in ours:
                 np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"{name} {ours.clip_id} {key}")
+
+
+def test_both_real_clips_whole_with_their_mirrored_copies(tmp_path):
+    """The two real clips end to end (1080p 16:9 and 412x454): frames = duration x 25, eye features from
+    real landmarks varying over each clip, flip doubling the clips and mirroring eye_ball's x component."""
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{CLOSE_UP}\n{INTERVIEW}\n")
+    summary = run_prepare(config(listing, tmp_path / "ds", "prepare.flip=true"))
+    assert summary.kept == 2 and summary.clips == 4
+    dataset = PreparedDataset(tmp_path / "ds")
+    by_id = {clip.clip_id: clip for clip in dataset}
+    from ditto_research.prepare.job import _clip_stem
+
+    for stem, frames in (("-1wCGAxqT_4+000000_000177+p0", 178), ("Clip+WSGW-7gHS6A+P0+C1+F2551-2669", 160)):
+        original, mirrored = by_id[f"{_clip_stem(stem)}_f000000"], by_id[f"{_clip_stem(stem)}_f000000_flip"]
+        assert original.frames == mirrored.frames == frames  # 7.12 s and 6.4 s of 25 fps video
+        assert original["eye_open"].std(axis=0).min() > 1e-3
+        x, x_mirrored = original["eye_ball"][:, 0, :], mirrored["eye_ball"][:, 0, :]
+        assert np.corrcoef(-x[:, ::-1].ravel(), x_mirrored.ravel())[0, 1] > 0.8, stem
+        assert mirrored.meta["flipped"] and not original.meta["flipped"]
