@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> None:
     val = result.validation
     print(
         f"{result.output_dir}: {result.steps} steps in {result.seconds:.1f} s on {result.train_windows} "
-        f"windows ({result.train_clips} clips); "
+        f"windows ({result.train_clips} clip{'' if result.train_clips == 1 else 's'}); "
         + (f"held-out loss {val['val/loss']:.4g}; " if "val/loss" in val else "no validation; ")
         + f"weights: {result.lmdm_path} (inference: model.lmdm_path={result.lmdm_path})"
     )

@@ -55,7 +55,8 @@ class TrainOptions:
     weight_decay: float = 0.02
     # Optimizer betas (null: the optimizer's defaults: AdamW (0.9, 0.999), Adan (0.98, 0.92, 0.99)).
     betas: list[float] | None = None
-    # cosine (warmup, then cosine decay to lr x min_lr_ratio at max_steps) | constant (warmup, then lr).
+    # cosine (warmup, then cosine decay to lr x min_lr_ratio at max_steps) | constant (warmup, then lr). A
+    # warmup longer than the run is cut to max_steps (with a warning).
     schedule: str = "cosine"
     warmup_steps: int = 500
     min_lr_ratio: float = 0.1
@@ -123,10 +124,6 @@ class TrainOptions:
         want = 3 if self.optimizer == "adan" else 2
         if self.betas is not None and len(self.betas) != want:
             raise ConfigError(f"train.betas needs {want} values for train.optimizer={self.optimizer}")
-        if self.warmup_steps > self.max_steps:
-            raise ConfigError(
-                f"train.warmup_steps={self.warmup_steps} is longer than train.max_steps={self.max_steps}"
-            )
         if self.render_seconds <= 0:
             raise ConfigError(f"train.render_seconds={self.render_seconds} must be > 0")
 

@@ -127,7 +127,8 @@ class LmdmTraining(L.LightningModule):
         else:
             kwargs = {"betas": tuple(o.betas)} if o.betas else {}
             optimizer = torch.optim.AdamW(parameters, lr=o.lr, weight_decay=o.weight_decay, **kwargs)
-        scheduler = make_scheduler(optimizer, o.schedule, o.warmup_steps, o.max_steps, o.min_lr_ratio)
+        warmup = min(o.warmup_steps, o.max_steps)
+        scheduler = make_scheduler(optimizer, o.schedule, warmup, o.max_steps, o.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- the weights people use ----------------------------------------------------------------------

@@ -274,6 +274,12 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> Trai
     started = time.perf_counter()
     o = cfg.train
     _check_devices(cfg)
+    if o.warmup_steps > o.max_steps:
+        log.warning(
+            "train.warmup_steps=%d is longer than train.max_steps=%d: the warmup ends with the run",
+            o.warmup_steps,
+            o.max_steps,
+        )
     dataset = PreparedDataset(cfg.data)
     split = split_by_video(dataset, o.val_fraction, o.seed)
     lmdm = build_lmdm(cfg)
