@@ -21,7 +21,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import cv2
 import numpy as np
@@ -136,21 +136,6 @@ class AppearanceCache:
         return f_s
 
 
-@dataclass(frozen=True)
-class RegistrationRecord:
-    """What registering one source frame saw (for observers, ``on_source_frame``): the located face, the
-    512 crop with its matrices (crop -> image ``M_c2o``, image -> crop ``M_o2c``), the (1, 478, 3) crop
-    landmarks, and the :class:`SourceFrame` kept for rendering (x_s_info before any video smoothing)."""
-
-    index: int
-    face: FaceLandmarks
-    crop512: np.ndarray
-    M_c2o: np.ndarray
-    M_o2c: np.ndarray
-    lmk478: np.ndarray
-    frame: SourceFrame
-
-
 @dataclass
 class RegisteredSource:
     """Everything the stages need about the source."""
@@ -186,6 +171,16 @@ class FrameCrop:
     eye_open: np.ndarray
     eye_ball: np.ndarray
     crop256: np.ndarray
+
+
+@dataclass(frozen=True)
+class RegistrationRecord(FrameCrop):
+    """What registering one source frame saw (for observers, ``on_source_frame``): the :class:`FrameCrop` (the
+    located face, the 512 crop with its matrices — crop -> image ``M_c2o``, image -> crop ``M_o2c`` —, the
+    (1, 478, 3) crop landmarks, ...) and the :class:`SourceFrame` kept for rendering (x_s_info before any
+    video smoothing)."""
+
+    frame: SourceFrame
 
 
 def crop_frame(
@@ -229,7 +224,7 @@ def crop_frame(
 def record_of(crop: FrameCrop, info: dict[str, np.ndarray]) -> RegistrationRecord:
     """The registration record of ``crop`` given the motion extractor's ``info`` for its 256 crop."""
     frame = SourceFrame(info, crop.M_c2o, crop.eye_open, crop.eye_ball, crop.crop256)
-    return RegistrationRecord(crop.index, crop.face, crop.crop512, crop.M_c2o, crop.M_o2c, crop.lmk478, frame)
+    return RegistrationRecord(**{f.name: getattr(crop, f.name) for f in fields(FrameCrop)}, frame=frame)
 
 
 def register_frame(
