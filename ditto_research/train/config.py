@@ -11,6 +11,7 @@ evaluation's group: W&B offline by default).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -92,6 +93,10 @@ class TrainOptions:
     # render_seconds of it. The source is the held-out clip's first frame, its audio the clip's own.
     render_every: int = 0
     render_seconds: float = 4.0
+    # With render_every: SyncNet weights (syncnet_v2.model, as evaluation's syncnet_weights) to score each
+    # render's lip sync (LSE-C / LSE-D / AV offset) as evaluation does; the weights-free sync proxy (MediaPipe
+    # mouth opening vs the audio envelope) is always measured on renders that show a face.
+    syncnet_weights: str | None = None
     # Seeds the data order, the diffusion times, noise and condition drops, dropout, the split.
     seed: int = 0
     # DataLoader worker processes per device.
@@ -124,6 +129,11 @@ class TrainOptions:
         want = 3 if self.optimizer == "adan" else 2
         if self.betas is not None and len(self.betas) != want:
             raise ConfigError(f"train.betas needs {want} values for train.optimizer={self.optimizer}")
+        if self.syncnet_weights is not None and not Path(self.syncnet_weights).expanduser().is_file():
+            raise ConfigError(
+                f"train.syncnet_weights={self.syncnet_weights} does not exist; give syncnet_v2.model "
+                "(joonson/syncnet_python) or leave it null"
+            )
         if self.render_seconds <= 0:
             raise ConfigError(f"train.render_seconds={self.render_seconds} must be > 0")
 

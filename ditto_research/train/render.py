@@ -36,6 +36,7 @@ class RenderCallback(L.Callback):
         self.every = cfg.train.render_every
         self._inputs: tuple[Path, Path] | None = None
         self._engine: Any = None
+        self._syncnet: Any = None
         self._done = -1
 
     def _prepare_inputs(self) -> tuple[Path, Path] | None:
@@ -82,6 +83,9 @@ class RenderCallback(L.Callback):
         self._engine.networks.lmdm.module = weights.to(self._engine.device)
         output = self.folder / f"step{step:07d}.mp4"
         run_clip(self._engine, self._inputs[0], self._inputs[1], output, overwrite=True, progress=False)
+        scores = self.lip_sync(output)
+        for logger in trainer.loggers:
+            logger.log_metrics(scores, step=step)
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger" and self.cfg.logger and self.cfg.logger.log_media:
                 import wandb
@@ -89,6 +93,37 @@ class RenderCallback(L.Callback):
                 logger.experiment.log({"val/render": wandb.Video(str(output), format="mp4")}, step=step)
         log.info("render: %s", output)
         return output
+
+    def lip_sync(self, video: Path) -> dict[str, float]:
+        """The evaluation's lip-sync measures of a render: the sync proxy, and SyncNet's LSE-C / LSE-D / AV
+        offset with ``train.syncnet_weights`` (a render without a visible face, e.g. random weights: none)."""
+        from ditto_research.audio.io import load_audio
+        from ditto_research.evaluate.metrics.sync_proxy import mouth_opening_series, sync_proxy_score
+        from ditto_research.evaluate.metrics.syncnet import crop_face_track, load_syncnet, lse_scores
+        from ditto_research.media.source import load_source
+
+        media = load_source(video, max_size=512)
+        try:
+            frames = media.all_frames()
+        finally:
+            media.close()
+        audio = load_audio(self._inputs[1] if self._inputs else video, SAMPLE_RATE)
+        scores: dict[str, float] = {}
+        mouth = mouth_opening_series(frames)
+        if np.isfinite(mouth).any():
+            proxy = sync_proxy_score(mouth, audio, SAMPLE_RATE, FPS)
+            if proxy.offset is not None:
+                scores |= {"val/render_proxy_corr": proxy.peak_corr, "val/render_proxy_offset": proxy.offset}
+        if self.cfg.train.syncnet_weights:
+            try:
+                if self._syncnet is None:
+                    self._syncnet = load_syncnet(self.cfg.train.syncnet_weights)
+                sync = lse_scores(crop_face_track(frames), audio, self._syncnet)
+                scores |= {"val/render_lse_c": sync.lse_c, "val/render_lse_d": sync.lse_d}
+                scores["val/render_av_offset"] = sync.av_offset
+            except DittoError as e:
+                log.warning("render: no SyncNet scores for %s (%s)", video.name, e)
+        return scores
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         if trainer.global_step > 0 and trainer.global_step % self.every == 0:

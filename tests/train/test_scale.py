@@ -181,3 +181,32 @@ def test_a_hyperparameter_sweep_runs_with_the_submitit_launcher(tmp_path):
     assert len(made) == 2
     a, b = (torch.load(p)["model_state_dict"] for p in made)
     assert not torch.equal(a["final_layer.weight"], b["final_layer.weight"])  # two learning rates
+
+
+def test_renders_are_scored_for_lip_sync_as_evaluation_scores_them(tmp_path):
+    """The render callback's lip-sync scores on a real talking clip (a render of model=tiny shows no face):
+    the weights-free proxy and, with train.syncnet_weights, SyncNet's LSE-C / LSE-D / AV offset."""
+    from ditto_research.audio.io import load_audio, write_wav
+    from ditto_research.evaluate.metrics.syncnet import SyncNet
+    from ditto_research.train.render import RenderCallback
+    from tests.prepare.test_job import CLOSE_UP
+
+    if not CLOSE_UP.is_file():
+        pytest.skip("../shared/real_clips not present")
+    torch.manual_seed(0)
+    weights = tmp_path / "syncnet_random.model"
+    torch.save(SyncNet().state_dict(), weights)
+    data = make_dataset(tmp_path / "ds", [smooth_clip(f"v{i}", 100, i) for i in range(2)])
+    callback = RenderCallback(
+        config(data, tmp_path / "run", f"train.syncnet_weights={weights}"), tmp_path, []
+    )
+    callback._inputs = (Path(), write_wav(tmp_path / "speech.wav", load_audio(CLOSE_UP)))
+    scores = callback.lip_sync(CLOSE_UP)
+    assert set(scores) == {
+        "val/render_proxy_corr",
+        "val/render_proxy_offset",
+        "val/render_lse_c",
+        "val/render_lse_d",
+        "val/render_av_offset",
+    }
+    assert all(np.isfinite(v) for v in scores.values())
