@@ -92,7 +92,7 @@ PASTE_MODES = ("auto", "exact", "device")
 
 # ---- evaluate (evaluate/config.py) and export (export/config.py) -------------------------------------------
 
-METRIC_NAMES = ("motion", "sync_proxy", "syncnet")
+METRIC_NAMES = ("motion", "sync_proxy", "syncnet", "quality")
 LOGGER_NAMES = ("wandb", "csv")
 WANDB_MODES = ("offline", "online", "disabled")
 EXECUTORS = ("local", "lightning")

@@ -95,7 +95,9 @@ class EvaluateConfig(PipelineConfig):
     # Set by conf/evaluate.yaml's defaults (logger: wandb); None is logger=none.
     logger: LoggerConfig | None = None
     # builtin (generated locally: scikit-image faces + espeak-ng speech) | a .csv with columns source,audio
-    # (optional id) | a .yaml list of {source, audio, id}. Relative paths are relative to the dataset file.
+    # (optional id, reference) | a .yaml list of {source, audio, id, reference} | a list of real talking
+    # videos with a `video` column alone (self-reconstruction: the source is its first frame, the audio its
+    # track, the ground truth its frames). Relative paths are relative to the dataset file.
     dataset: str = "builtin"
     # Evaluate only the first N clips (null: all). The built-in set is ordered shortest first.
     max_clips: int | None = None
@@ -103,10 +105,21 @@ class EvaluateConfig(PipelineConfig):
     max_seconds: float | None = None
     # Metrics besides latency (always measured): motion (statistics of the generated motion), sync_proxy
     # (MediaPipe mouth opening vs the audio envelope, no weights), syncnet (LSE-D / LSE-C; needs
-    # syncnet_weights, skipped with a note without).
+    # syncnet_weights, skipped with a note without), quality (against the clip's ground-truth video:
+    # evaluate/quality.py; clips without one get a note).
     metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
     # syncnet_v2.model from joonson/syncnet_python (null: the syncnet metric is skipped with a note).
     syncnet_weights: str | None = None
+    # Quality against ground truth (metric `quality`, for clips whose dataset row gives a `reference` or a
+    # `video`): PSNR, SSIM, LMD always; these weights add FID (NVIDIA's InceptionV3 TorchScript
+    # inception-2015-12-05.pt), FVD (StyleGAN-V's i3d_torchscript.pt), LPIPS (a TorchScript of
+    # lpips.LPIPS(net="alex")) and CSIM (an ArcFace ONNX). Definitions: docs/evaluation.md.
+    inception_weights: str | None = None
+    i3d_weights: str | None = None
+    lpips_weights: str | None = None
+    arcface_weights: str | None = None
+    # FID uses every N-th frame of each clip.
+    fid_stride: int = 1
     # Largest audio-video offset searched by both lip-sync metrics, in frames (SyncNet's vshift).
     sync_max_offset: int = 15
     # Keep each clip's MP4 under <output_dir>/videos/ (also what the W&B logger uploads).
@@ -139,6 +152,8 @@ class EvaluateConfig(PipelineConfig):
             raise ConfigError(f"sync_max_offset={self.sync_max_offset} must be >= 0 frames")
         if self.sample_frames < 0:
             raise ConfigError(f"sample_frames={self.sample_frames} must be >= 0")
+        if self.fid_stride < 1:
+            raise ConfigError(f"fid_stride={self.fid_stride} must be >= 1")
         if self.metrics_max_size < 64:
             raise ConfigError(f"metrics_max_size={self.metrics_max_size} must be >= 64 pixels")
 

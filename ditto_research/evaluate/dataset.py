@@ -37,17 +37,21 @@ __all__ = ["BUILTIN_CLIPS", "Clip", "builtin_dataset", "load_dataset", "trim_aud
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("id", "source", "audio")
+COLUMNS = ("id", "source", "audio", "reference", "video")
 DATASET_DEPTH = 2  # a YAML dataset is a list of flat mappings
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One evaluation item: a portrait image or video and the speech it says."""
+    """One evaluation item: a portrait image or video and the speech it says; ``reference``: the real video
+    the result is scored against (evaluate.quality), when the dataset gives one. A row with only ``video`` is
+    a self-reconstruction: source = that video (its first frame is extracted before the run, see
+    :func:`source_frames`), audio = its track, reference = the video itself."""
 
     clip_id: str
     source: Path
     audio: Path
+    reference: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -121,14 +125,14 @@ def _read_yaml(path: Path) -> list[dict[str, str]]:
 
 def _check_columns(names: list[str], path: Path) -> None:
     unknown = sorted(set(names) - set(COLUMNS))
-    missing = [c for c in ("source", "audio") if c not in names]
+    missing = [] if "video" in names else [c for c in ("source", "audio") if c not in names]
     if unknown or missing:
         problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"unknown {', '.join(unknown)}"] if unknown else []
         )
         raise InputError(
             f"dataset file {path}: {'; '.join(problems)}; the columns / keys are source, audio and "
-            "optionally id"
+            "optionally id, reference — or video alone (real talking videos: self-reconstruction)"
         )
 
 
@@ -138,19 +142,28 @@ def _clips_from_rows(rows: list[dict[str, str]], path: Path) -> list[Clip]:
     missing: list[str] = []
     used: set[str] = set()
     for number, row in enumerate(rows, start=1):
-        files = {}
-        for key in ("source", "audio"):
-            value = row.get(key, "")
+        files: dict[str, Path] = {}
+        video = (row.get("video") or "").strip()
+        keys = ("source", "audio", "reference") if not video else ("video",)
+        for key in keys:
+            value = (row.get(key) or "").strip()
             if not value:
+                if key == "reference":
+                    continue
                 raise InputError(f"dataset file {path}, clip {number}: empty {key}")
             file = Path(value).expanduser()
             files[key] = file if file.is_absolute() else base / file
             if not files[key].is_file():
                 missing.append(f"clip {number} {key} {value}")
-        clip_id = _unique(
-            _slug(row.get("id") or f"{number:03d}_{files['source'].stem}_{files['audio'].stem}"), used
+        if video:
+            files = {"source": files["video"], "audio": files["video"], "reference": files["video"]}
+        default_id = (
+            f"{number:03d}_{files['source'].stem}"
+            if video
+            else f"{number:03d}_{files['source'].stem}_{files['audio'].stem}"
         )
-        clips.append(Clip(clip_id, files["source"], files["audio"]))
+        clip_id = _unique(_slug(row.get("id") or default_id), used)
+        clips.append(Clip(clip_id, files["source"], files["audio"], files.get("reference")))
     if missing:
         shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise InputError(
@@ -241,4 +254,28 @@ def trim_audio(clip: Clip, seconds: float, directory: Path) -> Clip:
     samples = load_audio(clip.audio, SAMPLE_RATE)[: max(1, round(seconds * SAMPLE_RATE))]
     directory.mkdir(parents=True, exist_ok=True)
     path = write_wav(directory / f"{clip.clip_id}.wav", samples)
-    return Clip(clip.clip_id, clip.source, path)
+    return Clip(clip.clip_id, clip.source, path, clip.reference)
+
+
+def source_frames(clips: list[Clip], directory: Path, frame: int = 0) -> list[Clip]:
+    """Self-reconstruction clips (source = the reference video) with their source replaced by frame
+    ``frame`` of that video, written as a PNG into ``directory`` (the papers' protocol: one real frame
+    animated by the clip's own speech)."""
+    import cv2
+
+    from ditto_research.media.source import stream_video
+
+    out = []
+    for clip in clips:
+        if clip.reference is None or clip.source != clip.reference:
+            out.append(clip)
+            continue
+        with stream_video(clip.reference, max_size=0, fps=25) as video:
+            image = next((f for i, f in enumerate(video.frames()) if i == frame), None)
+        if image is None:
+            raise InputError(f"video {clip.reference} has no frame {frame}; give a longer video")
+        directory.mkdir(parents=True, exist_ok=True)
+        png = directory / f"{clip.clip_id}_source.png"
+        cv2.imwrite(str(png), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        out.append(Clip(clip.clip_id, png, clip.audio, clip.reference))
+    return out

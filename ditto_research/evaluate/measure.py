@@ -25,6 +25,7 @@ from ditto_research.memory import peak_rss_mb, reset_peak_rss
 
 if TYPE_CHECKING:
     from ditto_research.evaluate.metrics.syncnet import SyncNet
+    from ditto_research.evaluate.quality import QualityScorers, SetStats
 
 __all__ = ["ClipContext", "describe_error", "evaluate_clip", "peak_rss_mb", "reset_peak_rss"]
 
@@ -33,11 +34,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClipContext:
-    """What every clip of a run shares: the config, the run folder and the SyncNet model (or None)."""
+    """What every clip of a run shares: the config, the run folder, the SyncNet model (or None), the quality
+    scorers (None: metric ``quality`` not selected) and the set-level feature statistics (FID / FVD)."""
 
     cfg: EvaluateConfig
     output_dir: Path
     syncnet: SyncNet | None
+    quality: QualityScorers | None = None
+    set_stats: SetStats | None = None
 
 
 def describe_error(error: BaseException) -> str:
@@ -69,7 +73,37 @@ def evaluate_clip(
     result.video = str(gen.report.output) if gen.report.output is not None else None
     result.samples = _save_samples(gen, ctx.output_dir / "samples", clip.clip_id)
     result.metrics, result.notes = clip_metrics(gen, ctx)
+    if ctx.quality is not None and clip.reference is not None:
+        _quality(result, clip, ctx)
     return result, gen
+
+
+def _quality(result: ClipResult, clip: Clip, ctx: ClipContext) -> None:
+    """PSNR / SSIM / LPIPS / LMD / CSIM of the written video against the clip's reference, and its FID / FVD
+    features (evaluate.quality; the lip-sync metrics are this module's own)."""
+    from ditto_research.evaluate.quality import score_pair
+    from ditto_research.evaluate.results import QUALITY_KEYS
+
+    assert ctx.quality is not None
+    if result.video is None:
+        result.notes["quality"] = "n/a: needs save_videos=true (the written video is what is scored)"
+        return
+    try:
+        scored = score_pair(
+            result.video,
+            clip.reference,  # type: ignore[arg-type]
+            ctx.quality,
+            source=clip.source,
+            set_stats=ctx.set_stats,
+            lip_sync=False,
+            reference_may_be_longer=True,
+        )
+    except DittoError as e:
+        result.notes["quality"] = describe_error(e)
+        log.warning("clip %s: quality not computed: %s", clip.clip_id, result.notes["quality"])
+        return
+    result.metrics.update({key: scored.metrics.get(key) for key in QUALITY_KEYS})
+    result.notes.update({f"quality_{key}": value for key, value in scored.notes.items()})
 
 
 def _fill_timing(result: ClipResult, gen: Generation) -> None:

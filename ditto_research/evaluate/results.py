@@ -47,6 +47,8 @@ Status = Literal["ok", "failed", "interrupted"]
 # Per-clip scalar metrics (None when not computed); the motion statistics come from
 # ditto_research.evaluate.metrics.
 SYNC_KEYS = ("lse_d", "lse_c", "av_offset", "proxy_corr", "proxy_offset")
+# Against the clip's ground-truth video (evaluate.quality), when the dataset gives one.
+QUALITY_KEYS = ("psnr", "ssim", "lpips", "lmd_mouth", "lmd_face", "csim")
 MOTION_KEYS = (
     "lip_energy",
     "lip_velocity",
@@ -75,6 +77,7 @@ CLIP_COLUMNS = (
     "latency_p95_ms",
     "peak_rss_mb",
     *SYNC_KEYS,
+    *QUALITY_KEYS,
     *MOTION_KEYS,
     "video",
     "source",
@@ -97,6 +100,9 @@ RUN_SUMMARY_KEYS = (
     "lse_c",
     "proxy_corr",
     "lip_energy",
+    *QUALITY_KEYS,
+    "fid",
+    "fvd",
 )
 
 
@@ -164,7 +170,7 @@ class ClipResult:
         latency = np.asarray(self.frame_latency_ms, dtype=np.float64)
         values["latency_p50_ms"] = float(np.percentile(latency, 50)) if latency.size else None
         values["latency_p95_ms"] = float(np.percentile(latency, 95)) if latency.size else None
-        for key in (*SYNC_KEYS, *MOTION_KEYS):
+        for key in (*SYNC_KEYS, *QUALITY_KEYS, *MOTION_KEYS):
             values[key] = self.metrics.get(key)
         return {key: values.get(key) for key in CLIP_COLUMNS}
 
@@ -258,7 +264,7 @@ def summarize_run(
         "peak_rss_mb": peak_rss_mb,
         "peak_cuda_mb": peak_cuda_mb,
     }
-    for key in ("lse_d", "lse_c", "proxy_corr", "lip_energy"):
+    for key in ("lse_d", "lse_c", "proxy_corr", "lip_energy", *QUALITY_KEYS):
         summary[key] = _mean(c.metrics.get(key) for c in ok)
     return summary
 

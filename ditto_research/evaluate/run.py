@@ -39,7 +39,7 @@ from ditto_research.apps import HydraApp
 from ditto_research.config import compose, to_config
 from ditto_research.errors import ConfigError, DittoError
 from ditto_research.evaluate.config import EvaluateConfig, register_evaluate_configs
-from ditto_research.evaluate.dataset import Clip, load_dataset, trim_audio
+from ditto_research.evaluate.dataset import Clip, load_dataset, source_frames, trim_audio
 from ditto_research.evaluate.loggers import ExperimentLogger, NullLogger, make_logger
 from ditto_research.evaluate.measure import (
     ClipContext,
@@ -48,6 +48,7 @@ from ditto_research.evaluate.measure import (
     peak_rss_mb,
     reset_peak_rss,
 )
+from ditto_research.evaluate.quality import QualityScorers, SetStats
 from ditto_research.evaluate.results import ClipResult, RunRecord, summarize_run, write_run
 from ditto_research.interrupts import Interrupted
 from ditto_research.logs import configure_logging
@@ -155,8 +156,9 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path | None = None) -> Run
     record.params = run_params(OmegaConf.structured(typed))  # with the defaults validation filled in
     clips = prepare_clips(typed, out)
     syncnet = _load_syncnet(typed, record)
+    quality = _load_quality(typed, clips, record)
     logger = _start_logger(typed, record, out, context)
-    ctx = ClipContext(typed, out, syncnet)
+    ctx = ClipContext(typed, out, syncnet, quality, SetStats() if quality is not None else None)
     if typed.executor == "lightning":
         from ditto_research.evaluate.lightning import predict_clips
 
@@ -184,6 +186,15 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path | None = None) -> Run
     record.summary = summarize_run(
         record, stage_calls, load_s, max(peaks) if peaks else peak_rss_mb(), _peak_cuda_mb()
     )
+    if ctx.set_stats is not None and quality is not None:
+        for name, scorer, measure in (
+            ("fid", quality.inception, ctx.set_stats.fid),
+            ("fvd", quality.i3d, ctx.set_stats.fvd),
+        ):
+            value, why = measure() if scorer is not None else (None, quality.unavailable()[name])
+            record.summary[name] = value
+            if why:
+                record.notes[name] = why
     if record.clips and not any(c.status == "ok" for c in record.clips):
         record.status, record.error = "failed", f"every clip failed (first: {record.clips[0].error})"
     record.finished = _now()
@@ -193,8 +204,9 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path | None = None) -> Run
 
 
 def prepare_clips(cfg: EvaluateConfig, out: Path) -> list[Clip]:
-    """The evaluation set, checked (InputError before anything runs), audio cut to ``max_seconds``."""
-    clips = load_dataset(cfg.dataset, max_clips=cfg.max_clips)
+    """The evaluation set, checked (InputError before anything runs), audio cut to ``max_seconds``; real
+    talking videos (a ``video`` column) get their first frame as the source."""
+    clips = source_frames(load_dataset(cfg.dataset, max_clips=cfg.max_clips), out / "inputs")
     if cfg.max_seconds is not None:
         clips = [trim_audio(clip, cfg.max_seconds, out / "inputs") for clip in clips]
     return clips
@@ -214,6 +226,29 @@ def _load_syncnet(cfg: EvaluateConfig, record: RunRecord):
     from ditto_research.evaluate.metrics.syncnet import load_syncnet
 
     return load_syncnet(cfg.syncnet_weights)
+
+
+def _load_quality(cfg: EvaluateConfig, clips: list[Clip], record: RunRecord) -> QualityScorers | None:
+    """The quality scorers (their weights checked now: InputError) when metric ``quality`` is selected and a
+    clip has a reference video; None with a run note otherwise."""
+    if not cfg.uses("quality"):
+        return None
+    if not any(clip.reference is not None for clip in clips):
+        record.notes["quality"] = (
+            "skipped: no clip has a reference video (dataset columns reference or video)"
+        )
+        return None
+    scorers = QualityScorers.from_files(
+        inception=cfg.inception_weights,
+        i3d=cfg.i3d_weights,
+        lpips=cfg.lpips_weights,
+        arcface=cfg.arcface_weights,
+        fid_stride=cfg.fid_stride,
+    )
+    for name, why in scorers.unavailable().items():
+        if name in ("fid", "fvd", "lpips", "csim"):
+            record.notes[name] = why
+    return scorers
 
 
 def _start_logger(

@@ -261,8 +261,7 @@ def _loggers(cfg: TrainConfig, folder: Path) -> list[Any]:
             group=logger.group,
             tags=list(logger.tags),
             save_dir=logger.dir or str(folder),
-            offline=logger.wandb_mode == "offline",
-            mode=logger.wandb_mode if logger.wandb_mode != "offline" else None,
+            mode=logger.wandb_mode,  # explicit: no login is attempted offline, whatever the folder's settings
             config=OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
         )
     ]

@@ -30,7 +30,7 @@ def evaluate_cfg(overrides: list[str], hydra: bool = False):
 
 def test_defaults_validate_and_reuse_the_infer_groups():
     cfg = to_config(evaluate_cfg(["model=tiny"]), EvaluateConfig)
-    assert cfg.dataset == "builtin" and cfg.metrics == ["motion", "sync_proxy", "syncnet"]
+    assert cfg.dataset == "builtin" and cfg.metrics == ["motion", "sync_proxy", "syncnet", "quality"]
     assert cfg.verbose is False
     assert isinstance(cfg, PipelineConfig)  # the engine is built from it as it is: no conversion
     assert cfg.model.name == "tiny" and cfg.progress is False

@@ -148,32 +148,18 @@ def mouth_opening_series(
     ``frames``: (T, H, W, 3) uint8 in ``channel_order``. ``frontend``: a MediaPipe front-end to reuse (its
     FaceMesh tracker follows the face across frames); by default one is made and closed afterwards.
     """
-    from ditto_research.face.factory import make_frontend
-    from ditto_research.face.mediapipe_frontend import FACEMESH_CROP_POINTS, MediaPipeFrontend
+    from ditto_research.evaluate.metrics.landmarks import FaceTrack, facemesh_rows, mediapipe_frontend
 
-    if channel_order not in ("rgb", "bgr"):
-        raise InputError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-    rows = [FACEMESH_CROP_POINTS.index(i) for i in (UPPER_INNER_LIP, LOWER_INNER_LIP, *EYE_OUTER_CORNERS)]
-    owned = frontend is None
-    mesh = make_frontend("mediapipe", None) if frontend is None else frontend
-    if not isinstance(mesh, MediaPipeFrontend):
-        raise InputError(f"mouth_opening_series needs a MediaPipe front-end, got {type(mesh).__name__}")
+    rows = facemesh_rows((UPPER_INNER_LIP, LOWER_INNER_LIP, *EYE_OUTER_CORNERS))
+    mesh, owned = mediapipe_frontend(frontend, "mouth_opening_series")
     opening = np.full(len(frames), np.nan)
-    previous = None
     try:
+        track = FaceTrack(mesh, channel_order)
         for index, frame in enumerate(frames):
-            image = np.asarray(frame)
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise InputError(
-                    f"frame {index} must be an (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
-                )
-            rgb = image if channel_order == "rgb" else np.ascontiguousarray(image[..., ::-1])
-            try:
-                previous = mesh.locate(rgb, previous, what=f"frame {index}")
-            except InputError:  # no face in this frame
-                previous = None
+            face = track.locate(frame, f"frame {index}")
+            if face is None:
                 continue
-            upper, lower, eye_a, eye_b = previous.points[rows].astype(np.float64)
+            upper, lower, eye_a, eye_b = face.points[rows].astype(np.float64)
             eye_distance = float(np.linalg.norm(eye_b - eye_a))
             if eye_distance > 0:
                 opening[index] = float(np.linalg.norm(lower - upper)) / eye_distance
