@@ -53,6 +53,7 @@ from ditto_research.evaluate.metrics.fidelity import (
     InceptionFeatures,
     frechet_distance,
 )
+from ditto_research.evaluate.metrics.sync_proxy import mouth_opening
 from ditto_research.media.source import load_source, stream_video
 
 __all__ = ["CLIP_METRICS", "PairResult", "QualityScorers", "SetStats", "mean_with_interval", "score_pair"]
@@ -123,7 +124,6 @@ class QualityScorers:
     arcface: Any = None  # IdentityEmbedder
     syncnet: Any = None  # SyncNet
     fid_stride: int = 1
-    sync_max_size: int = 512
     sync_max_offset: int = 15
 
     @classmethod
@@ -205,14 +205,6 @@ def _resize_to(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _downscale(frame: np.ndarray, max_size: int) -> np.ndarray:
-    scale = max_size / max(frame.shape[:2])
-    if scale >= 1:
-        return frame
-    size = (max(2, round(frame.shape[1] * scale)), max(2, round(frame.shape[0] * scale)))
-    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-
-
 def _pairs(
     pred: Path, ref: Path, notes: dict[str, str], reference_may_be_longer: bool = False
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -286,7 +278,9 @@ def score_pair(
     fid_ref: list[np.ndarray] = []
     window_pred: list[np.ndarray] = []
     window_ref: list[np.ndarray] = []
-    sync_frames: list[np.ndarray] = []
+    opening: list[float] = []
+    boxes: list[np.ndarray] = []
+    ref_size: tuple[int, int] = (0, 0)
     identity = None
     cos_sum, cos_n, no_face = 0.0, 0, 0
     frontend, owned = mediapipe_frontend(None, "score_pair")
@@ -295,6 +289,7 @@ def score_pair(
         if scorers.arcface is not None:
             identity = _identity_embedding(scorers.arcface, source, ref, frontend)
         for index, (p, r) in enumerate(_pairs(pred, ref, notes, reference_may_be_longer)):
+            ref_size = r.shape[:2]
             frames.add(p, r)
             if scorers.lpips is not None:
                 lpips_sum += scorers.lpips.distance(p, r)
@@ -322,8 +317,10 @@ def score_pair(
                     set_stats.fvd_ref.add(scorers.i3d.features(window_ref))
                     window_pred.clear()
                     window_ref.clear()
-            if lip_sync:
-                sync_frames.append(_downscale(p, scorers.sync_max_size))
+            if lip_sync:  # per frame only the mouth opening and the face box: nothing grows with frames
+                face = lmd.last_pred
+                opening.append(mouth_opening(face) if face is not None else math.nan)
+                boxes.append(face.box.astype(np.float64) if face is not None else np.full(4, np.nan))
         if set_stats is not None and scorers.inception is not None:
             _batched(fid_pred, scorers.inception.features, set_stats.fid_pred)
             _batched(fid_ref, scorers.inception.features, set_stats.fid_ref)
@@ -348,7 +345,8 @@ def score_pair(
     elif no_face:
         notes["csim"] = f"{no_face} generated frames without a face: skipped"
     if lip_sync:
-        metrics |= _lip_sync(sync_frames, audio, pred, ref, scorers, notes)
+        sync = _lip_sync(np.asarray(opening), np.asarray(boxes), audio, pred, ref, scorers, notes, ref_size)
+        metrics |= sync
     for name, why in scorers.unavailable().items():
         if name in metrics and metrics[name] is None:
             notes.setdefault(name, why)
@@ -374,15 +372,20 @@ def _identity_embedding(embedder: Any, source: str | Path | None, ref: Path, fro
 
 
 def _lip_sync(
-    frames: list[np.ndarray],
+    opening: np.ndarray,
+    boxes: np.ndarray,
     audio: str | Path | None,
     pred: Path,
     ref: Path,
     scorers: QualityScorers,
     notes: dict[str, str],
+    size: tuple[int, int],
 ) -> dict[str, float | int | None]:
-    from ditto_research.evaluate.metrics.sync_proxy import mouth_opening_series, sync_proxy_score
-    from ditto_research.evaluate.metrics.syncnet import crop_face_track, lse_scores
+    """The sync proxy from the per-frame mouth opening, and SyncNet on crops cut along the tracked face boxes
+    (found on frames of ``size``, the reference's) in a second decode pass of the prediction (the crops,
+    150 kB a frame, are what SyncNet holds)."""
+    from ditto_research.evaluate.metrics.sync_proxy import sync_proxy_score
+    from ditto_research.evaluate.metrics.syncnet import crops_along_track, lse_scores
 
     out: dict[str, float | int | None] = dict.fromkeys(
         ("lse_c", "lse_d", "av_offset", "proxy_corr", "proxy_offset")
@@ -397,16 +400,15 @@ def _lip_sync(
     if samples is None:
         notes["sync"] = "n/a: no audio (neither the prediction nor the reference has a track)"
         return out
-    mouth = mouth_opening_series(frames)
-    if np.isfinite(mouth).any():
-        proxy = sync_proxy_score(mouth, samples, SAMPLE_RATE, FPS, max_offset=scorers.sync_max_offset)
+    if np.isfinite(opening).any():
+        proxy = sync_proxy_score(opening, samples, SAMPLE_RATE, FPS, max_offset=scorers.sync_max_offset)
         if proxy.offset is not None:
             out |= {"proxy_corr": proxy.peak_corr, "proxy_offset": proxy.offset}
     if scorers.syncnet is not None:
         try:
-            sync = lse_scores(
-                crop_face_track(frames), samples, scorers.syncnet, vshift=scorers.sync_max_offset
-            )
+            with stream_video(pred, max_size=0, fps=FPS) as video:
+                crops = crops_along_track((_resize_to(f, size) for f in video.frames()), boxes)
+            sync = lse_scores(crops, samples, scorers.syncnet, vshift=scorers.sync_max_offset)
             out |= {"lse_c": sync.lse_c, "lse_d": sync.lse_d, "av_offset": sync.av_offset}
         except DittoError as e:
             notes["lse_c"] = f"n/a: {e}"

@@ -75,8 +75,6 @@ class ScoreConfig:
     syncnet_weights: str | None = None
     # FID uses every N-th frame of each clip (1 = all).
     fid_stride: int = 1
-    # Frames handed to the lip-sync metrics are downscaled to this longest side.
-    sync_max_size: int = 512
     # Largest audio-video offset searched by the lip-sync metrics, in frames.
     sync_max_offset: int = 15
     # Score only the first N rows (null: all).
@@ -89,8 +87,8 @@ class ScoreConfig:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        if self.fid_stride < 1 or self.sync_max_size < 64 or self.sync_max_offset < 0:
-            raise ConfigError("fid_stride must be >= 1, sync_max_size >= 64 and sync_max_offset >= 0")
+        if self.fid_stride < 1 or self.sync_max_offset < 0:
+            raise ConfigError("fid_stride must be >= 1 and sync_max_offset >= 0")
         if self.max_clips is not None and self.max_clips < 1:
             raise ConfigError(f"max_clips={self.max_clips} must be >= 1 (or null)")
 
@@ -262,7 +260,6 @@ def run_scoring(cfg: ScoreConfig, folder: Path) -> tuple[list[ClipScore], dict[s
         arcface=cfg.arcface_weights,
         syncnet=cfg.syncnet_weights,
         fid_stride=cfg.fid_stride,
-        sync_max_size=cfg.sync_max_size,
         sync_max_offset=cfg.sync_max_offset,
     )
     folder.mkdir(parents=True, exist_ok=True)

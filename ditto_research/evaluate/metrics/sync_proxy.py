@@ -34,12 +34,14 @@ from ditto_research.constants import FPS, SAMPLE_RATE
 from ditto_research.errors import InputError
 
 if TYPE_CHECKING:
+    from ditto_research.face.frontend import FaceLandmarks
     from ditto_research.face.mediapipe_frontend import MediaPipeFrontend
 
 __all__ = [
     "SyncProxyScore",
     "audio_rms_envelope",
     "lagged_correlations",
+    "mouth_opening",
     "mouth_opening_series",
     "sync_proxy_score",
 ]
@@ -47,6 +49,7 @@ __all__ = [
 # FaceMesh indices: inner-lip midpoints and outer eye corners.
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
 EYE_OUTER_CORNERS = (33, 263)
+_OPENING_POINTS = (UPPER_INNER_LIP, LOWER_INNER_LIP, *EYE_OUTER_CORNERS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,6 +140,16 @@ def sync_proxy_score(
     return SyncProxyScore(float(correlations[best]), int(offsets[best]), offsets, correlations)
 
 
+def mouth_opening(face: FaceLandmarks) -> float:
+    """Inner-lip gap / outer-eye-corner distance of one face (the MediaPipe front-end's landmarks); NaN for a
+    degenerate face."""
+    from ditto_research.evaluate.metrics.landmarks import facemesh_rows
+
+    upper, lower, eye_a, eye_b = face.points[facemesh_rows(_OPENING_POINTS)].astype(np.float64)
+    eye_distance = float(np.linalg.norm(eye_b - eye_a))
+    return float(np.linalg.norm(lower - upper)) / eye_distance if eye_distance > 0 else float("nan")
+
+
 def mouth_opening_series(
     frames: Sequence[np.ndarray] | np.ndarray,
     *,
@@ -148,9 +161,8 @@ def mouth_opening_series(
     ``frames``: (T, H, W, 3) uint8 in ``channel_order``. ``frontend``: a MediaPipe front-end to reuse (its
     FaceMesh tracker follows the face across frames); by default one is made and closed afterwards.
     """
-    from ditto_research.evaluate.metrics.landmarks import FaceTrack, facemesh_rows, mediapipe_frontend
+    from ditto_research.evaluate.metrics.landmarks import FaceTrack, mediapipe_frontend
 
-    rows = facemesh_rows((UPPER_INNER_LIP, LOWER_INNER_LIP, *EYE_OUTER_CORNERS))
     mesh, owned = mediapipe_frontend(frontend, "mouth_opening_series")
     opening = np.full(len(frames), np.nan)
     try:
@@ -159,10 +171,7 @@ def mouth_opening_series(
             face = track.locate(frame, f"frame {index}")
             if face is None:
                 continue
-            upper, lower, eye_a, eye_b = face.points[rows].astype(np.float64)
-            eye_distance = float(np.linalg.norm(eye_b - eye_a))
-            if eye_distance > 0:
-                opening[index] = float(np.linalg.norm(lower - upper)) / eye_distance
+            opening[index] = mouth_opening(face)
     finally:
         if owned:
             mesh.close()

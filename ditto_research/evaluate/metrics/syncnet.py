@@ -22,7 +22,7 @@ XVID / JPEG round trips of the crops. :func:`crop_face_track` replaces the face 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
@@ -390,15 +390,36 @@ def crop_face_track(
     finally:
         if frontend is None:
             face_frontend.close()
+    return crops_along_track(
+        frames, boxes, channel_order=channel_order, crop_scale=crop_scale, smooth_kernel=smooth_kernel
+    )
+
+
+def crops_along_track(
+    frames: Iterable[np.ndarray],
+    boxes: np.ndarray,
+    *,
+    channel_order: Literal["rgb", "bgr"] = "rgb",
+    crop_scale: float = 0.4,
+    smooth_kernel: int = 13,
+) -> np.ndarray:
+    """The crops of :func:`crop_face_track` given the (T, 4) face boxes already tracked (NaN rows are
+    interpolated from their neighbours); ``frames`` may be a stream read once (a second decode pass)."""
     from scipy.signal import medfilt
 
+    boxes = np.asarray(boxes, dtype=np.float64)
+    found = np.flatnonzero(~np.isnan(boxes[:, 0]))
+    if found.size == 0:
+        raise InputError(f"no face found in any of the {len(boxes)} frames: SyncNet needs a visible face")
+    every = np.arange(len(boxes))
+    boxes = np.stack([np.interp(every, found, boxes[found, c]) for c in range(4)], axis=1)
     # A kernel longer than the clip would median zeros from the padding: shorten it to the clip (odd).
-    smooth_kernel = max(1, min(smooth_kernel, len(frames) - (1 - len(frames) % 2)))
+    smooth_kernel = max(1, min(smooth_kernel, len(boxes) - (1 - len(boxes) % 2)))
     half = medfilt(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2, smooth_kernel)
     centre_x = medfilt((boxes[:, 0] + boxes[:, 2]) / 2, smooth_kernel)
     centre_y = medfilt((boxes[:, 1] + boxes[:, 3]) / 2, smooth_kernel)
-    crops = np.empty((len(frames), CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
-    for index, frame in enumerate(frames):
+    crops = np.empty((len(boxes), CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
+    for index, frame in zip(range(len(boxes)), frames):
         bgr = np.asarray(frame) if channel_order == "bgr" else np.asarray(frame)[..., ::-1]
         crops[index] = _crop_one(bgr, half[index], centre_x[index], centre_y[index], crop_scale)
     return crops
@@ -407,7 +428,7 @@ def crop_face_track(
 def _track_boxes(
     frames: Sequence[np.ndarray] | np.ndarray, frontend: FaceFrontend, channel_order: str
 ) -> np.ndarray:
-    """(T, 4) float64 face boxes, frames without a face filled by linear interpolation."""
+    """(T, 4) float64 face boxes, NaN rows where no face was found (:func:`crops_along_track` fills them)."""
     boxes = np.full((len(frames), 4), np.nan)
     previous = None
     for index, frame in enumerate(frames):
@@ -423,11 +444,7 @@ def _track_boxes(
             previous = None
             continue
         boxes[index] = previous.box
-    found = np.flatnonzero(~np.isnan(boxes[:, 0]))
-    if found.size == 0:
-        raise InputError(f"no face found in any of the {len(frames)} frames: SyncNet needs a visible face")
-    every = np.arange(len(frames))
-    return np.stack([np.interp(every, found, boxes[found, c]) for c in range(4)], axis=1)
+    return boxes
 
 
 def _crop_one(
