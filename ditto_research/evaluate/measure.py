@@ -148,6 +148,8 @@ def clip_metrics(gen: Generation, ctx: ClipContext) -> tuple[dict[str, float | i
     for name in cfg.metrics:
         if name == "syncnet" and ctx.syncnet is None:
             continue  # noted once for the whole run
+        if name == "quality":
+            continue  # against the clip's reference video: evaluate_clip (it needs the clip)
         try:
             metrics.update(steps[name](gen, ctx))
         except Exception as e:

@@ -50,6 +50,7 @@ def test_self_reconstruction_of_the_real_clips(tmp_path):
     assert record.status == "ok", record.error
     assert [c.status for c in record.clips] == ["ok", "ok"]
     for clip in record.clips:
+        assert "quality" not in clip.notes, clip.notes  # scored, not failed
         assert clip.source.endswith("_source.png")  # the video's first frame is the source
         for key in ("psnr", "ssim", "lpips"):
             assert clip.metrics[key] is not None and clip.metrics[key] == clip.metrics[key], key
