@@ -1,21 +1,25 @@
-"""Face detection on real photos placed into everyday frames: recall and time, before vs after.
+"""Face detection on real photos placed into everyday frames: recall and time, baseline vs current.
 
-    python benchmarks/face_detection.py [--photos DIR] [--out results.json]
+    python benchmarks/face_detection.py [--baseline OLD.py] [--photos DIR] [--out results.json]
 
-"before" is the previous MediaPipe front-end (FaceMesh alone on the whole frame, the largest of up to 4
-faces); "after" is the current one (tile-pyramid detection, FaceMesh on a crop around each face,
-:mod:`ditto_research.face.mediapipe_frontend`). Both run on every case of
-:mod:`ditto_research.evaluate.face_set` (16:9 frames, face sizes 64-400 px, rotations, mirrors, two and
-three people), alternating case by case; a case is a hit when the chosen face is the largest one and its 10
-eye / mouth anchors are within max(3 px, 3 % of the face height) of the truth. ``--photos DIR``: also count
-the faces each finds on every image there (e.g. group photos). Registration front-end time (locate + 512
-crop + the 478 crop landmarks) is the median of 5 alternating runs on a 512x512 portrait and a 1920x1080
+"after" is the current MediaPipe front-end (:mod:`ditto_research.face.mediapipe_frontend`: tile-pyramid
+detection, FaceMesh on a crop around each face). ``--baseline OLD.py``: "before" is the ``MediaPipeFrontend``
+class of that file, e.g. an older version of the front-end (``git show REV:ditto_research/face/
+mediapipe_frontend.py > OLD.py``), run in an environment that has what it imports (the front-end of
+mediapipe 0.10.21's legacy FaceMesh needs that wheel: Python <= 3.12, numpy < 2). Both run on every case of
+:mod:`ditto_research.evaluate.face_set` (16:9 frames, face sizes 64-400 px, rotations, mirrors, two and three
+people), alternating case by case, scored against the anchors the *baseline* finds on the tight portraits (the
+current front-end's when there is no baseline); a case is a hit when the chosen face is the largest one and
+its 10 eye / mouth anchors are within max(3 px, 3 % of the face height) of the truth. ``--photos DIR``: also
+count the faces each finds on every image there (e.g. group photos). Registration front-end time (locate +
+512 crop + the 478 crop landmarks) is the median of 7 alternating runs on a 512x512 portrait and a 1920x1080
 frame.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -26,39 +30,14 @@ import cv2
 import numpy as np
 
 
-class FullFrameFaceMesh:
-    """The previous front-end's detection: FaceMesh (static, up to 4 faces) on the whole frame, largest."""
-
-    def __init__(self) -> None:
-        from mediapipe.python.solutions.face_mesh import FaceMesh
-
-        from ditto_research.face.mediapipe_frontend import FACEMESH_CROP_GROUPS, FACEMESH_CROP_POINTS
-
-        self.mesh = FaceMesh(static_image_mode=True, max_num_faces=4, refine_landmarks=True)
-        self.crop_mesh = FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True)
-        self.points, self.groups = list(FACEMESH_CROP_POINTS), FACEMESH_CROP_GROUPS
-
-    def landmarks478(self, crop: np.ndarray) -> object:
-        return self.crop_mesh.process(crop)
-
-    def locate(self, rgb: np.ndarray, what: str = "") -> object | None:
-        from ditto_research.face.frontend import FaceLandmarks, points_box
-
-        result = self.mesh.process(rgb)
-        if not result.multi_face_landmarks:
-            return None
-        h, w = rgb.shape[:2]
-        faces = [
-            np.array([(p.x * w, p.y * h) for p in f.landmark], np.float32)
-            for f in result.multi_face_landmarks
-        ]
-        boxes = [points_box(f) for f in faces]
-        best = int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
-        return FaceLandmarks(faces[best][self.points], self.groups, boxes[best], len(faces))
-
-    def count(self, rgb: np.ndarray) -> int:
-        result = self.mesh.process(rgb)
-        return len(result.multi_face_landmarks or [])
+def _load_baseline(path: Path):
+    spec = importlib.util.spec_from_file_location("baseline_frontend", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module.MediaPipeFrontend(min_face_size=0)
 
 
 def _locate(frontend, rgb: np.ndarray, what: str):
@@ -86,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from ditto_research.face.mediapipe_frontend import MediaPipeFrontend
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, help="Python file whose MediaPipeFrontend is 'before'")
     parser.add_argument("--photos", type=Path, help="folder of extra photos (faces are counted)")
     parser.add_argument("--out", type=Path, help="write every number as JSON here")
     parser.add_argument(
@@ -93,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    after, before = MediaPipeFrontend(min_face_size=0), FullFrameFaceMesh()
-    cases = build_face_set(references(after))
+    fronts = {"after": MediaPipeFrontend(min_face_size=0)}
+    if args.baseline:
+        fronts = {"before": _load_baseline(args.baseline), **fronts}
+    cases = build_face_set(references(next(iter(fronts.values()))))
     rows = []
     for case in cases:
         row = {"case": case.name, "face_px": round(case.target.face_height)}
-        for name, frontend in (("before", before), ("after", after)):
+        for name, frontend in fronts.items():
             t0 = time.perf_counter()
             located = _locate(frontend, case.image, case.name)
             score = score_case(case, located)
@@ -110,17 +92,14 @@ def main(argv: list[str] | None = None) -> int:
             }
         rows.append(row)
 
+    verdict = {True: "hit", False: "miss"}
     print(f"Face set: {len(cases)} cases built from {', '.join(portrait_photos())}\n")
-    print("| case | face px | before | after | after: anchor error px | after ms |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| case | face px | {' | '.join(f'{n}: hit, anchor error px' for n in fronts)} |")
+    print("| --- | --- |" + " --- |" * len(fronts))
     for r in rows:
-        b, a = r["before"], r["after"]
-        verdict = {True: "hit", False: "miss"}
-        print(
-            f"| {r['case']} | {r['face_px']} | {verdict[b['hit']]} | {verdict[a['hit']]} "
-            f"| {a['anchor_error_px']} | {a['ms']:.0f} |"
-        )
-    for name in ("before", "after"):
+        cells = [f"{verdict[r[n]['hit']]}, {r[n]['anchor_error_px']}" for n in fronts]
+        print(f"| {r['case']} | {r['face_px']} | {' | '.join(cells)} |")
+    for name in fronts:
         hits = sum(r[name]["hit"] for r in rows)
         print(f"\n{name}: recall {hits}/{len(rows)} ({hits / len(rows):.0%})", end="")
         sizes = [
@@ -137,40 +116,38 @@ def main(argv: list[str] | None = None) -> int:
             if image is None:
                 continue
             rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            photos.append(
-                {
-                    "photo": path.name,
-                    "size": f"{rgb.shape[1]}x{rgb.shape[0]}",
-                    "before": before.count(rgb),
-                    "after": len(after.detect(rgb)),
-                }
-            )
-        print("\n| photo | size | faces found before | after |\n| --- | --- | --- | --- |")
+            row = {"photo": path.name, "size": f"{rgb.shape[1]}x{rgb.shape[0]}"}
+            photos.append(row | {name: len(frontend.detect(rgb)) for name, frontend in fronts.items()})
+        print(f"\n| photo | size | {' | '.join(f'faces found {n}' for n in fronts)} |")
+        print("| --- | --- |" + " --- |" * len(fronts))
         for p in photos:
-            print(f"| {p['photo']} | {p['size']} | {p['before']} | {p['after']} |")
+            print(f"| {p['photo']} | {p['size']} | {' | '.join(str(p[n]) for n in fronts)} |")
 
     timing = {}
     portrait = portrait_photos()["astronaut"]
     frame = next(c.image for c in cases if c.name == "astronaut 1920x1080 256px center")
     for label, rgb in (("512x512 portrait", portrait), ("1920x1080 frame (256 px face)", frame)):
-        times: dict[str, list[float]] = {"before": [], "after": []}
-        for _ in range(5):
-            for name, frontend in (("before", before), ("after", after)):
+        times: dict[str, list[float]] = {name: [] for name in fronts}
+        for _ in range(7):
+            for name, frontend in fronts.items():
                 times[name].append(_registration_s(frontend, rgb))
         timing[label] = {name: round(1000 * statistics.median(v), 1) for name, v in times.items()}
-    print("\n| registration front-end (median of 5) | before ms | after ms |\n| --- | --- | --- |")
+    print(f"\n| registration front-end (median of 7) | {' | '.join(f'{n} ms' for n in fronts)} |")
+    print("| --- |" + " --- |" * len(fronts))
     for label, t in timing.items():
-        print(f"| {label} | {t['before']} | {t['after']} |")
+        print(f"| {label} | {' | '.join(str(t[n]) for n in fronts)} |")
 
     if args.out:
         args.out.write_text(json.dumps({"cases": rows, "photos": photos, "timing_ms": timing}, indent=1))
     if args.picture:
         case = next(c for c in cases if c.name.startswith("three people"))
         canvas = case.image.copy()
-        for face in after.detect(case.image):  # every confirmed face: blue box
+        for face in fronts["after"].detect(case.image):  # every confirmed face: blue box
             x1, y1, x2, y2 = (int(v) for v in face.box)
             cv2.rectangle(canvas, (x1, y1), (x2, y2), (60, 140, 255), 3)
-        for frontend, color in ((before, (255, 80, 80)), (after, (80, 255, 80))):
+        colors = {"before": (255, 80, 80), "after": (80, 255, 80)}
+        for name, frontend in fronts.items():
+            color = colors[name]
             located = _locate(frontend, case.image, case.name)
             if located is not None:  # the chosen face's eye / mouth anchors
                 for x, y in located.points[:10]:

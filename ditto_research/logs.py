@@ -1,20 +1,19 @@
 """Third-party log noise: quiet unless ``verbose=true``.
 
-MediaPipe's C++ (absl logging) and TensorFlow Lite write INFO / WARNING lines straight to file descriptor 2
-whenever a FaceMesh graph is built and first run::
+LiteRT (the face=mediapipe networks) and MediaPipe's C++ (absl logging: the official chain's FaceLandmarker)
+write INFO / WARNING lines straight to file descriptor 2 when a network or graph is built and first run::
 
     INFO: Created TensorFlow Lite XNNPACK delegate for CPU.
     WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
     W0000 00:00:1796171656.871179    8009 inference_feedback_manager.cc:114] Feedback manager requires ...
     W0000 00:00:1796171656.921077    8009 landmark_projection_calculator.cc:186] Using NORM_RECT without ...
 
-The usual switches do not reach them in the mediapipe 0.10.21 wheel: it logs through absl's C++ library,
-which reads no environment variable (``GLOG_minloglevel`` / ``TF_CPP_MIN_LOG_LEVEL`` were tried and change
-nothing), and the Python bindings expose no log level. :func:`configure_logging` still sets those variables
-(builds that honour them stay quiet) and absl-py's level; :func:`quiet_native_logs` then holds back fd 2
-around the few native calls that log (building a FaceMesh and its first frame) and writes back everything
-that is not one of those INFO / WARNING lines, so errors, and anything our own code printed meanwhile, still
-come out.
+The usual switches do not reach them: absl's C++ library reads no environment variable
+(``GLOG_minloglevel`` / ``TF_CPP_MIN_LOG_LEVEL`` were tried with mediapipe 0.10.21 and change nothing), and
+neither binding exposes a log level. :func:`configure_logging` still sets those variables (builds that
+honour them stay quiet) and absl-py's level; :func:`quiet_native_logs` then holds back fd 2 around the few
+native calls that log (loading the networks) and writes back everything that is not one of those INFO /
+WARNING lines, so errors, and anything our own code printed meanwhile, still come out.
 """
 
 from __future__ import annotations

@@ -18,6 +18,17 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Resolve face=mediapipe's model folder once (fetched into the user's cache on first use) and hand it to
+    every test through DITTO_FACE_MODELS, so tests that point DITTO_CACHE_DIR at a temporary folder (and the
+    subprocesses they start) do not fetch the models again."""
+    if os.environ.get("DITTO_FACE_MODELS"):
+        return
+    from ditto_research.face.tflite_models import FACE_MODELS_ENV, face_models_dir
+
+    os.environ[FACE_MODELS_ENV] = str(face_models_dir())
+
+
 def golden_root() -> Path:
     env = os.environ.get("DITTO_GOLDEN_DIR")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "golden"

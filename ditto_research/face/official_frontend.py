@@ -328,8 +328,10 @@ class OfficialFrontend(LandmarkChain):
             try:
                 self._landmarker = vision.FaceLandmarker.create_from_options(options)
             except Exception as e:  # MediaPipe raises RuntimeError/ValueError for a bad task file
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
                 raise CheckpointError(
-                    f"cannot load {self._task_path}: {e}; re-download the checkpoints"
+                    f"cannot load {self._task_path} ({first}); it is not MediaPipe's FaceLandmarker bundle: "
+                    "download it again (python -m ditto_research.checkpoints download)"
                 ) from e
         return self._landmarker
 

@@ -42,9 +42,10 @@ def _unit(frontend: MediaPipeFrontend, rgb: np.ndarray) -> float:
 
 
 def test_mouth_points_are_mediapipes_lip_contours() -> None:
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+    from mediapipe.tasks.python.vision.face_landmarker import FaceLandmarksConnections
 
-    assert MOUTH_POINTS == tuple(sorted({i for edge in FACEMESH_LIPS for i in edge}))
+    lips = FaceLandmarksConnections.FACE_LANDMARKS_LIPS
+    assert MOUTH_POINTS == tuple(sorted({i for edge in lips for i in (edge.start, edge.end)}))
 
 
 def test_a_frame_against_itself_is_exactly_zero(mesh: MediaPipeFrontend, astronaut: np.ndarray) -> None:

@@ -398,3 +398,24 @@ def test_the_factory_s_old_home_still_answers_with_a_deprecation_warning() -> No
         assert frontend.make_frontend is factory.make_frontend
     with pytest.raises(AttributeError):
         frontend.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip" * 10, b"\x00" * 4096])
+def test_a_corrupt_face_landmarker_task_is_one_line(
+    official: tuple[OfficialFrontend, np.ndarray, np.ndarray], tmp_path: Path, content: bytes
+) -> None:
+    """The official chain's face_landmarker.task goes through MediaPipe Tasks (the installed mediapipe); a
+    file it cannot load is one CheckpointError naming it and how to get it again, not MediaPipe's dump."""
+    fe = official[0]
+    task = tmp_path / "face_landmarker.task"
+    task.write_bytes(content)
+    previous = fe._task_path
+    fe._task_path = task
+    try:
+        with pytest.raises(CheckpointError) as caught:
+            fe.landmarks478(np.zeros((512, 512, 3), np.uint8))
+    finally:
+        fe._task_path = previous
+    message = str(caught.value)
+    assert message.startswith(f"cannot load {task} (") and "\n" not in message
+    assert "python -m ditto_research.checkpoints download" in message

@@ -52,8 +52,8 @@ __all__ = [
     "mediapipe_frontend",
 ]
 
-# mediapipe.python.solutions.face_mesh_connections.FACEMESH_LIPS: the 40 points of its edges (outer lip line,
-# corners 61 / 291 included, and inner lip line).
+# MediaPipe's FaceLandmarksConnections.FACE_LANDMARKS_LIPS (the legacy FACEMESH_LIPS): the 40 points of its
+# edges (outer lip line, corners 61 / 291 included, and inner lip line).
 MOUTH_POINTS: tuple[int, ...] = (
     0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181,
     185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415,
