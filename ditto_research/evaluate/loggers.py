@@ -31,9 +31,9 @@ from ditto_research.user_files import decode_text, parse_csv
 
 __all__ = ["CsvLogger", "ExperimentLogger", "NullLogger", "WandbLogger", "make_logger"]
 
-# wandb is a dependency of ditto-research (pinned in pyproject.toml: later releases need protobuf>=5, which
-# mediapipe 0.10.21 does not accept); an import failure means a broken or replaced installation.
-WANDB_HINT = "reinstall it with `pip install 'wandb==0.28.0'` (the version ditto-research pins)"
+# wandb is a dependency of ditto-research (pyproject.toml); an import failure means a broken or replaced
+# installation.
+WANDB_HINT = "reinstall it with `pip install 'wandb>=0.28'` (what ditto-research asks for)"
 OTHER_LOGGERS = "or use logger=csv (results.json / clips.csv are written either way)"
 # W&B reads these folders from the environment only: they go inside the run folder unless the user set them.
 WANDB_FOLDERS = (
