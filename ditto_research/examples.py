@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ditto_research.atomic import write_path_atomically
 from ditto_research.cache import cache_folder
 from ditto_research.constants import SAMPLE_RATE
 
@@ -34,20 +32,6 @@ def cache_dir() -> Path:
     return cache_folder("examples")
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Write through a temporary file in the same folder, then rename (concurrent jobs never see half a
-    file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def example_source(directory: Path | None = None) -> Path:
     """A 512x512 frontal portrait PNG (scikit-image's astronaut photograph)."""
     import cv2
@@ -56,7 +40,7 @@ def example_source(directory: Path | None = None) -> Path:
     path = (directory or cache_dir()) / "astronaut.png"
     if not path.is_file():
         rgb = data.astronaut()
-        atomic_write(path, lambda p: cv2.imwrite(str(p), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
+        write_path_atomically(path, lambda p: cv2.imwrite(str(p), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
     return path
 
 
@@ -80,7 +64,7 @@ def example_audio(directory: Path | None = None, text: str = EXAMPLE_SENTENCE) -
     if espeak:
         path = directory / f"speech_{hashlib.sha1(text.encode()).hexdigest()[:10]}.wav"
         if not path.is_file():
-            atomic_write(
+            write_path_atomically(
                 path, lambda p: subprocess.run([espeak, "-w", str(p), text], check=True, capture_output=True)
             )
         return path
@@ -96,5 +80,5 @@ def example_audio(directory: Path | None = None, text: str = EXAMPLE_SENTENCE) -
                 w.setframerate(SAMPLE_RATE)
                 w.writeframes(samples.tobytes())
 
-        atomic_write(path, write)
+        write_path_atomically(path, write)
     return path

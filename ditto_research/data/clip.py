@@ -28,16 +28,15 @@ plus ``meta``: a JSON-serialisable mapping (source, segment range, fps, face siz
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from ditto_research.atomic import write_atomically
 from ditto_research.constants import (
     AUDIO_FEATURE_DIM,
     EMOTION_DIM,
@@ -112,23 +111,6 @@ class PreparedClip(Mapping[str, np.ndarray]):
 
     def __len__(self) -> int:
         return len(self.arrays)
-
-
-def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Run ``write`` on a hidden temporary file in ``path``'s folder, flush it to disk and rename it onto
-    ``path``: a killed job leaves either the whole file or the previous one, never a part."""
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_clip(clip: PreparedClip, path: Path) -> Path:

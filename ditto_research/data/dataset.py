@@ -22,7 +22,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ditto_research.data.clip import PreparedClip, load_clip, save_clip, write_atomically
+from ditto_research.atomic import write_atomically
+from ditto_research.data.clip import PreparedClip, load_clip, save_clip
 from ditto_research.errors import InputError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "DatasetWriter", "PreparedDataset", "save_entry"]

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ditto_research.atomic import write_path_atomically
 from ditto_research.audio.io import write_wav
 from ditto_research.constants import SAMPLE_RATE
 from ditto_research.errors import InputError
-from ditto_research.examples import atomic_write
 from ditto_research.user_files import load_structured, read_csv
 
 __all__ = ["BUILTIN_CLIPS", "Clip", "builtin_dataset", "load_dataset", "trim_audio"]
@@ -225,7 +225,7 @@ def _face_image(root: Path, face: str) -> Path:
         big = cv2.copyMakeBorder(big, 128, 128, 128, 128, cv2.BORDER_CONSTANT, value=(edge,))
         rgb = np.repeat(big[..., None], 3, axis=2)
     bgr = np.ascontiguousarray(rgb[..., ::-1])
-    return atomic_write(path, lambda p: cv2.imwrite(str(p), bgr))
+    return write_path_atomically(path, lambda p: cv2.imwrite(str(p), bgr))
 
 
 def _speech(root: Path, recipe: BuiltinClip, espeak: str | None, seed: int) -> Path:
@@ -234,11 +234,13 @@ def _speech(root: Path, recipe: BuiltinClip, espeak: str | None, seed: int) -> P
 
         path = root / f"{recipe.clip_id}_synthetic.wav"
         if not path.is_file():
-            atomic_write(path, lambda p: write_wav(p, synthetic_speech(recipe.fallback_s, seed=seed)))
+            write_path_atomically(
+                path, lambda p: write_wav(p, synthetic_speech(recipe.fallback_s, seed=seed))
+            )
         return path
     path = root / f"{recipe.clip_id}.wav"
     if not path.is_file():
-        atomic_write(
+        write_path_atomically(
             path,
             lambda p: subprocess.run(
                 [espeak, "-v", recipe.voice, "-w", str(p), recipe.text], check=True, capture_output=True

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ditto_research.atomic import write_text_atomically
 from ditto_research.errors import InputError
 
 __all__ = [
@@ -293,17 +294,6 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """``write(file)`` into a hidden sibling, then rename it onto ``path``: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            write(f)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_run(record: RunRecord, run_dir: Path) -> Path:
     """Write ``results.json``, ``clips.csv`` and ``stages.csv`` into ``run_dir`` (each atomically); returns
     the JSON path."""
@@ -333,9 +323,9 @@ def write_run(record: RunRecord, run_dir: Path) -> Path:
                     ]
                 )
 
-    _write_atomic(run_dir / "clips.csv", clips_csv)
-    _write_atomic(run_dir / "stages.csv", stages_csv)
-    _write_atomic(path, lambda f: f.write(text))
+    write_text_atomically(run_dir / "clips.csv", clips_csv)
+    write_text_atomically(run_dir / "stages.csv", stages_csv)
+    write_text_atomically(path, lambda f: f.write(text))
     return path
 
 

@@ -156,7 +156,7 @@ def read_score_list(path: str | Path) -> list[ScoreRow]:
 
 
 def _write(folder: Path, clips: list[ClipScore], summary: dict[str, Any], config: dict[str, Any]) -> None:
-    from ditto_research.data.clip import write_atomically
+    from ditto_research.atomic import write_atomically
 
     columns = ["id", "status", "error", "frames", *CLIP_METRICS, "notes", "prediction", "reference"]
     rows = []

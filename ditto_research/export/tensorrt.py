@@ -25,7 +25,6 @@ Unverified here: the development machines have no GPU and no TensorRT. The pure 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ditto_research.apps import HydraApp
+from ditto_research.atomic import write_atomically
 from ditto_research.backends.base import FP32_NETWORKS, LMDM_PAIR_IO, NETWORK_IO, get_graph_io
 from ditto_research.backends.onnx import metadata as onnx_metadata
 from ditto_research.backends.onnx import read_checked_model, rewrite_grid_samples
@@ -197,20 +197,11 @@ def build_engine(
     serialized = builder.build_serialized_network(network_def, config)
     if serialized is None:
         raise ExportError(f"TensorRT failed to build {engine_path.name} from {onnx_path} (see the log above)")
-    _write_atomically(engine_path, bytes(serialized))
-    _write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
+    write_atomically(engine_path, lambda f: f.write(bytes(serialized)))
+    write_atomically(timing_cache, lambda f: f.write(bytes(config.get_timing_cache().serialize())))
     sidecar = {"source": str(onnx_path), "metadata": onnx_metadata(model), "trt_version": trt.__version__}
-    _write_atomically(sidecar_path(engine_path), json.dumps(sidecar, indent=2).encode())
+    write_atomically(sidecar_path(engine_path), lambda f: f.write(json.dumps(sidecar, indent=2).encode()))
     return engine_path
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:  # a failed or stopped write leaves no hidden partial file behind
-        partial.unlink(missing_ok=True)
 
 
 def engine_graphs(onnx_dir: Path, networks: Sequence[str] | None) -> list[str]:

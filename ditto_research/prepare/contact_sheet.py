@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ditto_research.atomic import write_path_atomically
 from ditto_research.errors import ConfigError, InputError
-from ditto_research.examples import atomic_write
 
 __all__ = ["contact_sheet", "save_contact_sheet"]
 
@@ -155,6 +155,6 @@ def save_contact_sheet(
     if not target.parent.is_dir():
         raise InputError(f"folder {target.parent} for the contact sheet does not exist; create it first")
     try:
-        return atomic_write(target, lambda tmp: tmp.write_bytes(png.tobytes()))
+        return write_path_atomically(target, lambda tmp: tmp.write_bytes(png.tobytes()))
     except OSError as e:
         raise InputError(f"could not write the contact sheet {target}: {e}; check the folder") from e

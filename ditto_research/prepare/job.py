@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ditto_research.atomic import write_atomically
 from ditto_research.constants import FPS
-from ditto_research.data.clip import write_atomically
 from ditto_research.data.dataset import DatasetWriter, save_entry
 from ditto_research.errors import DittoError, InputError
 from ditto_research.media.ffmpeg import find_ffmpeg, header_args, run

@@ -14,8 +14,9 @@ from typing import Any
 
 import cv2
 
+from ditto_research.atomic import write_atomically
 from ditto_research.constants import FPS
-from ditto_research.data.clip import CLIP_ARRAYS, write_atomically
+from ditto_research.data.clip import CLIP_ARRAYS
 from ditto_research.data.dataset import read_manifest
 from ditto_research.prepare.contact_sheet import save_contact_sheet
 

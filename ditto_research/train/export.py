@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ditto_research.data.clip import write_atomically
+from ditto_research.atomic import write_atomically
 
 __all__ = ["save_lmdm"]
 
