@@ -24,7 +24,15 @@ from typing import Any
 
 from ditto_research.errors import InputError
 
-__all__ = ["decode_text", "load_structured", "parse_csv", "read_csv", "read_text"]
+__all__ = [
+    "column_problems",
+    "decode_text",
+    "list_path",
+    "load_structured",
+    "parse_csv",
+    "read_csv",
+    "read_text",
+]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -76,6 +84,27 @@ def parse_csv(text: str, what: str) -> tuple[list[str], list[dict[str, str]]]:
 def read_csv(path: Path, what: str) -> tuple[list[str], list[dict[str, str]]]:
     """:func:`parse_csv` of the file ``path`` (UTF-8 with or without BOM)."""
     return parse_csv(read_text(path, what), what)
+
+
+def column_problems(names: list[str], required: tuple[str, ...], allowed: tuple[str, ...]) -> str | None:
+    """``"missing a, b; unknown c"`` for a header that lacks a required column or has one not allowed, else
+    None (the lists' readers add which file and what the columns are)."""
+    missing = [c for c in required if c not in names]
+    unknown = sorted(set(names) - set(allowed))
+    parts = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unknown {', '.join(unknown)}"] * bool(
+        unknown
+    )
+    return "; ".join(parts) or None
+
+
+def list_path(value: str, list_file: Path) -> Path | None:
+    """A path cell of a list file: ``~`` expanded, relative paths taken from the list's folder; None when the
+    cell is empty."""
+    value = value.strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else list_file.parent / path
 
 
 def load_structured(

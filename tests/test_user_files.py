@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ditto_research.errors import InputError
@@ -22,3 +24,25 @@ def test_a_csv_from_a_spreadsheet(tmp_path):
     header, rows = read_csv(path, "dataset file set.csv")
     assert header == ["source", "audio"]
     assert rows == [{"source": "a, b.png", "audio": "two\r\nlines"}, {"source": "c.png", "audio": ""}]
+
+
+def test_column_problems_names_missing_then_unknown() -> None:
+    from ditto_research.user_files import column_problems
+
+    allowed = ("source", "audio", "id")
+    assert column_problems(["source", "audio"], ("source", "audio"), allowed) is None
+    assert (
+        column_problems(["audio", "x", "b"], ("source", "audio"), allowed) == "missing source; unknown b, x"
+    )
+    assert column_problems(["source", "audio", "x"], (), allowed) == "unknown x"
+
+
+def test_list_path_is_relative_to_the_list_and_empty_is_none(tmp_path, monkeypatch) -> None:
+    from ditto_research.user_files import list_path
+
+    listing = tmp_path / "lists" / "clips.csv"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert list_path("  ", listing) is None
+    assert list_path(" a/b.mp4 ", listing) == tmp_path / "lists" / "a" / "b.mp4"
+    assert list_path("/data/c.mp4", listing) == Path("/data/c.mp4")
+    assert list_path("~/d.mp4", listing) == tmp_path / "home" / "d.mp4"

@@ -31,7 +31,7 @@ from ditto_research.atomic import write_path_atomically
 from ditto_research.audio.io import write_wav
 from ditto_research.constants import SAMPLE_RATE
 from ditto_research.errors import InputError
-from ditto_research.user_files import load_structured, read_csv
+from ditto_research.user_files import column_problems, list_path, load_structured, read_csv
 
 __all__ = ["BUILTIN_CLIPS", "Clip", "builtin_dataset", "load_dataset", "trim_audio"]
 
@@ -124,20 +124,15 @@ def _read_yaml(path: Path) -> list[dict[str, str]]:
 
 
 def _check_columns(names: list[str], path: Path) -> None:
-    unknown = sorted(set(names) - set(COLUMNS))
-    missing = [] if "video" in names else [c for c in ("source", "audio") if c not in names]
-    if unknown or missing:
-        problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unknown {', '.join(unknown)}"] if unknown else []
-        )
+    problems = column_problems(names, () if "video" in names else ("source", "audio"), COLUMNS)
+    if problems:
         raise InputError(
-            f"dataset file {path}: {'; '.join(problems)}; the columns / keys are source, audio and "
+            f"dataset file {path}: {problems}; the columns / keys are source, audio and "
             "optionally id, reference — or video alone (real talking videos: self-reconstruction)"
         )
 
 
 def _clips_from_rows(rows: list[dict[str, str]], path: Path) -> list[Clip]:
-    base = path.parent
     clips: list[Clip] = []
     missing: list[str] = []
     used: set[str] = set()
@@ -147,13 +142,13 @@ def _clips_from_rows(rows: list[dict[str, str]], path: Path) -> list[Clip]:
         keys = ("source", "audio", "reference") if not video else ("video",)
         for key in keys:
             value = (row.get(key) or "").strip()
-            if not value:
+            file = list_path(value, path)
+            if file is None:
                 if key == "reference":
                     continue
                 raise InputError(f"dataset file {path}, clip {number}: empty {key}")
-            file = Path(value).expanduser()
-            files[key] = file if file.is_absolute() else base / file
-            if not files[key].is_file():
+            files[key] = file
+            if not file.is_file():
                 missing.append(f"clip {number} {key} {value}")
         if video:
             files = {"source": files["video"], "audio": files["video"], "reference": files["video"]}

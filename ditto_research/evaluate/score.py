@@ -37,7 +37,7 @@ from ditto_research.evaluate.quality import (
     mean_with_interval,
     score_pair,
 )
-from ditto_research.user_files import read_csv
+from ditto_research.user_files import column_problems, list_path, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -121,26 +121,17 @@ def read_score_list(path: str | Path) -> list[ScoreRow]:
     if not file.is_file():
         raise InputError(f"dataset={path} does not exist; give a .csv with columns prediction,reference")
     header, records = read_csv(file, f"score list {file}")
-    missing = [c for c in ("prediction", "reference") if c not in header]
-    unknown = sorted(set(header) - set(COLUMNS))
-    if missing or unknown:
+    problems = column_problems(header, ("prediction", "reference"), COLUMNS)
+    if problems:
         raise InputError(
-            f"score list {file}: "
-            + "; ".join(
-                [f"missing {', '.join(missing)}"] * bool(missing)
-                + [f"unknown {', '.join(unknown)}"] * bool(unknown)
-            )
-            + "; the columns are prediction, reference and optionally id, source, audio"
+            f"score list {file}: {problems}; the columns are prediction, reference and optionally id, "
+            "source, audio"
         )
     rows, used = [], set()
     for number, record in enumerate(records, start=1):
 
         def path_of(key: str, record: dict[str, str] = record) -> Path | None:
-            value = (record.get(key) or "").strip()
-            if not value:
-                return None
-            p = Path(value).expanduser()
-            return p if p.is_absolute() else file.parent / p
+            return list_path(record.get(key) or "", file)
 
         pred, ref = path_of("prediction"), path_of("reference")
         if pred is None or ref is None:

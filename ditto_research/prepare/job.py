@@ -51,7 +51,7 @@ from ditto_research.prepare.video import (
     VideoStats,
     prepare_segments,
 )
-from ditto_research.user_files import read_csv, read_text
+from ditto_research.user_files import list_path, read_csv, read_text
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,9 @@ def read_sources(spec: str | Path) -> tuple[list[Source], list[ListProblem]]:
             )
         for number, record in enumerate(records, start=2 if path.suffix.lower() == ".csv" else 1):
             where = f"{what} line {number}"
-            video = (record.get("video") or "").strip()
-            if not video:
+            file = list_path(record.get("video") or "", path)
+            if file is None:
                 raise InputError(f"{where} has an empty `video`; give a path (relative to the list)")
-            file = Path(video).expanduser()
-            file = file if file.is_absolute() else path.parent / file
             start = _seconds(record.get("start"), "start", where)
             end = _seconds(record.get("end"), "end", where)
             if start is not None and end is not None and end <= start:
