@@ -15,6 +15,7 @@ every session is a :class:`~ditto_research.serve.live.LiveSession` on that engin
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -22,14 +23,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cv2
+import numpy as np
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.websockets import WebSocketState
 
+from ditto_research.constants import SAMPLE_RATE
 from ditto_research.errors import ConfigError, DittoError, InputError
 from ditto_research.serve import protocol
 from ditto_research.serve.access import refusal, token_ok
-from ditto_research.serve.live import EndOfFrames, FrameOutbox, LiveFrame, LiveSession
+from ditto_research.serve.live import EndOfFrames, FrameOutbox, LiveFrame, LiveSession, pcm16_to_float
 from ditto_research.serve.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -168,15 +171,36 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 async def _serve_ws(state: ServerState, ws: WebSocket, sid: str) -> None:
-    """One WebSocket connection: protocol loop, frame sender and stats ticker."""
+    """One WebSocket connection: protocol loop, frame sender and stats ticker.
+
+    Audio that runs more than ``serve.max_audio_ahead_s`` ahead of the frames is held (:class:`_HeldAudio`)
+    and fed as the frames catch up, while the socket is still read: a ``cancel``, ``ping`` or ``end`` behind
+    that audio is seen at once. Only beyond ``serve.max_held_audio_s`` of held audio does the server stop
+    reading the socket (TCP back-pressure), so a client's memory share stays bounded."""
     loop = asyncio.get_running_loop()
     settings = state.cfg.serve
     outbox = FrameOutbox(loop, settings.frame_queue)
     session: LiveSession | None = None
     tasks: list[asyncio.Task] = []
+    held = _HeldAudio(settings.max_audio_ahead_s, settings.max_held_audio_s)
+    receive: asyncio.Future | None = None
     try:
         while True:
-            message = await ws.receive()
+            if session is not None:
+                held.feed(session)
+            if tasks and tasks[0].done():
+                return
+            if held.full:  # back-pressure: the client cannot send while we do not read
+                await asyncio.sleep(0.05)
+                continue
+            if receive is None:
+                receive = asyncio.ensure_future(ws.receive())
+            if held:  # wake up to feed held audio as the frames catch up
+                done, _ = await asyncio.wait({receive}, timeout=0.05)
+                if not done:
+                    continue
+            message = await receive
+            receive = None
             if message["type"] == "websocket.disconnect":
                 return
             text, data = message.get("text"), message.get("bytes")
@@ -186,17 +210,7 @@ async def _serve_ws(state: ServerState, ws: WebSocket, sid: str) -> None:
                         raise protocol.ProtocolError(
                             "no_session", "audio before start: send a start message first"
                         )
-                    try:
-                        session.push_pcm16(data)
-                    except InputError as e:
-                        raise protocol.ProtocolError("bad_audio", str(e)) from e
-                    while session.audio_ahead_s() > settings.max_audio_ahead_s and not session.ended:
-                        # back-pressure: stop reading until the frames catch up (the client is not idle: it
-                        # cannot send while we wait); a client that went away shows as a failed frame send
-                        session.hold()
-                        if tasks and tasks[0].done():
-                            return
-                        await asyncio.sleep(0.05)
+                    held.add(session, data)
                     continue
                 control = protocol.parse_control(text or "")
                 kind = control["type"]
@@ -231,13 +245,12 @@ async def _serve_ws(state: ServerState, ws: WebSocket, sid: str) -> None:
                         "no_session", f"{kind} before start: send a start message first"
                     )
                 elif kind == "end":
-                    session.end()
-                else:  # cancel
+                    held.end(session)  # after the held audio, which is the client's audio before "end"
+                else:  # cancel: at once, the held audio with it
+                    held.clear()
                     await loop.run_in_executor(None, session.cancel)
             except protocol.ProtocolError as e:
                 await _fail(ws, e.code, e.message, protocol.CLOSE_PROTOCOL)
-                return
-            if tasks and tasks[0].done():
                 return
     except WebSocketDisconnect:
         return
@@ -246,12 +259,73 @@ async def _serve_ws(state: ServerState, ws: WebSocket, sid: str) -> None:
         await _fail(ws, "server_error", "the server failed on this message (logged)", protocol.CLOSE_INTERNAL)
         return
     finally:
+        if receive is not None:
+            receive.cancel()
         for task in tasks:
             task.cancel()
         if session is not None and not session.ended:
             await loop.run_in_executor(None, session.cancel, "disconnect")
         elif session is not None:
             await loop.run_in_executor(None, session.join)
+
+
+class _HeldAudio:
+    """A WebSocket client's audio beyond ``ahead_s`` of the rendered frames, in arrival order, at most
+    ``limit_s`` of it (float32 samples: 64 KB per second); a requested ``end`` waits behind it."""
+
+    def __init__(self, ahead_s: float, limit_s: float) -> None:
+        self.ahead_s = ahead_s
+        self.limit = int(limit_s * SAMPLE_RATE)
+        self.chunks: collections.deque[np.ndarray] = collections.deque()
+        self.samples = 0
+        self.end_requested = False
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks) or self.end_requested
+
+    @property
+    def full(self) -> bool:
+        return self.samples >= self.limit
+
+    def add(self, session: LiveSession, data: bytes) -> None:
+        """Checked PCM16 ``data``: pushed now when nothing is held and the frames are close enough, else
+        held (ProtocolError ``bad_audio`` for a bad chunk or audio after ``end``, as the session says it)."""
+        try:
+            samples = pcm16_to_float(data)
+            if self.end_requested:
+                raise InputError("audio after end: the session's audio has ended; start a new session")
+            if not self.chunks and session.audio_ahead_s() <= self.ahead_s:
+                session.push(samples)
+                return
+        except InputError as e:
+            raise protocol.ProtocolError("bad_audio", str(e)) from e
+        self.chunks.append(samples)
+        self.samples += samples.shape[0]
+
+    def feed(self, session: LiveSession) -> None:
+        """Push held audio while the frames are close enough, then a requested end; drop it all once the
+        session has ended."""
+        if session.ended:
+            self.clear()
+            return
+        while self.chunks and session.audio_ahead_s() <= self.ahead_s:
+            chunk = self.chunks.popleft()
+            self.samples -= chunk.shape[0]
+            session.push(chunk)
+        if self.chunks:
+            session.hold()  # the client is not idle: its audio is waiting here
+        elif self.end_requested:
+            self.end_requested = False
+            session.end()
+
+    def end(self, session: LiveSession) -> None:
+        self.end_requested = True
+        self.feed(session)
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.samples = 0
+        self.end_requested = False
 
 
 async def _start(

@@ -57,6 +57,10 @@ class ServeSettings:
     # A client may send audio at most this far ahead of the rendered frames (s); beyond it the server stops
     # reading its socket until the frames catch up (TCP slows the client down), so audio never piles up.
     max_audio_ahead_s: float = 20.0
+    # Audio a WebSocket client sends beyond `max_audio_ahead_s` is read and held in memory (s; 64 KB per
+    # second) until the frames catch up, so a cancel, end or ping sent after it is seen at once; only beyond
+    # this much held audio does the server stop reading the socket (then closing it still stops at once).
+    max_held_audio_s: float = 60.0
     # Largest portrait upload (MB); it is decoded and validated as an image before use.
     max_upload_mb: float = 16.0
     # Largest WebSocket message (KiB): a bigger one closes the connection with code 1009.
@@ -99,6 +103,7 @@ class ServeSettings:
         _positive("serve.idle_fill_delay_s", self.idle_fill_delay_s, allow_zero=True)
         _positive("serve.max_session_s", self.max_session_s, allow_zero=True)
         _positive("serve.max_audio_ahead_s", self.max_audio_ahead_s)
+        _positive("serve.max_held_audio_s", self.max_held_audio_s)
         _positive("serve.max_upload_mb", self.max_upload_mb)
         _positive("serve.max_message_kb", self.max_message_kb)
         _positive("serve.frame_queue", self.frame_queue)
