@@ -107,7 +107,10 @@ class LpipsModel:
         """LPIPS of two (H, W, 3) uint8 RGB frames of one size."""
 
         def tensor(image: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+            image = np.ascontiguousarray(image)
+            if not image.flags.writeable:  # decoded video frames can be read-only views; torch wants to own
+                image = image.copy()
+            t = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
             return t / 127.5 - 1.0
 
         return float(self.model(tensor(pred), tensor(ref)).reshape(-1)[0])
