@@ -55,7 +55,7 @@ def test_cancel_behind_held_audio_stops_at_once(server):
 
 
 def test_end_waits_for_the_held_audio(server):
-    audio = pcm16(3.0)  # 6x the allowed lead: most of it is held when "end" arrives
+    audio = pcm16(1.5)  # 3x the allowed lead: most of it is held when "end" arrives
     with connect(server.ws, open_timeout=30, close_timeout=10) as ws:
         start(ws, server, idle=False)
         for i in range(0, len(audio), 6400):
@@ -69,7 +69,7 @@ def test_end_waits_for_the_held_audio(server):
 def test_audio_after_end_is_refused_even_while_held(server):
     with connect(server.ws, open_timeout=30, close_timeout=10) as ws:
         start(ws, server, idle=False)
-        audio = pcm16(3.0)
+        audio = pcm16(1.5)
         for i in range(0, len(audio), 6400):
             ws.send(audio[i : i + 6400])
         ws.send(json.dumps({"type": "end"}))
