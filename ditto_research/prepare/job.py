@@ -344,7 +344,24 @@ def _save_segment(
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_start(cfg: PrepareConfig, progress: Any) -> None:
+def _face_models(cfg: PrepareConfig) -> str | None:
+    """face=mediapipe's model folder, resolved in the parent (a first use fetches the files once, not once
+    per worker); None for the front-ends that do not use it."""
+    from ditto_research.face.tflite_models import face_models_dir
+
+    if cfg.face.name == "mediapipe":
+        return str(face_models_dir())
+    if cfg.face.name == "auto":  # mediapipe only without the official files: the workers decide
+        with contextlib.suppress(DittoError):  # a worker that needs them reports the same error itself
+            return str(face_models_dir())
+    return None
+
+
+def _worker_start(cfg: PrepareConfig, progress: Any, face_models: str | None) -> None:
+    if face_models is not None:  # the parent resolved (fetched) them once: no worker fetches on its own
+        from ditto_research.face.tflite_models import FACE_MODELS_ENV
+
+        os.environ[FACE_MODELS_ENV] = face_models
     _WORKER.update(cfg=cfg, engine=Engine(cfg), progress=progress, emotion=_classifier(cfg))
 
 
@@ -466,7 +483,10 @@ def _run_workers(
     forwarder.start()
     try:
         with ProcessPoolExecutor(
-            cfg.prepare.workers, mp_context=context, initializer=_worker_start, initargs=(cfg, progress)
+            cfg.prepare.workers,
+            mp_context=context,
+            initializer=_worker_start,
+            initargs=(cfg, progress, _face_models(cfg)),
         ) as pool:
             pending: set[Future] = set()
             queue_iter: Iterator[Source] = iter(todo)
