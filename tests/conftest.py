@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -24,9 +25,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     subprocesses they start) do not fetch the models again."""
     if os.environ.get("DITTO_FACE_MODELS"):
         return
+    from ditto_research.errors import DittoError
     from ditto_research.face.tflite_models import FACE_MODELS_ENV, face_models_dir
 
-    os.environ[FACE_MODELS_ENV] = str(face_models_dir())
+    try:
+        os.environ[FACE_MODELS_ENV] = str(face_models_dir())
+    except DittoError as e:  # offline and not cached: the face=mediapipe tests fail with this line, not all
+        print(f"\nwarning: {e}", file=sys.stderr)
 
 
 def golden_root() -> Path:

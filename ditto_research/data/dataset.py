@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ditto_research.atomic import write_atomically
+from ditto_research.atomic import write_text_atomically
 from ditto_research.data.clip import PreparedClip, load_clip, save_clip
 from ditto_research.errors import InputError
 
@@ -36,8 +36,8 @@ _CLIP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 def _write_json(path: Path, value: Any) -> None:
-    text = json.dumps(value, indent=1, sort_keys=True).encode("utf-8")
-    write_atomically(path, lambda f: f.write(text))
+    text = json.dumps(value, indent=1, sort_keys=True)
+    write_text_atomically(path, lambda f: f.write(text))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

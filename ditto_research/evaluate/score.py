@@ -28,6 +28,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from ditto_research.apps import HydraApp
+from ditto_research.atomic import write_text_atomically
 from ditto_research.errors import ConfigError, DittoError, InputError
 from ditto_research.evaluate.config import LoggerConfig
 from ditto_research.evaluate.quality import (
@@ -147,8 +148,6 @@ def read_score_list(path: str | Path) -> list[ScoreRow]:
 
 
 def _write(folder: Path, clips: list[ClipScore], summary: dict[str, Any], config: dict[str, Any]) -> None:
-    from ditto_research.atomic import write_atomically
-
     columns = ["id", "status", "error", "frames", *CLIP_METRICS, "notes", "prediction", "reference"]
     rows = []
     for c in clips:
@@ -158,20 +157,17 @@ def _write(folder: Path, clips: list[ClipScore], summary: dict[str, Any], config
         row |= {"prediction": c.prediction, "reference": c.reference}
         rows.append(row)
 
-    def write_csv(f: Any) -> None:
-        text = _csv_text(columns, rows).encode("utf-8")
-        f.write(text)
-
-    write_atomically(folder / "clips.csv", write_csv)
+    csv_text = _csv_text(columns, rows)
+    write_text_atomically(folder / "clips.csv", lambda f: f.write(csv_text))
     results = {
         "summary": summary,
         "published": PUBLISHED,
         "config": config,
         "clips": [c.__dict__ for c in clips],
     }
-    text = json.dumps(_json_safe(results), indent=1, default=str, allow_nan=False).encode("utf-8")
-    write_atomically(folder / "results.json", lambda f: f.write(text))
-    write_atomically(folder / "report.md", lambda f: f.write(_report(summary, clips).encode("utf-8")))
+    text = json.dumps(_json_safe(results), indent=1, default=str, allow_nan=False)
+    write_text_atomically(folder / "results.json", lambda f: f.write(text))
+    write_text_atomically(folder / "report.md", lambda f: f.write(_report(summary, clips)))
 
 
 def _json_safe(value: Any) -> Any:

@@ -33,6 +33,7 @@ folder to copy to machines without network).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -205,8 +206,6 @@ def _download_wheel(into: Path) -> Path:
 
 
 def _has_pip() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("pip") is not None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import cv2
 
-from ditto_research.atomic import write_atomically
+from ditto_research.atomic import write_text_atomically
 from ditto_research.constants import FPS
 from ditto_research.data.clip import CLIP_ARRAYS
 from ditto_research.data.dataset import read_manifest
@@ -220,8 +220,8 @@ def write_report(folder: str | Path) -> tuple[Path, Path]:
         "![contact sheet](contact_sheet.png)",
         "",
     ]
-    text = "\n".join(lines).encode("utf-8")
-    report = write_atomically(folder / "report.md", lambda f: f.write(text))
+    text = "\n".join(lines)
+    report = write_text_atomically(folder / "report.md", lambda f: f.write(text))
     return report, sheet
 
 
